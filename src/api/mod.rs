@@ -1,0 +1,91 @@
+//! The admin HTTP API: the one module that speaks axum. `/v1` behind a bearer token;
+//! `/metrics`, `/healthz` and `/readyz` open.
+
+mod error;
+mod extract;
+mod webhooks;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    http::{StatusCode, header::AUTHORIZATION},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use subtle::ConstantTimeEq;
+
+pub use error::ApiError;
+
+use crate::{domain::Catalog, storage::Storage};
+
+pub struct ApiState {
+    pub storage: Storage,
+    pub catalog: Catalog,
+    pub admin_token: String,
+    pub allow_private_targets: bool,
+    pub metrics: PrometheusHandle,
+    /// Set by the worker's supervisor while its broker connection and consumers are up.
+    pub broker_up: Arc<AtomicBool>,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    let v1 = Router::new()
+        .route("/event-types", get(webhooks::event_types))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readiness))
+        .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant-time, so response timing does not leak how much of a guess was right.
+    if bool::from(presented.as_bytes().ct_eq(state.admin_token.as_bytes())) {
+        next.run(request).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+async fn render_metrics(State(state): State<Arc<ApiState>>) -> String {
+    state.metrics.run_upkeep();
+    state.metrics.render()
+}
+
+/// Ready when the consumers are connected to the broker and the database answers.
+async fn readiness(State(state): State<Arc<ApiState>>) -> (StatusCode, &'static str) {
+    let broker = state.broker_up.load(Ordering::Acquire);
+    let database = state.storage.ping().await;
+    match (broker, database) {
+        (true, true) => (StatusCode::OK, "ready"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "broker unavailable"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
+    }
+}

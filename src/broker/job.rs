@@ -1,0 +1,140 @@
+//! A delivery job: one pending attempt of one delivery, carried in headers of our own. The
+//! message body is the envelope, unchanged.
+
+use lapin::types::{AMQPValue, FieldTable};
+
+use super::topology::long_string;
+use crate::{
+    domain::{DeliveryId, EventId, WebhookId},
+    storage::Trigger,
+};
+
+const DELIVERY_ID: &str = "x-tesoro-delivery-id";
+const WEBHOOK_ID: &str = "x-tesoro-webhook-id";
+const EVENT_ID: &str = "x-tesoro-event-id";
+const EVENT_TYPE: &str = "x-tesoro-event-type";
+const ATTEMPT: &str = "x-tesoro-attempt";
+const SERIES_ATTEMPT: &str = "x-tesoro-series-attempt";
+const TRIGGER: &str = "x-tesoro-trigger";
+/// On dead-lettered and quarantined messages: why.
+pub const REASON: &str = "x-tesoro-reason";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub event_id: EventId,
+    pub event_type: String,
+    /// The delivery's attempt number this job makes (1-based, over the delivery's life). A job
+    /// runs only when exactly `attempt - 1` attempts are recorded: that tells a redelivered or
+    /// duplicated job from the live one.
+    pub attempt: u32,
+    /// The attempt within the current series, which picks the retry tier. Equal to `attempt`
+    /// until a manual retry starts a new series.
+    pub series_attempt: u32,
+    pub trigger: Trigger,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("delivery job header {0} is missing or invalid")]
+pub struct JobError(pub &'static str);
+
+impl Job {
+    pub fn to_headers(&self) -> FieldTable {
+        let mut headers = FieldTable::default();
+        let mut text = |key: &str, value: &str| {
+            headers.insert(key.into(), long_string(value));
+        };
+        text(DELIVERY_ID, &self.delivery_id.to_string());
+        text(WEBHOOK_ID, &self.webhook_id.to_string());
+        text(EVENT_ID, self.event_id.as_str());
+        text(EVENT_TYPE, &self.event_type);
+        text(TRIGGER, self.trigger.as_str());
+        headers.insert(ATTEMPT.into(), AMQPValue::LongUInt(self.attempt));
+        headers.insert(
+            SERIES_ATTEMPT.into(),
+            AMQPValue::LongUInt(self.series_attempt),
+        );
+        headers
+    }
+
+    pub fn from_headers(headers: Option<&FieldTable>) -> Result<Self, JobError> {
+        let empty = FieldTable::default();
+        let headers = headers.unwrap_or(&empty).inner();
+        let text = |key: &'static str| -> Result<String, JobError> {
+            match headers.get(key) {
+                Some(AMQPValue::LongString(s)) => {
+                    String::from_utf8(s.as_bytes().to_vec()).map_err(|_| JobError(key))
+                }
+                Some(AMQPValue::ShortString(s)) => Ok(s.as_str().to_owned()),
+                _ => Err(JobError(key)),
+            }
+        };
+        let number = |key: &'static str| -> Result<u32, JobError> {
+            let value = match headers.get(key) {
+                Some(AMQPValue::LongUInt(n)) => i64::from(*n),
+                Some(AMQPValue::LongInt(n)) => i64::from(*n),
+                Some(AMQPValue::LongLongInt(n)) => *n,
+                Some(AMQPValue::ShortUInt(n)) => i64::from(*n),
+                Some(AMQPValue::ShortInt(n)) => i64::from(*n),
+                _ => return Err(JobError(key)),
+            };
+            u32::try_from(value)
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or(JobError(key))
+        };
+        Ok(Self {
+            delivery_id: DeliveryId::parse(&text(DELIVERY_ID)?)
+                .map_err(|_| JobError(DELIVERY_ID))?,
+            webhook_id: WebhookId::parse(&text(WEBHOOK_ID)?).map_err(|_| JobError(WEBHOOK_ID))?,
+            event_id: EventId::parse(text(EVENT_ID)?).map_err(|_| JobError(EVENT_ID))?,
+            event_type: text(EVENT_TYPE)?,
+            attempt: number(ATTEMPT)?,
+            series_attempt: number(SERIES_ATTEMPT)?,
+            trigger: Trigger::parse(&text(TRIGGER)?).ok_or(JobError(TRIGGER))?,
+        })
+    }
+}
+
+/// The `x-tesoro-reason` header of a message, if any.
+pub fn reason(headers: Option<&FieldTable>) -> Option<String> {
+    match headers?.inner().get(REASON)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            delivery_id: DeliveryId::new(),
+            webhook_id: WebhookId::new(),
+            event_id: EventId::parse("evt_1").expect("valid"),
+            event_type: "deal.won".into(),
+            attempt: 3,
+            series_attempt: 2,
+            trigger: Trigger::Manual,
+        }
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        let job = job();
+        assert_eq!(Job::from_headers(Some(&job.to_headers())), Ok(job));
+    }
+
+    #[test]
+    fn missing_or_bad_headers_are_named() {
+        assert_eq!(Job::from_headers(None), Err(JobError(DELIVERY_ID)));
+        let mut headers = job().to_headers();
+        headers.insert(ATTEMPT.into(), AMQPValue::LongUInt(0));
+        assert_eq!(Job::from_headers(Some(&headers)), Err(JobError(ATTEMPT)));
+        headers.insert(ATTEMPT.into(), long_string("three"));
+        assert_eq!(Job::from_headers(Some(&headers)), Err(JobError(ATTEMPT)));
+    }
+}

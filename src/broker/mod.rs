@@ -1,0 +1,328 @@
+//! RabbitMQ: the one module that speaks lapin. Topology, publishing with confirms, and the
+//! consume loop that acks only once a handler reports a durable outcome.
+
+mod job;
+mod topology;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lapin::{
+    Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+        BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    },
+    types::FieldTable,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use job::{Job, JobError};
+use topology::{DEAD_KEY, QUARANTINE_KEY, long_string, short};
+pub use topology::{Tier, Topology};
+
+const PERSISTENT: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("broker returned the message as unroutable to {0:?}")]
+    Unroutable(String),
+    #[error("broker refused the message (nack) for {0:?}; the queue may be full")]
+    Nacked(String),
+    #[error("consumer of {0} was cancelled by the broker")]
+    ConsumerCancelled(String),
+    #[error("no retry tier for a delay of {0:?}")]
+    NoTier(Duration),
+}
+
+/// A connection and the topology it serves.
+pub struct Broker {
+    connection: Connection,
+    topology: Arc<Topology>,
+}
+
+impl Broker {
+    pub async fn connect(url: &str, topology: Topology) -> Result<Self, BrokerError> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(concat!("tesoro-webhooks/", env!("CARGO_PKG_VERSION")).into());
+        let connection = Connection::connect(url, properties).await?;
+        Ok(Self {
+            connection,
+            topology: Arc::new(topology),
+        })
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected()
+    }
+
+    pub async fn declare_topology(&self) -> Result<(), BrokerError> {
+        let channel = self.connection.create_channel().await?;
+        self.topology.declare(&channel).await?;
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(())
+    }
+
+    /// Removes our queues and exchanges (tests and benchmarks).
+    pub async fn delete_topology(&self, include_events_exchange: bool) -> Result<(), BrokerError> {
+        let channel = self.connection.create_channel().await?;
+        self.topology
+            .delete(&channel, include_events_exchange)
+            .await?;
+        let _ = channel.close(200, "deleted".into()).await;
+        Ok(())
+    }
+
+    /// A publisher on its own confirm-mode channel, kept apart from consumer channels so a
+    /// publishing error cannot close a consumer.
+    pub async fn publisher(&self) -> Result<Publisher, BrokerError> {
+        let channel = self.connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Publisher {
+            channel,
+            topology: self.topology.clone(),
+        })
+    }
+
+    /// Consumes `queue` until `shutdown` or a broker failure, running `handler` for each
+    /// message on `tracker` and settling it with the handler's verdict. `prefetch` bounds the
+    /// messages (and so handler tasks) in flight on this consumer.
+    pub async fn consume<H, F>(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+        handler: H,
+    ) -> Result<(), BrokerError>
+    where
+        H: Fn(Message) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Disposition> + Send + 'static,
+    {
+        let channel = self.connection.create_channel().await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => {
+                    // Stop new deliveries; in-flight handlers still ack on this channel.
+                    let _ = channel
+                        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                        .await;
+                    return Ok(());
+                }
+                next = consumer.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(BrokerError::ConsumerCancelled(queue.to_owned())),
+            };
+            let acker = delivery.acker.clone();
+            let message = Message {
+                body: Bytes::from(delivery.data),
+                properties: delivery.properties,
+                redelivered: delivery.redelivered,
+            };
+            let handler = handler.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                let disposition = handler(message).await;
+                settle(acker, disposition, &shutdown).await;
+            });
+        }
+    }
+
+    pub async fn close(&self) {
+        let _ = self.connection.close(200, "shutdown".into()).await;
+    }
+}
+
+/// A handler's verdict on a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Its outcome is durable (or it was moved aside): remove it from the queue.
+    Ack,
+    /// Its outcome could not be made durable (database or broker trouble): hand it back after
+    /// a pause, so an outage is not a hot loop.
+    Retry,
+}
+
+/// Wait before handing back a message whose handling failed.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+async fn settle(acker: Acker, disposition: Disposition, shutdown: &CancellationToken) {
+    let settled = match disposition {
+        Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
+        Disposition::Retry => {
+            tokio::select! {
+                () = tokio::time::sleep(RETRY_PAUSE) => {}
+                () = shutdown.cancelled() => {}
+            }
+            acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    // A lost ack is safe: the broker redelivers and the dedupe check skips finished work.
+    match settled {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!("ack not sent: channel gone, message will be redelivered"),
+        Err(e) => tracing::debug!(error = %e, "ack failed, message will be redelivered"),
+    }
+}
+
+/// A consumed message, free of lapin types for the pipeline.
+#[derive(Debug)]
+pub struct Message {
+    pub body: Bytes,
+    properties: BasicProperties,
+    pub redelivered: bool,
+}
+
+impl Message {
+    pub fn job(&self) -> Result<Job, JobError> {
+        Job::from_headers(self.properties.headers().as_ref())
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        job::reason(self.properties.headers().as_ref())
+    }
+}
+
+/// Publishes with confirms on one channel; cheap to clone and share between tasks.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+    topology: Arc<Topology>,
+}
+
+impl Publisher {
+    /// Publishes and waits for the broker's confirm; an unroutable or refused message is an
+    /// error, so the caller never acks its input on a publish that did not land.
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let confirm = self
+            .channel
+            .basic_publish(
+                short(exchange),
+                short(routing_key),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                properties.with_delivery_mode(PERSISTENT),
+            )
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => {
+                Err(BrokerError::Unroutable(format!("{exchange}/{routing_key}")))
+            }
+            Confirmation::Nack(_) | Confirmation::NotRequested => {
+                Err(BrokerError::Nacked(format!("{exchange}/{routing_key}")))
+            }
+        }
+    }
+
+    fn job_properties(job: &Job) -> BasicProperties {
+        BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(short(job.event_id.as_str()))
+            .with_headers(job.to_headers())
+    }
+
+    /// Parks `job` in the tier that waits `delay`; it comes back on the deliveries queue.
+    pub async fn schedule_retry(
+        &self,
+        job: &Job,
+        delay: Duration,
+        body: &[u8],
+    ) -> Result<(), BrokerError> {
+        let tier = self
+            .topology
+            .tier_for(delay)
+            .ok_or(BrokerError::NoTier(delay))?;
+        let exchange = &self.topology.work_exchange;
+        self.publish(exchange, &tier.routing_key, body, Self::job_properties(job))
+            .await
+    }
+
+    /// Moves a job whose series is exhausted to the dead-letter queue.
+    pub async fn dead_letter(
+        &self,
+        job: &Job,
+        body: &[u8],
+        reason: &str,
+    ) -> Result<(), BrokerError> {
+        let mut properties = Self::job_properties(job);
+        let mut headers = job.to_headers();
+        headers.insert(job::REASON.into(), long_string(reason));
+        properties = properties.with_headers(headers);
+        let exchange = &self.topology.work_exchange;
+        self.publish(exchange, DEAD_KEY, body, properties).await
+    }
+
+    /// Moves an unprocessable message aside with its reason, keeping its body and headers.
+    pub async fn quarantine(&self, message: &Message, reason: &str) -> Result<(), BrokerError> {
+        let mut headers = message.properties.headers().clone().unwrap_or_default();
+        headers.insert(job::REASON.into(), long_string(reason));
+        let properties = message.properties.clone().with_headers(headers);
+        let exchange = &self.topology.work_exchange;
+        self.publish(exchange, QUARANTINE_KEY, &message.body, properties)
+            .await
+    }
+
+    /// Publishes an envelope to the events exchange, as a CRM service does.
+    pub async fn publish_event(
+        &self,
+        event_type: &str,
+        event_id: &str,
+        body: &[u8],
+    ) -> Result<(), BrokerError> {
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(short(event_id));
+        let exchange = &self.topology.events_exchange;
+        self.publish(exchange, event_type, body, properties).await
+    }
+
+    /// Publishes raw bytes to the events exchange (tests of malformed input).
+    pub async fn publish_raw_event(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+    ) -> Result<(), BrokerError> {
+        let exchange = &self.topology.events_exchange;
+        self.publish(exchange, routing_key, body, BasicProperties::default())
+            .await
+    }
+}

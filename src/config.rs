@@ -1,0 +1,233 @@
+//! Layered configuration: built-in defaults (`config/default.toml`), then an optional file, then
+//! `TESORO_WEBHOOKS__<SECTION>__<KEY>` environment variables, then validation that names the key.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use bytesize::ByteSize;
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::Deserialize;
+
+use crate::retry::RetrySchedule;
+
+/// The defaults, compiled in so `run` works with no file at all.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Environment variables with this prefix override file values; `__` separates levels.
+pub const ENV_PREFIX: &str = "TESORO_WEBHOOKS__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub amqp: AmqpConfig,
+    pub database: DatabaseConfig,
+    pub api: ApiConfig,
+    pub delivery: DeliveryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpConfig {
+    pub url: String,
+    /// Topic exchange the CRM services publish envelopes to.
+    pub events_exchange: String,
+    /// Prefix of every exchange and queue the worker owns, so tests and tenants of one broker
+    /// never collide.
+    pub prefix: String,
+    /// Unacked messages per consumer: bounds concurrent work per process.
+    pub prefetch: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub pool_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub pool_timeout: Duration,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub admin_token: String,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("listen", &self.listen)
+            .field("admin_token", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub retry_schedule: RetrySchedule,
+    pub max_response_body: ByteSize,
+    pub allow_private_targets: bool,
+}
+
+impl Config {
+    /// Defaults, then `file`, then the environment; validated.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    /// The defaults alone, as a test or a tool starts from.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::extract(Figment::from(Toml::string(DEFAULT_TOML)))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.display().to_string()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Self::extract(figment.merge(env))
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if self.amqp.prefix.is_empty() || self.amqp.prefix.contains(char::is_whitespace) {
+            return invalid("amqp.prefix", "must be non-empty without spaces");
+        }
+        if self.amqp.events_exchange.is_empty() {
+            return invalid("amqp.events_exchange", "must not be empty");
+        }
+        if self.amqp.prefetch == 0 {
+            return invalid("amqp.prefetch", "must be at least 1");
+        }
+        if self.database.pool_size == 0 {
+            return invalid("database.pool_size", "must be at least 1");
+        }
+        if self.api.admin_token.trim().is_empty() {
+            return invalid("api.admin_token", "must not be empty");
+        }
+        if self.delivery.timeout.is_zero() {
+            return invalid("delivery.timeout", "must be greater than zero");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn no_env() -> Env {
+        Env::prefixed("TESORO_WEBHOOKS_TEST_UNSET_PREFIX__").split("__")
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = Config::defaults().expect("defaults load");
+        assert_eq!(config.amqp.prefix, "webhooks");
+        assert_eq!(config.amqp.events_exchange, "tesoro.events");
+        assert_eq!(config.delivery.timeout, Duration::from_secs(5));
+        assert_eq!(
+            config.delivery.retry_schedule.delays(),
+            &[60, 300, 1800, 7200].map(Duration::from_secs)
+        );
+        assert_eq!(config.delivery.max_response_body.as_u64(), 64 * 1024);
+        assert!(!config.delivery.allow_private_targets);
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(
+            file,
+            "[delivery]\ntimeout = \"2s\"\nretry_schedule = [\"200ms\", \"400ms\"]"
+        )
+        .expect("write");
+        let config = Config::load_from(Some(file.path()), no_env()).expect("loads");
+        assert_eq!(config.delivery.timeout, Duration::from_secs(2));
+        assert_eq!(config.delivery.retry_schedule.delays().len(), 2);
+        assert_eq!(config.amqp.prefix, "webhooks");
+    }
+
+    #[test]
+    #[allow(
+        clippy::result_large_err,
+        reason = "figment's Jail API fixes the closure's error type"
+    )]
+    fn environment_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESORO_WEBHOOKS__AMQP__PREFIX", "from_env");
+            jail.set_env("TESORO_WEBHOOKS__DELIVERY__TIMEOUT", "3s");
+            let config = Config::load(None).expect("loads");
+            assert_eq!(config.amqp.prefix, "from_env");
+            assert_eq!(config.delivery.timeout, Duration::from_secs(3));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = Config::load_from(Some(Path::new("/nonexistent/x.toml")), no_env())
+            .expect_err("must fail");
+        assert!(err.to_string().contains("/nonexistent/x.toml"), "{err}");
+    }
+
+    fn load_str(toml: &str) -> Result<Config, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        write!(file, "{toml}").expect("write");
+        Config::load_from(Some(file.path()), no_env())
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("[delivery]\nretry_schedule = []", "retry_schedule"),
+            (
+                "[delivery]\nretry_schedule = [\"5m\", \"1m\"]",
+                "retry_schedule",
+            ),
+            ("[delivery]\ntimeout = \"soon\"", "timeout"),
+            ("[delivery]\ntimeout = \"0s\"", "delivery.timeout"),
+            ("[amqp]\nprefix = \"\"", "amqp.prefix"),
+            ("[amqp]\nprefetch = 0", "amqp.prefetch"),
+            ("[api]\nlisten = \"not an address\"", "listen"),
+            ("[api]\nadmin_token = \" \"", "api.admin_token"),
+            ("[delivery]\ntimeuot = \"1s\"", "timeuot"),
+        ];
+        for (toml, key) in cases {
+            let err = load_str(toml).expect_err(toml);
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_admin_token() {
+        let config = Config::defaults().expect("defaults load");
+        assert!(!format!("{config:?}").contains("change-me"));
+    }
+}

@@ -1,0 +1,130 @@
+//! Identifiers. Event and company ids come from the CRM and are opaque strings; webhook and
+//! delivery ids are ours (UUID v7, so they sort by creation time).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdError {
+    #[error("must be a non-empty string of at most 255 printable characters")]
+    Malformed,
+}
+
+/// An opaque id from the CRM: non-empty, at most 255 characters, no control characters
+/// (it travels in HTTP headers and AMQP short strings).
+fn check_external(value: &str) -> Result<(), IdError> {
+    let ok = !value.trim().is_empty() && value.len() <= 255 && !value.chars().any(char::is_control);
+    if ok { Ok(()) } else { Err(IdError::Malformed) }
+}
+
+macro_rules! external_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
+                let value = value.into();
+                check_external(&value)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(value: String) -> Result<Self, IdError> {
+                Self::parse(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+external_id!(
+    /// The CRM's event id: the receiver's idempotency key (`webhook-id` header).
+    EventId
+);
+external_id!(
+    /// The tenant: an event of one company never reaches another company's webhook.
+    CompanyId
+);
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            pub fn parse(value: &str) -> Result<Self, IdError> {
+                Uuid::parse_str(value).map(Self).map_err(|_| IdError::Malformed)
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A subscription.
+    WebhookId
+);
+uuid_id!(
+    /// One event going to one webhook, across all its attempts.
+    DeliveryId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_ids_reject_empty_control_and_huge() {
+        assert!(EventId::parse("evt_1").is_ok());
+        assert_eq!(EventId::parse(""), Err(IdError::Malformed));
+        assert_eq!(EventId::parse("  "), Err(IdError::Malformed));
+        assert_eq!(EventId::parse("a\nb"), Err(IdError::Malformed));
+        assert_eq!(CompanyId::parse("x".repeat(256)), Err(IdError::Malformed));
+    }
+
+    #[test]
+    fn uuid_ids_round_trip() {
+        let id = WebhookId::new();
+        assert_eq!(WebhookId::parse(&id.to_string()), Ok(id));
+        assert!(DeliveryId::parse("nope").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! Domain values, parsed once at the edge (API, bus, config) so the rest of the code can trust
+//! them: ids, event types and the catalog, subscription filters, endpoint URLs, signing secrets.
+
+mod catalog;
+mod endpoint;
+mod ids;
+mod secret;
+
+pub use catalog::{Catalog, EventFilter, FilterError};
+pub use endpoint::{EndpointUrl, UrlError, host_is_internal, is_internal_ip};
+pub use ids::{CompanyId, DeliveryId, EventId, IdError, WebhookId};
+pub use secret::{SecretError, SigningSecret};

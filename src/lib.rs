@@ -1,0 +1,40 @@
+//! tesoro-webhooks: delivers Tesoro CRM domain events to customers' systems as signed webhooks.
+//!
+//! # The path of one event
+//!
+//! 1. A CRM service publishes an envelope to the `tesoro.events` topic exchange; it lands in
+//!    `{prefix}.events`.
+//! 2. [`pipeline::fanout`] checks it ([`envelope`]; invalid ones go to quarantine), finds the
+//!    company's enabled webhooks whose filters match ([`domain::EventFilter`]), and stores the
+//!    event with one delivery per webhook ([`storage`]), keyed by (event id, webhook id).
+//! 3. Each first attempt is made inline: [`sender`] signs ([`signing`]) and POSTs it.
+//!    [`outcome`] classifies the result and picks the next step from the [`retry`] schedule.
+//! 4. A failure publishes a job (headers: delivery, attempt) to a retry tier ([`broker`]): a
+//!    quorum queue whose TTL dead-letters it into `{prefix}.deliveries` when due.
+//!    [`pipeline::jobs`] runs it as the next attempt. After the last tier the job goes to
+//!    `{prefix}.dead`, whose consumer marks the delivery Failed.
+//! 5. Each message is acked only after its outcome is durable: the attempt row committed and
+//!    any follow-up job confirmed by the broker.
+//!
+//! # Modules
+//!
+//! Pure: [`config`], [`domain`], [`envelope`], [`signing`], [`outcome`], [`retry`].
+//! I/O, one crate each: [`storage`] (tokio-postgres), [`broker`] (lapin), [`sender`]
+//! (reqwest), [`api`] (axum). Wiring: [`pipeline`], [`app`], [`cli`], [`telemetry`],
+//! [`metrics`].
+
+pub mod api;
+pub mod app;
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod envelope;
+pub mod metrics;
+pub mod outcome;
+pub mod pipeline;
+pub mod retry;
+pub mod sender;
+pub mod signing;
+pub mod storage;
+pub mod telemetry;

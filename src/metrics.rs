@@ -1,0 +1,69 @@
+//! Every metric name in one place, with the helpers that record them. Labels stay low in
+//! cardinality: outcome kinds and reason codes, never a URL, an event id or a company.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_histogram, histogram};
+
+pub const EVENTS_RECEIVED: &str = "tesoro_webhooks_events_received_total";
+pub const EVENTS_UNMATCHED: &str = "tesoro_webhooks_events_unmatched_total";
+pub const QUARANTINED: &str = "tesoro_webhooks_quarantined_total";
+pub const ATTEMPTS: &str = "tesoro_webhooks_attempts_total";
+pub const ATTEMPT_DURATION: &str = "tesoro_webhooks_attempt_duration_seconds";
+pub const DELIVERIES_SUCCEEDED: &str = "tesoro_webhooks_deliveries_succeeded_total";
+pub const DELIVERIES_FAILED: &str = "tesoro_webhooks_deliveries_failed_total";
+pub const RETRIES_SCHEDULED: &str = "tesoro_webhooks_retries_scheduled_total";
+pub const STALE_JOBS: &str = "tesoro_webhooks_stale_jobs_total";
+pub const HANDLER_ERRORS: &str = "tesoro_webhooks_handler_errors_total";
+
+/// Registers descriptions (the `# HELP` lines). Called once by the exporter's owner.
+pub fn describe() {
+    describe_counter!(
+        EVENTS_RECEIVED,
+        "Valid envelopes consumed from the events queue."
+    );
+    describe_counter!(
+        EVENTS_UNMATCHED,
+        "Valid envelopes that matched no enabled webhook."
+    );
+    describe_counter!(
+        QUARANTINED,
+        "Messages moved to the quarantine queue, by reason."
+    );
+    describe_counter!(
+        ATTEMPTS,
+        "HTTP attempts, by result (delivered, or the failure kind)."
+    );
+    describe_histogram!(ATTEMPT_DURATION, "Duration of HTTP attempts.");
+    describe_counter!(DELIVERIES_SUCCEEDED, "Deliveries that got a 2xx.");
+    describe_counter!(
+        DELIVERIES_FAILED,
+        "Deliveries that exhausted their retries (Failed)."
+    );
+    describe_counter!(RETRIES_SCHEDULED, "Failed attempts sent to a retry tier.");
+    describe_counter!(
+        STALE_JOBS,
+        "Redelivered or duplicate jobs skipped by the dedupe check."
+    );
+    describe_counter!(
+        HANDLER_ERRORS,
+        "Messages handed back because storage or broker failed."
+    );
+}
+
+pub fn attempt(result: &'static str, duration: Duration) {
+    counter!(ATTEMPTS, "result" => result).increment(1);
+    histogram!(ATTEMPT_DURATION).record(duration.as_secs_f64());
+}
+
+pub fn quarantined(reason: &'static str) {
+    counter!(QUARANTINED, "reason" => reason).increment(1);
+}
+
+pub fn handler_error(stage: &'static str) {
+    counter!(HANDLER_ERRORS, "stage" => stage).increment(1);
+}
+
+pub fn count(name: &'static str) {
+    counter!(name).increment(1);
+}

@@ -1,0 +1,79 @@
+//! The deliveries queue (retry and manual jobs) and the dead-letter queue (Failed state).
+
+use std::sync::Arc;
+
+use super::{Pipeline, PipelineError, attempt::attempt_and_settle, disposition};
+use crate::{
+    broker::{Disposition, Job, Message},
+    metrics,
+};
+
+pub async fn handle_job(pipeline: Arc<Pipeline>, message: Message) -> Disposition {
+    let job = match message.job() {
+        Ok(job) => job,
+        Err(e) => {
+            return pipeline
+                .quarantine(&message, "invalid_job", &e.to_string())
+                .await;
+        }
+    };
+    disposition("job", run_job(&pipeline, &job, message).await)
+}
+
+async fn run_job(pipeline: &Pipeline, job: &Job, message: Message) -> Result<(), PipelineError> {
+    let Some(target) = pipeline.storage.job_target(job.delivery_id).await? else {
+        tracing::info!(delivery = %job.delivery_id, "job for a deleted webhook dropped");
+        return Ok(());
+    };
+    // A job runs only as the very next attempt: a redelivered or duplicated job, or one
+    // overtaken by another, finds a different count and is skipped.
+    if target.attempt_count + 1 != job.attempt {
+        tracing::debug!(
+            delivery = %job.delivery_id,
+            job_attempt = job.attempt,
+            recorded = target.attempt_count,
+            "stale job skipped"
+        );
+        metrics::count(metrics::STALE_JOBS);
+        return Ok(());
+    }
+    if !target.webhook.enabled {
+        pipeline
+            .storage
+            .mark_failed(
+                job.delivery_id,
+                target.attempt_count,
+                Some("webhook disabled"),
+            )
+            .await?;
+        return Ok(());
+    }
+    attempt_and_settle(pipeline, job, &target.webhook, message.body).await
+}
+
+pub async fn handle_dead(pipeline: Arc<Pipeline>, message: Message) -> Disposition {
+    let job = match message.job() {
+        Ok(job) => job,
+        Err(e) => {
+            return pipeline
+                .quarantine(&message, "invalid_job", &e.to_string())
+                .await;
+        }
+    };
+    let reason = message.reason();
+    let result = pipeline
+        .storage
+        .mark_failed(job.delivery_id, job.attempt, reason.as_deref())
+        .await;
+    match result {
+        Ok(changed) => {
+            if changed {
+                metrics::count(metrics::DELIVERIES_FAILED);
+                tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id,
+                    attempts = job.attempt, "delivery failed after its last retry");
+            }
+            Disposition::Ack
+        }
+        Err(e) => disposition("dead", Err(e.into())),
+    }
+}

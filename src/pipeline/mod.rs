@@ -1,0 +1,68 @@
+//! The delivery pipeline: plain async functions over storage, the HTTP sender and the publisher.
+//!
+//! - [`fanout`]: an event from the events queue → its deliveries → the first attempts, inline.
+//! - [`jobs`]: a retry or manual job from the deliveries queue → one attempt; and the
+//!   dead-letter queue → the Failed state.
+//! - [`attempt`]: the one place that makes an attempt and settles its outcome, shared by both.
+//!
+//! Every handler returns a [`Disposition`]: `Ack` only once the outcome is durable.
+
+mod attempt;
+pub mod fanout;
+pub mod jobs;
+
+use crate::{
+    broker::{BrokerError, Disposition, Message, Publisher},
+    domain::Catalog,
+    retry::RetrySchedule,
+    sender::Sender,
+    storage::{Storage, StorageError},
+};
+
+/// What the handlers share. Cloned into each handler task behind an `Arc`.
+pub struct Pipeline {
+    pub storage: Storage,
+    pub sender: Sender,
+    pub publisher: Publisher,
+    pub schedule: RetrySchedule,
+    pub catalog: Catalog,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl Pipeline {
+    /// Moves an unprocessable message to the quarantine queue with its reason, then acks it:
+    /// it is kept for an operator, never lost and never looping.
+    async fn quarantine(&self, message: &Message, code: &'static str, reason: &str) -> Disposition {
+        tracing::warn!(code, reason, "quarantining an unprocessable message");
+        match self
+            .publisher
+            .quarantine(message, &format!("{code}: {reason}"))
+            .await
+        {
+            Ok(()) => {
+                crate::metrics::quarantined(code);
+                Disposition::Ack
+            }
+            Err(e) => disposition("quarantine", Err(e.into())),
+        }
+    }
+}
+
+/// Turns a handler's result into the message's fate, logging a failure once with its cause.
+fn disposition(stage: &'static str, result: Result<(), PipelineError>) -> Disposition {
+    match result {
+        Ok(()) => Disposition::Ack,
+        Err(error) => {
+            tracing::warn!(stage, error = %error, "handling failed; message will be retried");
+            crate::metrics::handler_error(stage);
+            Disposition::Retry
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The retry schedule: the delays between attempts, validated once at config load.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Delays before attempts 2, 3, ...: `delays[i]` is the wait after the failure of attempt `i + 1`.
+/// Guaranteed non-empty, non-zero (at millisecond precision, RabbitMQ's TTL unit) and
+/// non-decreasing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<humantime_serde::Serde<Duration>>")]
+pub struct RetrySchedule(Vec<Duration>);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ScheduleError {
+    #[error("retry_schedule must have at least one delay")]
+    Empty,
+    #[error("retry_schedule delay {0} is shorter than 1ms")]
+    TooShort(usize),
+    #[error("retry_schedule must not decrease (delay {0} is shorter than the one before)")]
+    Decreasing(usize),
+}
+
+impl RetrySchedule {
+    pub fn new(delays: Vec<Duration>) -> Result<Self, ScheduleError> {
+        if delays.is_empty() {
+            return Err(ScheduleError::Empty);
+        }
+        if let Some(i) = delays.iter().position(|d| d.as_millis() == 0) {
+            return Err(ScheduleError::TooShort(i + 1));
+        }
+        if let Some(i) = delays.windows(2).position(|w| w[1] < w[0]) {
+            return Err(ScheduleError::Decreasing(i + 2));
+        }
+        Ok(Self(delays))
+    }
+
+    pub fn delays(&self) -> &[Duration] {
+        &self.0
+    }
+
+    /// Attempts in one series: the first one plus one per delay.
+    pub fn max_attempts(&self) -> u32 {
+        u32::try_from(self.0.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
+    }
+
+    /// The wait after attempt `attempt` (1-based) of a series failed, or `None` when that was
+    /// the last attempt and the delivery is Failed.
+    pub fn delay_after(&self, attempt: u32) -> Option<Duration> {
+        let index = usize::try_from(attempt.checked_sub(1)?).ok()?;
+        self.0.get(index).copied()
+    }
+
+    /// The distinct delays: one broker queue each.
+    pub fn tiers(&self) -> Vec<Duration> {
+        let mut tiers = self.0.clone();
+        tiers.dedup();
+        tiers
+    }
+}
+
+impl TryFrom<Vec<humantime_serde::Serde<Duration>>> for RetrySchedule {
+    type Error = ScheduleError;
+
+    fn try_from(delays: Vec<humantime_serde::Serde<Duration>>) -> Result<Self, Self::Error> {
+        Self::new(delays.into_iter().map(|d| d.into_inner()).collect())
+    }
+}
+
+/// Name of the queue holding jobs that wait `delay`, e.g. `1m`, `2h`, `200ms`. Named after the
+/// TTL so that a changed schedule declares new queues instead of clashing with old arguments.
+pub fn tier_label(delay: Duration) -> String {
+    humantime::format_duration(delay)
+        .to_string()
+        .replace(' ', "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: &[u64]) -> Vec<Duration> {
+        v.iter().copied().map(Duration::from_millis).collect()
+    }
+
+    #[test]
+    fn rejects_empty_zero_and_decreasing() {
+        assert_eq!(RetrySchedule::new(vec![]), Err(ScheduleError::Empty));
+        assert_eq!(
+            RetrySchedule::new(ms(&[100, 0])),
+            Err(ScheduleError::TooShort(2))
+        );
+        assert_eq!(
+            RetrySchedule::new(vec![Duration::from_micros(500)]),
+            Err(ScheduleError::TooShort(1))
+        );
+        assert_eq!(
+            RetrySchedule::new(ms(&[100, 300, 200])),
+            Err(ScheduleError::Decreasing(3))
+        );
+    }
+
+    #[test]
+    fn default_schedule_gives_five_attempts() {
+        let s = RetrySchedule::new(ms(&[60_000, 300_000, 1_800_000, 7_200_000])).expect("valid");
+        assert_eq!(s.max_attempts(), 5);
+        assert_eq!(s.delay_after(1), Some(Duration::from_secs(60)));
+        assert_eq!(s.delay_after(4), Some(Duration::from_secs(7200)));
+        assert_eq!(s.delay_after(5), None);
+        assert_eq!(s.delay_after(0), None);
+    }
+
+    #[test]
+    fn equal_delays_share_a_tier() {
+        let s = RetrySchedule::new(ms(&[200, 200, 400])).expect("valid");
+        assert_eq!(s.tiers(), ms(&[200, 400]));
+    }
+
+    #[test]
+    fn every_valid_schedule_walks_its_delays_in_order() {
+        // Exhaustive over small schedules: a property test without a framework.
+        for a in 1..4u64 {
+            for b in a..5 {
+                for c in b..6 {
+                    let s = RetrySchedule::new(ms(&[a, b, c])).expect("valid");
+                    let walked: Vec<_> = (1..).map_while(|n| s.delay_after(n)).collect();
+                    assert_eq!(walked, ms(&[a, b, c]));
+                    assert!(s.tiers().windows(2).all(|w| w[0] < w[1]));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tier_labels_read_like_the_design() {
+        assert_eq!(tier_label(Duration::from_secs(60)), "1m");
+        assert_eq!(tier_label(Duration::from_secs(1800)), "30m");
+        assert_eq!(tier_label(Duration::from_secs(7200)), "2h");
+        assert_eq!(tier_label(Duration::from_millis(200)), "200ms");
+        assert_eq!(tier_label(Duration::from_millis(1500)), "1s500ms");
+    }
+}

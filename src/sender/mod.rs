@@ -1,0 +1,256 @@
+//! The HTTP side: the one module that speaks reqwest. Builds the signed Standard Webhooks
+//! request, sends it with a whole-request deadline and no redirects, and captures the response
+//! up to a size cap.
+
+mod resolver;
+
+use std::{error::Error as _, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
+use time::OffsetDateTime;
+
+use crate::{
+    config::DeliveryConfig,
+    domain::{EndpointUrl, EventId, SigningSecret, host_is_internal},
+    outcome::FailureKind,
+    signing,
+};
+pub use resolver::BlockedTarget;
+
+pub const USER_AGENT_VALUE: &str = concat!("tesoro-webhooks/", env!("CARGO_PKG_VERSION"));
+
+/// Everything that goes into one POST.
+#[derive(Debug, Clone)]
+pub struct AttemptRequest<'a> {
+    pub url: &'a EndpointUrl,
+    pub event_id: &'a EventId,
+    pub event_type: &'a str,
+    pub attempt_number: u32,
+    pub secret: Option<&'a SigningSecret>,
+    /// The envelope exactly as published; `Bytes` so every attempt shares one buffer.
+    pub body: Bytes,
+}
+
+/// What came back, as far as it got.
+#[derive(Debug, Clone)]
+pub struct AttemptResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub started_at: OffsetDateTime,
+    pub duration: Duration,
+    pub request_headers: Vec<(String, String)>,
+    pub response: Option<AttemptResponse>,
+    /// Set when no response status arrived in time; the message is the cause chain.
+    pub failure: Option<(FailureKind, String)>,
+}
+
+impl AttemptResult {
+    pub fn status(&self) -> Option<u16> {
+        self.response.as_ref().map(|r| r.status)
+    }
+}
+
+/// One shared client: keep-alive pools per host, no redirects, the SSRF resolver.
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    max_response_body: usize,
+    allow_private_targets: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct SenderError(#[from] reqwest::Error);
+
+impl Sender {
+    pub fn new(config: &DeliveryConfig) -> Result<Self, SenderError> {
+        // reqwest is built without a bundled crypto provider; ring is the one we ship. A second
+        // install (another Sender in the same process) is a harmless no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(3)))
+            // Redirects are failures: following them would turn POSTs into GETs and could
+            // lead to internal addresses.
+            .redirect(reqwest::redirect::Policy::none())
+            // Shorter than most servers' keep-alive, so we rarely write to a socket the server
+            // just closed.
+            .pool_idle_timeout(Duration::from_secs(20))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .user_agent(USER_AGENT_VALUE);
+        if !config.allow_private_targets {
+            builder = builder.dns_resolver(Arc::new(resolver::GuardedResolver));
+        }
+        Ok(Self {
+            client: builder.build()?,
+            max_response_body: usize::try_from(config.max_response_body.as_u64())
+                .unwrap_or(usize::MAX),
+            allow_private_targets: config.allow_private_targets,
+        })
+    }
+
+    /// Sends one attempt. Never fails: every problem is a typed failure in the result.
+    pub async fn send(&self, request: AttemptRequest<'_>) -> AttemptResult {
+        let started_at = OffsetDateTime::now_utc();
+        let clock = std::time::Instant::now();
+        let headers = signed_headers(&request, started_at.unix_timestamp());
+        let request_headers = header_pairs(&headers);
+        let mut result = AttemptResult {
+            started_at,
+            duration: Duration::ZERO,
+            request_headers,
+            response: None,
+            failure: None,
+        };
+        // IP literals bypass the resolver; check them here.
+        if !self.allow_private_targets && host_is_internal(request.url.as_url()) {
+            result.failure = Some((FailureKind::BlockedTarget, BlockedTarget.to_string()));
+            return result;
+        }
+        let sent = self
+            .client
+            .post(request.url.as_url().clone())
+            .headers(headers)
+            .body(request.body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => result.response = Some(self.capture(response).await),
+            Err(e) => result.failure = Some((classify_error(&e), error_chain(&e))),
+        }
+        result.duration = clock.elapsed();
+        result
+    }
+
+    /// Reads the response body up to the cap; the rest is discarded unread.
+    async fn capture(&self, mut response: reqwest::Response) -> AttemptResponse {
+        let status = response.status().as_u16();
+        let headers = header_pairs(response.headers());
+        let mut body = Vec::new();
+        let mut truncated = false;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.max_response_body - body.len();
+                    if chunk.len() > room {
+                        body.extend_from_slice(&chunk[..room]);
+                        truncated = true;
+                        break;
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                // The status already arrived; a body cut short does not change the outcome.
+                Err(_) => {
+                    truncated = true;
+                    break;
+                }
+            }
+        }
+        AttemptResponse {
+            status,
+            headers,
+            body,
+            truncated,
+        }
+    }
+}
+
+/// The Standard Webhooks headers plus our informational ones.
+fn signed_headers(request: &AttemptRequest<'_>, timestamp: i64) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(7);
+    let mut put = |name: &'static str, value: &str| {
+        // Ids were validated as printable when parsed; a value that still fails is skipped
+        // rather than sent malformed.
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    put("webhook-id", request.event_id.as_str());
+    put("webhook-timestamp", &timestamp.to_string());
+    if let Some(secret) = request.secret {
+        put(
+            "webhook-signature",
+            &signing::sign(secret, request.event_id.as_str(), timestamp, &request.body),
+        );
+    }
+    put("x-tesoro-event", request.event_type);
+    put("x-tesoro-attempt", &request.attempt_number.to_string());
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    headers
+}
+
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Maps a transport error to its kind by type, walking the cause chain.
+fn classify_error(error: &reqwest::Error) -> FailureKind {
+    if error.is_timeout() {
+        return FailureKind::Timeout;
+    }
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if cause.is::<BlockedTarget>() {
+            return FailureKind::BlockedTarget;
+        }
+        if cause.is::<rustls::Error>() {
+            return FailureKind::Tls;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return FailureKind::Tls;
+            }
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return FailureKind::Timeout;
+            }
+        }
+        source = cause.source();
+    }
+    if error.is_connect() {
+        FailureKind::Connect
+    } else {
+        FailureKind::Other
+    }
+}
+
+/// "what failed: cause: root cause", without the URL (the delivery names its webhook).
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = String::from(if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() {
+        "body error"
+    } else {
+        "request failed"
+    });
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,300 @@
+//! Events, deliveries and the attempt log: the durable outcomes the broker acks wait for.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Storage, StorageError, webhooks::Webhook};
+use crate::{
+    domain::{DeliveryId, WebhookId},
+    envelope::EnvelopeHead,
+    outcome::FailureKind,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Created; its first attempt has not been recorded yet.
+    Pending,
+    Succeeded,
+    /// Failed at least once; a job waits in a retry tier (or the dead-letter queue).
+    Retrying,
+    /// Every attempt of its series failed. Only an operator or tenant retries it now.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "pending" => DeliveryStatus::Pending,
+            "succeeded" => DeliveryStatus::Succeeded,
+            "retrying" => DeliveryStatus::Retrying,
+            "failed" => DeliveryStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// What started an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The event itself or a retry tier.
+    Automatic,
+    /// An operator or tenant asked for it.
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Automatic => "automatic",
+            Trigger::Manual => "manual",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "automatic" => Some(Trigger::Automatic),
+            "manual" => Some(Trigger::Manual),
+            _ => None,
+        }
+    }
+}
+
+/// A delivery of a fresh (or redelivered) event, with how far it already got.
+#[derive(Debug, Clone)]
+pub struct PreparedDelivery {
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+}
+
+impl PreparedDelivery {
+    /// The event's inline first attempt is due only if nothing was recorded yet: a redelivered
+    /// event whose delivery succeeded, or went on to a retry tier, is not sent again.
+    pub fn needs_first_attempt(&self) -> bool {
+        self.status == DeliveryStatus::Pending && self.attempt_count == 0
+    }
+}
+
+/// One HTTP attempt, as the log keeps it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub attempt_number: u32,
+    pub trigger: Trigger,
+    pub attempted_at: OffsetDateTime,
+    pub duration: Duration,
+    pub request_headers: Vec<(String, String)>,
+    pub response_status: Option<u16>,
+    pub response_headers: Option<Vec<(String, String)>>,
+    pub response_body: Option<Vec<u8>>,
+    pub response_body_truncated: bool,
+    pub error_kind: Option<FailureKind>,
+    pub error_message: Option<String>,
+}
+
+/// Where the delivery stands once an attempt is recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryState {
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<OffsetDateTime>,
+}
+
+/// What a delivery job needs from the database before it may attempt.
+#[derive(Debug)]
+pub struct JobTarget {
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    pub webhook: Webhook,
+}
+
+fn headers_json(headers: &[(String, String)]) -> serde_json::Value {
+    serde_json::Value::Array(
+        headers
+            .iter()
+            .map(|(k, v)| serde_json::json!([k, v]))
+            .collect(),
+    )
+}
+
+fn to_u32(value: i32) -> u32 {
+    u32::try_from(value).unwrap_or(0)
+}
+
+fn to_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+fn parse_status(value: &str) -> Result<DeliveryStatus, StorageError> {
+    DeliveryStatus::parse(value).ok_or_else(|| StorageError::Corrupt(format!("status {value:?}")))
+}
+
+impl Storage {
+    /// Stores the event and one delivery per webhook, keeping what a redelivery finds already
+    /// there, and returns every delivery with its progress. One transaction.
+    pub async fn prepare_event(
+        &self,
+        head: &EnvelopeHead,
+        body: &[u8],
+        webhooks: &[WebhookId],
+    ) -> Result<Vec<PreparedDelivery>, StorageError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO events (id, company_id, event_type, body) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO NOTHING",
+            &[
+                &head.id.as_str(),
+                &head.company_id.as_str(),
+                &head.event_type,
+                &body,
+            ],
+        )
+        .await?;
+        let webhook_ids: Vec<Uuid> = webhooks.iter().map(|w| w.0).collect();
+        let delivery_ids: Vec<Uuid> = webhooks.iter().map(|_| DeliveryId::new().0).collect();
+        tx.execute(
+            "INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type)
+             SELECT d, $1, w, $2, $3 FROM unnest($4::uuid[], $5::uuid[]) AS t(d, w)
+             ON CONFLICT (event_id, webhook_id) DO NOTHING",
+            &[
+                &head.id.as_str(),
+                &head.company_id.as_str(),
+                &head.event_type,
+                &delivery_ids,
+                &webhook_ids,
+            ],
+        )
+        .await?;
+        let rows = tx
+            .query(
+                "SELECT id, webhook_id, status, attempt_count FROM deliveries
+                 WHERE event_id = $1 AND webhook_id = ANY($2)",
+                &[&head.id.as_str(), &webhook_ids],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PreparedDelivery {
+                    delivery_id: DeliveryId(row.try_get("id")?),
+                    webhook_id: WebhookId(row.try_get("webhook_id")?),
+                    status: parse_status(row.try_get("status")?)?,
+                    attempt_count: to_u32(row.try_get("attempt_count")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Records an attempt and the delivery's new state in one transaction. Recording the same
+    /// attempt twice (a redelivered message) keeps the first record.
+    pub async fn record_attempt(
+        &self,
+        attempt: &AttemptRecord,
+        state: DeliveryState,
+    ) -> Result<(), StorageError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let duration_ms = i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX);
+        let inserted = tx
+            .execute(
+                "INSERT INTO attempts (delivery_id, webhook_id, attempt_number, trigger,
+                    attempted_at, duration_ms, request_headers, response_status,
+                    response_headers, response_body, response_body_truncated, error_kind,
+                    error_message)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (delivery_id, attempt_number) DO NOTHING",
+                &[
+                    &attempt.delivery_id.0,
+                    &attempt.webhook_id.0,
+                    &to_i32(attempt.attempt_number),
+                    &attempt.trigger.as_str(),
+                    &attempt.attempted_at,
+                    &duration_ms,
+                    &headers_json(&attempt.request_headers),
+                    &attempt.response_status.map(i32::from),
+                    &attempt.response_headers.as_deref().map(headers_json),
+                    &attempt.response_body,
+                    &attempt.response_body_truncated,
+                    &attempt.error_kind.map(FailureKind::as_str),
+                    &attempt.error_message,
+                ],
+            )
+            .await?;
+        if inserted > 0 {
+            let last_error = attempt.error_kind.map(|kind| match &attempt.error_message {
+                Some(message) => format!("{}: {message}", kind.as_str()),
+                None => kind.as_str().to_owned(),
+            });
+            tx.execute(
+                "UPDATE deliveries SET status = $2,
+                    attempt_count = GREATEST(attempt_count, $3),
+                    last_status = $4, last_error = $5, next_attempt_at = $6, updated_at = now()
+                 WHERE id = $1",
+                &[
+                    &attempt.delivery_id.0,
+                    &state.status.as_str(),
+                    &to_i32(attempt.attempt_number),
+                    &attempt.response_status.map(i32::from),
+                    &last_error,
+                    &state.next_attempt_at,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The delivery and its webhook, for a job about to attempt; `None` when the webhook (and
+    /// with it the delivery) was deleted meanwhile.
+    pub async fn job_target(&self, id: DeliveryId) -> Result<Option<JobTarget>, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT d.status, d.attempt_count, w.id, w.company_id, w.name, w.url, w.events,
+                        w.secret, w.enabled, w.created_at, w.updated_at
+                 FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1",
+                &[&id.0],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(JobTarget {
+            status: parse_status(row.try_get("status")?)?,
+            attempt_count: to_u32(row.try_get("attempt_count")?),
+            webhook: super::webhooks::from_row(&row)?,
+        }))
+    }
+
+    /// Marks a delivery Failed, unless an attempt newer than `attempt_number` exists (a manual
+    /// retry overtook the dead-letter message). Returns whether it changed.
+    pub async fn mark_failed(
+        &self,
+        id: DeliveryId,
+        attempt_number: u32,
+        reason: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        let client = self.client().await?;
+        let changed = client
+            .execute(
+                "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL,
+                    last_error = COALESCE($3, last_error), updated_at = now()
+                 WHERE id = $1 AND attempt_count <= $2 AND status <> 'succeeded'",
+                &[&id.0, &to_i32(attempt_number), &reason],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+}

@@ -1,0 +1,84 @@
+//! PostgreSQL: the one module that speaks tokio-postgres. Webhooks (subscriptions), events,
+//! deliveries and the attempt log.
+
+mod deliveries;
+mod migrate;
+mod webhooks;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::DatabaseConfig;
+
+pub use deliveries::{
+    AttemptRecord, DeliveryState, DeliveryStatus, JobTarget, PreparedDelivery, Trigger,
+};
+pub use migrate::{drop_database, ensure_database, migrate};
+pub use webhooks::{NewWebhook, Webhook, WebhookChanges};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("migrations: {0}")]
+    Migration(#[from] refinery::Error),
+    #[error("invalid database url: {0}")]
+    Url(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The database handle the rest of the worker uses.
+#[derive(Clone)]
+pub struct Storage {
+    pool: Pool,
+}
+
+impl Storage {
+    /// Creates the database if missing, applies migrations, and opens the pool.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StorageError> {
+        ensure_database(&config.url).await?;
+        migrate(&config.url).await?;
+        Self::open(config)
+    }
+
+    /// Opens the pool without touching the schema.
+    pub fn open(config: &DatabaseConfig) -> Result<Self, StorageError> {
+        let pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StorageError::Url(e.to_string()))?;
+        // Verified recycling: after a database restart, Fast would hand out dead connections.
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            // Without these a `get()` waits forever when the database is down.
+            .wait_timeout(Some(config.pool_timeout))
+            .create_timeout(Some(config.pool_timeout))
+            .recycle_timeout(Some(config.pool_timeout))
+            .build()
+            .map_err(|e| StorageError::Url(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// True when a pooled connection answers a trivial query: the readiness check.
+    pub async fn ping(&self) -> bool {
+        match self.client().await {
+            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}
