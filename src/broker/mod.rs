@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use lapin::{
     Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
     options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-        BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
+        BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     },
     types::FieldTable,
 };
@@ -46,8 +46,9 @@ pub struct Broker {
 
 impl Broker {
     pub async fn connect(url: &str, topology: Topology) -> Result<Self, BrokerError> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name(concat!("tesoro-webhooks/", env!("CARGO_PKG_VERSION")).into());
+        // Named after the prefix, so an operator (or a test) can find this worker's connection.
+        let name = format!("tesoro-webhooks/{}", topology.work_exchange);
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
         let connection = Connection::connect(url, properties).await?;
         Ok(Self {
             connection,
@@ -149,6 +150,20 @@ impl Broker {
                 settle(acker, disposition, &shutdown).await;
             });
         }
+    }
+
+    /// Takes one message off `queue` without a consumer (operators' tools and tests).
+    pub async fn fetch(&self, queue: &str) -> Result<Option<Message>, BrokerError> {
+        let channel = self.connection.create_channel().await?;
+        let got = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await?;
+        let _ = channel.close(200, "fetched".into()).await;
+        Ok(got.map(|g| Message {
+            body: Bytes::from(g.delivery.data),
+            properties: g.delivery.properties,
+            redelivered: g.delivery.redelivered,
+        }))
     }
 
     pub async fn close(&self) {

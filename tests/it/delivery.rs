@@ -1,0 +1,195 @@
+//! The core path: routing by company and event type, and the signed request a subscriber gets.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::json;
+use sha2::Sha256;
+
+use crate::harness::{TestReceiver, TestWorker};
+
+#[tokio::test]
+async fn an_event_reaches_every_matching_webhook_of_its_company_and_no_other() {
+    let worker = TestWorker::start().await;
+    let exact = TestReceiver::start().await;
+    let wildcard = TestReceiver::start().await;
+    let other_type = TestReceiver::start().await;
+    let disabled = TestReceiver::start().await;
+    let other_company = TestReceiver::start().await;
+    let exact_id = worker
+        .create_webhook("cmp_a", &exact.url(), &["deal.won"])
+        .await["id"]
+        .clone();
+    let wild_id = worker
+        .create_webhook("cmp_a", &wildcard.url(), &["deal.*"])
+        .await["id"]
+        .clone();
+    worker
+        .create_webhook("cmp_a", &other_type.url(), &["lead.*", "deal.lost"])
+        .await;
+    let off = worker
+        .create_webhook("cmp_a", &disabled.url(), &["deal.won"])
+        .await;
+    let off_id = off["id"].as_str().expect("id");
+    let (status, _) = worker
+        .api(
+            "PATCH",
+            &format!("/v1/webhooks/{off_id}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    worker
+        .create_webhook("cmp_b", &other_company.url(), &["deal.won"])
+        .await;
+
+    let (event_id, _) = worker
+        .publish("deal.won", "cmp_a", json!({"id": "deal_7"}))
+        .await;
+
+    for (receiver, id) in [(&exact, &exact_id), (&wildcard, &wild_id)] {
+        let id = id.as_str().expect("id");
+        assert_eq!(worker.wait_for_status(&event_id, id, "succeeded").await, 1);
+        assert_eq!(receiver.received().len(), 1);
+    }
+    // Deliveries are created for the whole fan-out before any POST, so these counts are final.
+    let rows = worker
+        .db
+        .query("SELECT 1 FROM deliveries WHERE event_id = $1", &[&event_id])
+        .await
+        .expect("query");
+    assert_eq!(rows.len(), 2);
+    for receiver in [&other_type, &disabled, &other_company] {
+        assert!(receiver.received().is_empty());
+    }
+}
+
+fn spec_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").expect("prefix"))
+        .expect("base64");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("key");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn requests_carry_standard_webhooks_headers_and_the_published_bytes() {
+    let worker = TestWorker::start().await;
+    let signed = TestReceiver::start().await;
+    let unsigned = TestReceiver::start().await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let (status, _) = worker
+        .api(
+            "POST",
+            "/v1/webhooks",
+            Some(
+                json!({"company_id": "cmp_s", "name": "signed", "url": signed.url(),
+                        "events": ["contact.created"], "secret": secret}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201);
+    worker
+        .create_webhook("cmp_s", &unsigned.url(), &["contact.*"])
+        .await;
+
+    let (event_id, published) = worker
+        .publish(
+            "contact.created",
+            "cmp_s",
+            json!({"id": "c_1", "name": "Ada"}),
+        )
+        .await;
+    let request = signed.wait_for(1).await.remove(0);
+    assert_eq!(
+        request.body.as_ref(),
+        published.as_slice(),
+        "byte-identical body"
+    );
+    assert_eq!(request.header("webhook-id"), event_id);
+    assert_eq!(request.header("content-type"), "application/json");
+    assert!(request.header("user-agent").starts_with("tesoro-webhooks/"));
+    assert_eq!(request.header("x-tesoro-event"), "contact.created");
+    assert_eq!(request.header("x-tesoro-attempt"), "1");
+    let timestamp = request.header("webhook-timestamp");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let sent: u64 = timestamp.parse().expect("unix seconds");
+    assert!(now.abs_diff(sent) <= 5, "timestamp {sent} vs now {now}");
+    assert_eq!(
+        request.header("webhook-signature"),
+        spec_signature(secret, &event_id, timestamp, &request.body)
+    );
+
+    let request = unsigned.wait_for(1).await.remove(0);
+    assert!(request.headers.get("webhook-signature").is_none());
+    assert_eq!(request.header("webhook-id"), event_id);
+    assert_eq!(request.body.as_ref(), published.as_slice());
+}
+
+#[tokio::test]
+async fn attempts_log_request_and_response() {
+    let worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_log", &receiver.url(), &["meeting.completed"])
+        .await;
+    let (event_id, published) = worker
+        .publish("meeting.completed", "cmp_log", json!({}))
+        .await;
+    worker
+        .wait_for_status(&event_id, webhook["id"].as_str().expect("id"), "succeeded")
+        .await;
+    let attempts = worker.attempts(&event_id).await;
+    assert_eq!(attempts.len(), 1);
+    let attempt = &attempts[0];
+    assert_eq!(attempt.get::<_, i32>("attempt_number"), 1);
+    assert_eq!(attempt.get::<_, Option<i32>>("response_status"), Some(200));
+    assert_eq!(attempt.get::<_, String>("trigger"), "automatic");
+    assert_eq!(
+        attempt
+            .get::<_, Option<Vec<u8>>>("response_body")
+            .as_deref(),
+        Some(&b"receiver says hello"[..])
+    );
+    let request_headers: serde_json::Value = attempt.get("request_headers");
+    assert!(request_headers.to_string().contains(&event_id));
+    let stored: Vec<u8> = worker
+        .db
+        .query_one("SELECT body FROM events WHERE id = $1", &[&event_id])
+        .await
+        .expect("event")
+        .get(0);
+    assert_eq!(
+        stored, published,
+        "the request body is kept once, with the event"
+    );
+}
+
+#[tokio::test]
+async fn response_bodies_are_capped() {
+    let mut config = crate::harness::test_config();
+    config.delivery.max_response_body = bytesize::ByteSize::b(8);
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_cap", &receiver.url(), &["deal.won"])
+        .await;
+    let (event_id, _) = worker.publish("deal.won", "cmp_cap", json!({})).await;
+    worker
+        .wait_for_status(&event_id, webhook["id"].as_str().expect("id"), "succeeded")
+        .await;
+    let attempt = worker.attempts(&event_id).await.remove(0);
+    assert_eq!(
+        attempt
+            .get::<_, Option<Vec<u8>>>("response_body")
+            .as_deref(),
+        Some(&b"receiver"[..])
+    );
+    assert!(attempt.get::<_, bool>("response_body_truncated"));
+}

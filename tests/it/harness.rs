@@ -1,0 +1,362 @@
+//! Test harness: `TestWorker` (a whole worker on fresh broker names and a fresh database, torn
+//! down on drop), `TestReceiver` (a webhook endpoint whose replies are scripted), and
+//! `wait_until` (poll a condition against a deadline instead of sleeping a fixed time).
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode, header::LOCATION},
+    response::{IntoResponse, Response},
+};
+use rand::Rng;
+use serde_json::{Value, json};
+use tesoro_webhooks::{
+    app,
+    broker::{Broker, Message, Publisher},
+    config::Config,
+    retry::RetrySchedule,
+    storage,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "test-admin-token";
+/// Long enough for a loaded CI machine, short enough that a hang fails the test soon.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what` at the deadline.
+pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn random_suffix() -> String {
+    let n: u64 = rand::rng().random();
+    format!("{n:016x}")
+}
+
+/// A config on fresh names: prefix, events exchange, database; a 200 ms retry schedule.
+pub fn test_config() -> Config {
+    let suffix = random_suffix();
+    let mut config = Config::defaults().expect("defaults load");
+    config.amqp.prefix = format!("test_{suffix}");
+    config.amqp.events_exchange = format!("test_{suffix}.crm-events");
+    config.amqp.prefetch = 64;
+    config.database.url = format!("postgres://postgres@127.0.0.1:5432/tw_test_{suffix}");
+    config.api.admin_token = TOKEN.into();
+    config.delivery.retry_schedule =
+        RetrySchedule::new(vec![Duration::from_millis(200); 4]).expect("valid schedule");
+    config.delivery.timeout = Duration::from_secs(2);
+    config.delivery.allow_private_targets = true;
+    config
+}
+
+pub struct TestWorker {
+    pub config: Config,
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub db: tokio_postgres::Client,
+    pub broker: Broker,
+    publisher: Publisher,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<Result<(), app::AppError>>>,
+}
+
+impl TestWorker {
+    pub async fn start() -> Self {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        // The test's own HTTP client needs the crypto provider the worker installs too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        // `prepare` first, so the database and queues exist before the test publishes.
+        app::prepare(&config).await.expect("prepare");
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(app::run(config.clone(), listener, shutdown.clone()));
+        let broker = Broker::connect(&config.amqp.url, app::topology(&config))
+            .await
+            .expect("test broker connection");
+        let publisher = broker.publisher().await.expect("publisher");
+        let (db, connection) = tokio_postgres::connect(&config.database.url, tokio_postgres::NoTls)
+            .await
+            .expect("test db connection");
+        tokio::spawn(connection);
+        let worker = Self {
+            config,
+            base_url,
+            http: reqwest::Client::new(),
+            db,
+            broker,
+            publisher,
+            shutdown,
+            handle: Some(handle),
+        };
+        worker.wait_ready().await;
+        worker
+    }
+
+    pub async fn wait_ready(&self) {
+        wait_until("the worker to be ready", || async {
+            let response = self.http.get(self.url("/readyz")).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// An admin API call with the token; returns status and JSON body (Null when empty).
+    pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("api call");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Creates a webhook for `company` pointing at `url`; returns its JSON.
+    pub async fn create_webhook(&self, company: &str, url: &str, events: &[&str]) -> Value {
+        let (status, body) = self
+            .api(
+                "POST",
+                "/v1/webhooks",
+                Some(json!({"company_id": company, "name": "test", "url": url, "events": events})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// Publishes an envelope as a CRM service would; returns its event id and exact bytes.
+    pub async fn publish(&self, event: &str, company: &str, data: Value) -> (String, Vec<u8>) {
+        let (id, body) =
+            tesoro_webhooks::cli::envelope(event, company, data, None).expect("envelope");
+        self.publisher
+            .publish_event(event, &id, &body)
+            .await
+            .expect("publish");
+        (id, body)
+    }
+
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) {
+        self.publisher
+            .publish_raw_event(routing_key, body)
+            .await
+            .expect("publish raw");
+    }
+
+    pub async fn fetch(&self, queue: &str) -> Option<Message> {
+        self.broker.fetch(queue).await.expect("fetch")
+    }
+
+    /// (status, attempt_count) of the delivery of `event_id` to `webhook_id`.
+    pub async fn delivery(&self, event_id: &str, webhook_id: &str) -> Option<(String, i32)> {
+        let webhook = uuid::Uuid::parse_str(webhook_id).expect("uuid");
+        let row = self
+            .db
+            .query_opt(
+                "SELECT status, attempt_count FROM deliveries WHERE event_id = $1 AND webhook_id = $2",
+                &[&event_id, &webhook],
+            )
+            .await
+            .expect("query");
+        row.map(|r| (r.get(0), r.get(1)))
+    }
+
+    /// Waits until the delivery reaches `status`, returning its attempt count.
+    pub async fn wait_for_status(&self, event_id: &str, webhook_id: &str, status: &str) -> i32 {
+        wait_until(&format!("delivery status {status}"), || async {
+            let (current, attempts) = self.delivery(event_id, webhook_id).await?;
+            (current == status).then_some(attempts)
+        })
+        .await
+    }
+
+    pub async fn attempts(&self, event_id: &str) -> Vec<tokio_postgres::Row> {
+        self.db
+            .query(
+                "SELECT a.* FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+                 WHERE d.event_id = $1 ORDER BY a.attempt_number",
+                &[&event_id],
+            )
+            .await
+            .expect("query attempts")
+    }
+
+    /// Stops the worker and waits for it to exit.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            let result = tokio::time::timeout(DEADLINE, handle).await;
+            result
+                .expect("worker stops in time")
+                .expect("join")
+                .expect("worker result");
+        }
+    }
+}
+
+impl Drop for TestWorker {
+    /// Removes the queues, exchanges and database this test created, even when it panicked.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let config = self.config.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(async {
+                if let Ok(broker) = Broker::connect(&config.amqp.url, app::topology(&config)).await
+                {
+                    let _ = broker.delete_topology(true).await;
+                    broker.close().await;
+                }
+                let _ = storage::drop_database(&config.database.url).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// How a `TestReceiver` answers one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Status(u16),
+    /// Answer `status` after `delay`.
+    Slow(Duration, u16),
+    /// A 302 to this location.
+    Redirect(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+struct ReceiverState {
+    received: Mutex<Vec<Received>>,
+    script: Mutex<VecDeque<Reply>>,
+    default: Mutex<Reply>,
+}
+
+/// A webhook endpoint on 127.0.0.1: records every request, answers from its script, then
+/// with its default reply (200 unless changed).
+#[derive(Clone)]
+pub struct TestReceiver {
+    addr: SocketAddr,
+    state: Arc<ReceiverState>,
+}
+
+impl TestReceiver {
+    pub async fn start() -> Self {
+        let state = Arc::new(ReceiverState {
+            received: Mutex::new(Vec::new()),
+            script: Mutex::new(VecDeque::new()),
+            default: Mutex::new(Reply::Status(200)),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("addr");
+        let app = Router::new().fallback(receive).with_state(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Replies for the next requests, in order.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.script.lock().expect("lock").extend(replies);
+    }
+
+    pub fn set_default(&self, reply: Reply) {
+        *self.state.default.lock().expect("lock") = reply;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().expect("lock").clone()
+    }
+
+    /// Waits until at least `n` requests arrived; returns them all.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        wait_until(&format!("{n} requests at {}", self.url()), || async {
+            let received = self.received();
+            (received.len() >= n).then_some(received)
+        })
+        .await
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.received.lock().expect("lock").push(Received {
+        at: Instant::now(),
+        headers,
+        body,
+    });
+    let scripted = state.script.lock().expect("lock").pop_front();
+    let reply = scripted.unwrap_or_else(|| state.default.lock().expect("lock").clone());
+    match reply {
+        Reply::Status(code) => status(code).into_response(),
+        Reply::Slow(delay, code) => {
+            tokio::time::sleep(delay).await;
+            status(code).into_response()
+        }
+        Reply::Redirect(location) => {
+            (StatusCode::FOUND, [(LOCATION, location)], "moved").into_response()
+        }
+    }
+}
+
+fn status(code: u16) -> (StatusCode, &'static str) {
+    (
+        StatusCode::from_u16(code).expect("valid status"),
+        "receiver says hello",
+    )
+}

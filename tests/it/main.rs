@@ -1,0 +1,10 @@
+//! Integration tests against the real RabbitMQ and PostgreSQL. Each test starts its own worker
+//! in-process with a random queue prefix, its own events exchange and its own database, and
+//! receives webhooks on real HTTP servers on 127.0.0.1. See `harness`.
+
+mod api;
+mod crash;
+mod delivery;
+mod harness;
+mod quarantine;
+mod retries;

@@ -1,0 +1,71 @@
+//! Messages that are not valid envelopes are moved aside with their reason, acked, and never
+//! block the valid events behind them.
+
+use serde_json::json;
+
+use crate::harness::{TestReceiver, TestWorker, wait_until};
+
+#[tokio::test]
+async fn malformed_messages_are_quarantined_with_their_reason() {
+    let worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_q", &receiver.url(), &["deal.won"])
+        .await;
+
+    let bad: [(&[u8], &str); 4] = [
+        (b"this is not json", "not_json"),
+        (
+            br#"{"id":"evt_q1","event":"deal.won","data":{}}"#,
+            "missing_field",
+        ),
+        (
+            br#"{"company_id":"cmp_q","event":"deal.won"}"#,
+            "missing_field",
+        ),
+        (
+            br#"{"id":"evt_q3","event":"deal.sunk","company_id":"cmp_q"}"#,
+            "unknown_event_type",
+        ),
+    ];
+    for (body, _) in &bad {
+        worker.publish_raw("deal.won", body).await;
+    }
+    let (event_id, _) = worker
+        .publish("deal.won", "cmp_q", json!({"after": "bad ones"}))
+        .await;
+    worker
+        .wait_for_status(&event_id, webhook["id"].as_str().expect("id"), "succeeded")
+        .await;
+
+    let queue = &worker.broker.topology().quarantine_queue;
+    let mut parked = Vec::new();
+    for _ in &bad {
+        let message = wait_until("a quarantined message", || worker.fetch(queue)).await;
+        parked.push(message);
+    }
+    assert!(
+        worker.fetch(queue).await.is_none(),
+        "nothing else quarantined"
+    );
+    for (message, (body, code)) in parked.iter().zip(&bad) {
+        assert_eq!(message.body.as_ref(), *body, "original bytes kept");
+        let reason = message.reason().expect("reason header");
+        assert!(
+            reason.starts_with(code),
+            "{reason} should start with {code}"
+        );
+    }
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "only the valid event was delivered"
+    );
+    // Acked, not looping: the events queue is empty.
+    assert!(
+        worker
+            .fetch(&worker.broker.topology().events_queue)
+            .await
+            .is_none()
+    );
+}

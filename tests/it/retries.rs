@@ -1,0 +1,180 @@
+//! Failed attempts go through the retry tiers: five attempts in all with the schedule's gaps,
+//! then Failed through the dead-letter queue. Redirects and timeouts are failures.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{Reply, TestReceiver, TestWorker};
+
+#[tokio::test]
+async fn a_dead_endpoint_gets_five_attempts_then_the_delivery_is_failed() {
+    let worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    receiver.set_default(Reply::Status(500));
+    let webhook = worker
+        .create_webhook("cmp_r", &receiver.url(), &["deal.lost"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+    let (event_id, published) = worker
+        .publish("deal.lost", "cmp_r", json!({"id": "d"}))
+        .await;
+
+    assert_eq!(
+        worker
+            .wait_for_status(&event_id, webhook_id, "failed")
+            .await,
+        5
+    );
+    let requests = receiver.received();
+    assert_eq!(requests.len(), 5, "exactly five attempts");
+    for (n, request) in requests.iter().enumerate() {
+        assert_eq!(
+            request.body.as_ref(),
+            published.as_slice(),
+            "attempt {}",
+            n + 1
+        );
+        assert_eq!(request.header("webhook-id"), event_id);
+        assert_eq!(request.header("x-tesoro-attempt"), (n + 1).to_string());
+    }
+    // The schedule is 4 x 200 ms; a tier returns its message shortly after the TTL.
+    for pair in requests.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= Duration::from_millis(200),
+            "gap {gap:?} shorter than the tier"
+        );
+        assert!(
+            gap < Duration::from_secs(5),
+            "gap {gap:?} far longer than the tier"
+        );
+    }
+    let attempts = worker.attempts(&event_id).await;
+    let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.get("response_status")).collect();
+    assert_eq!(statuses, vec![Some(500); 5]);
+    let numbers: Vec<i32> = attempts.iter().map(|a| a.get("attempt_number")).collect();
+    assert_eq!(numbers, vec![1, 2, 3, 4, 5]);
+
+    // Nothing more arrives once Failed.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(receiver.received().len(), 5);
+}
+
+#[tokio::test]
+async fn a_recovering_endpoint_succeeds_on_a_retry() {
+    let worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    receiver.script([Reply::Status(503), Reply::Status(429)]);
+    let webhook = worker
+        .create_webhook("cmp_r2", &receiver.url(), &["lead.*"])
+        .await;
+    let (event_id, _) = worker.publish("lead.created", "cmp_r2", json!({})).await;
+    let attempts = worker
+        .wait_for_status(&event_id, webhook["id"].as_str().expect("id"), "succeeded")
+        .await;
+    assert_eq!(attempts, 3);
+    assert_eq!(receiver.received().len(), 3);
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_failure_and_is_not_followed() {
+    let worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    let elsewhere = TestReceiver::start().await;
+    receiver.script([Reply::Redirect(elsewhere.url())]);
+    let webhook = worker
+        .create_webhook("cmp_redir", &receiver.url(), &["deal.won"])
+        .await;
+    let (event_id, _) = worker.publish("deal.won", "cmp_redir", json!({})).await;
+    let attempts = worker
+        .wait_for_status(&event_id, webhook["id"].as_str().expect("id"), "succeeded")
+        .await;
+    assert_eq!(attempts, 2, "the 302 failed the first attempt");
+    let first = worker.attempts(&event_id).await.remove(0);
+    assert_eq!(first.get::<_, Option<i32>>("response_status"), Some(302));
+    assert!(
+        elsewhere.received().is_empty(),
+        "the redirect was not followed"
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_is_a_failure() {
+    let mut config = crate::harness::test_config();
+    config.delivery.timeout = Duration::from_millis(300);
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    receiver.script([Reply::Slow(Duration::from_secs(2), 200)]);
+    let webhook = worker
+        .create_webhook("cmp_slow", &receiver.url(), &["deal.won"])
+        .await;
+    let (event_id, _) = worker.publish("deal.won", "cmp_slow", json!({})).await;
+    let attempts = worker
+        .wait_for_status(&event_id, webhook["id"].as_str().expect("id"), "succeeded")
+        .await;
+    assert_eq!(attempts, 2);
+    let first = worker.attempts(&event_id).await.remove(0);
+    assert_eq!(
+        first.get::<_, Option<String>>("error_kind").as_deref(),
+        Some("timeout")
+    );
+    assert_eq!(first.get::<_, Option<i32>>("response_status"), None);
+    let duration: i32 = first.get("duration_ms");
+    assert!(
+        (300..2000).contains(&duration),
+        "gave up after {duration} ms"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_connect_failure() {
+    let worker = TestWorker::start().await;
+    // Bind then drop a listener: nothing listens on this port any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/gone");
+    let webhook = worker
+        .create_webhook("cmp_refused", &url, &["deal.won"])
+        .await;
+    let (event_id, _) = worker.publish("deal.won", "cmp_refused", json!({})).await;
+    worker
+        .wait_for_status(&event_id, webhook["id"].as_str().expect("id"), "failed")
+        .await;
+    let attempts = worker.attempts(&event_id).await;
+    assert_eq!(attempts.len(), 5);
+    for attempt in attempts {
+        assert_eq!(
+            attempt.get::<_, Option<String>>("error_kind").as_deref(),
+            Some("connect")
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_internal_address_is_refused_when_the_guard_is_on() {
+    let receiver = TestReceiver::start().await;
+    // Created while private targets were allowed, delivered by a worker that refuses them.
+    let open = TestWorker::start().await;
+    let webhook = open
+        .create_webhook("cmp_ssrf", &receiver.url(), &["deal.won"])
+        .await;
+    let mut config = open.config.clone();
+    config.delivery.allow_private_targets = false;
+    let mut open = open;
+    open.stop().await;
+    let guarded = TestWorker::start_with(config).await;
+    let (event_id, _) = guarded.publish("deal.won", "cmp_ssrf", json!({})).await;
+    guarded
+        .wait_for_status(&event_id, webhook["id"].as_str().expect("id"), "failed")
+        .await;
+    assert!(receiver.received().is_empty());
+    let first = guarded.attempts(&event_id).await.remove(0);
+    assert_eq!(
+        first.get::<_, Option<String>>("error_kind").as_deref(),
+        Some("blocked_target")
+    );
+}
