@@ -131,3 +131,41 @@ async fn a_connection_lost_before_the_ack_redelivers_without_a_second_post() {
     assert_eq!(receiver.received().len(), 1, "no second POST");
     assert_eq!(worker.attempts(&event_id).await.len(), 1);
 }
+
+#[tokio::test]
+async fn kill_dash_nine_mid_stream_then_restart_delivers_every_event() {
+    let mut worker = TestWorker::start_process(crate::harness::test_config()).await;
+    let receiver = TestReceiver::start().await;
+    // A little latency per request keeps deliveries in flight when the process dies.
+    receiver.set_default(Reply::Slow(Duration::from_millis(10), 200));
+    let webhook = worker
+        .create_webhook("cmp_kill", &receiver.url(), &["deal.*"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id").to_owned();
+
+    let mut event_ids = Vec::new();
+    for n in 0..150 {
+        let (id, _) = worker
+            .publish("deal.created", "cmp_kill", json!({"n": n}))
+            .await;
+        event_ids.push(id);
+    }
+    receiver.wait_for(30).await;
+    worker.kill_process();
+    let before_restart = receiver.received().len();
+    assert!(before_restart < event_ids.len(), "killed mid-stream");
+
+    worker.restart_process().await;
+    wait_until("every event to arrive at least once", || async {
+        let seen: std::collections::HashSet<String> = receiver
+            .received()
+            .iter()
+            .map(|r| r.header("webhook-id").to_owned())
+            .collect();
+        event_ids.iter().all(|id| seen.contains(id)).then_some(())
+    })
+    .await;
+    for id in &event_ids {
+        worker.wait_for_status(id, &webhook_id, "succeeded").await;
+    }
+}

@@ -79,6 +79,15 @@ pub struct TestWorker {
     publisher: Publisher,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<(), app::AppError>>>,
+    /// Set when the worker runs as the real binary in a child process (`start_process`).
+    process: Option<WorkerProcess>,
+}
+
+/// The worker binary in a child process, for tests that kill it.
+pub struct WorkerProcess {
+    child: std::process::Child,
+    /// Deleted when dropped, so it lives as long as the process that reads it.
+    _config_file: tempfile::TempPath,
 }
 
 impl TestWorker {
@@ -87,14 +96,44 @@ impl TestWorker {
     }
 
     pub async fn start_with(config: Config) -> Self {
-        // The test's own HTTP client needs the crypto provider the worker installs too.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         // `prepare` first, so the database and queues exist before the test publishes.
         app::prepare(&config).await.expect("prepare");
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app::run(config.clone(), listener, shutdown.clone()));
+        Self::attach(config, base_url, shutdown, Some(handle), None).await
+    }
+
+    /// Runs the real `tesoro-webhooks run` binary in a child process.
+    pub async fn start_process(config: Config) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        app::prepare(&config).await.expect("prepare");
+        let process = WorkerProcess::spawn(&config, port);
+        let base_url = format!("http://127.0.0.1:{port}");
+        Self::attach(
+            config,
+            base_url,
+            CancellationToken::new(),
+            None,
+            Some(process),
+        )
+        .await
+    }
+
+    async fn attach(
+        config: Config,
+        base_url: String,
+        shutdown: CancellationToken,
+        handle: Option<JoinHandle<Result<(), app::AppError>>>,
+        process: Option<WorkerProcess>,
+    ) -> Self {
+        // The test's own HTTP client needs the crypto provider the worker installs too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let broker = Broker::connect(&config.amqp.url, app::topology(&config))
             .await
             .expect("test broker connection");
@@ -111,7 +150,8 @@ impl TestWorker {
             broker,
             publisher,
             shutdown,
-            handle: Some(handle),
+            handle,
+            process,
         };
         worker.wait_ready().await;
         worker
@@ -224,10 +264,74 @@ impl TestWorker {
     }
 }
 
+impl WorkerProcess {
+    fn spawn(config: &Config, port: u16) -> Self {
+        let delays: Vec<String> = config
+            .delivery
+            .retry_schedule
+            .delays()
+            .iter()
+            .map(|d| format!("\"{}ms\"", d.as_millis()))
+            .collect();
+        let toml = format!(
+            "[amqp]\nprefix = \"{}\"\nevents_exchange = \"{}\"\n\
+             [database]\nurl = \"{}\"\n\
+             [api]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\
+             [delivery]\nretry_schedule = [{}]\nallow_private_targets = true\n",
+            config.amqp.prefix,
+            config.amqp.events_exchange,
+            config.database.url,
+            delays.join(", "),
+        );
+        let mut file = tempfile::NamedTempFile::new().expect("config file");
+        std::io::Write::write_all(&mut file, toml.as_bytes()).expect("write config");
+        let config_file = file.into_temp_path();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_file)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn worker binary");
+        Self {
+            child,
+            _config_file: config_file,
+        }
+    }
+}
+
+impl TestWorker {
+    /// SIGKILL the worker process: no shutdown, no acks, nothing flushed.
+    pub fn kill_process(&mut self) {
+        let process = self.process.as_mut().expect("a process worker");
+        process.child.kill().expect("kill -9");
+        process.child.wait().expect("reap");
+    }
+
+    /// Starts the binary again with the same configuration and port.
+    pub async fn restart_process(&mut self) {
+        let process = self.process.as_mut().expect("a process worker");
+        let port: u16 = self
+            .base_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        *process = WorkerProcess::spawn(&self.config, port);
+        self.wait_ready().await;
+    }
+}
+
 impl Drop for TestWorker {
     /// Removes the queues, exchanges and database this test created, even when it panicked.
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(process) = self.process.as_mut() {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+        }
         let config = self.config.clone();
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
