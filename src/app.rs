@@ -1,20 +1,14 @@
 //! Wiring: storage, sender, broker and API started together, supervised, and shut down on a
 //! cancellation token. `run` takes a bound listener so tests start the whole worker in-process.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     api::{self, ApiState},
-    broker::{Broker, BrokerError, Topology},
+    broker::{Broker, BrokerError, Publisher, Topology},
     config::Config,
     domain::Catalog,
     pipeline::{Pipeline, fanout, jobs},
@@ -62,14 +56,14 @@ pub async fn run(
 ) -> Result<(), AppError> {
     let (storage, broker) = prepare(&config).await?;
     let sender = Sender::new(&config.delivery)?;
-    let broker_up = Arc::new(AtomicBool::new(false));
+    let (publisher_tx, publisher_rx) = watch::channel(None);
     let api_state = Arc::new(ApiState {
         storage: storage.clone(),
         catalog: Catalog::builtin(),
         admin_token: config.api.admin_token.clone(),
         allow_private_targets: config.delivery.allow_private_targets,
         metrics: telemetry::prometheus(),
-        broker_up: broker_up.clone(),
+        publisher: publisher_rx,
     });
     tracing::info!(listen = %listener.local_addr()?, prefix = %config.amqp.prefix, "worker started");
     let api = axum::serve(listener, api::router(api_state))
@@ -78,7 +72,7 @@ pub async fn run(
         config: &config,
         storage,
         sender,
-        broker_up,
+        publisher: publisher_tx,
         shutdown: shutdown.clone(),
     };
     let (api_result, ()) = tokio::join!(api, worker.supervise(broker));
@@ -91,7 +85,8 @@ struct Worker<'a> {
     config: &'a Config,
     storage: Storage,
     sender: Sender,
-    broker_up: Arc<AtomicBool>,
+    /// Shares the live publisher with the API (and tells readiness the consumers are up).
+    publisher: watch::Sender<Option<Publisher>>,
     shutdown: CancellationToken,
 }
 
@@ -176,9 +171,10 @@ impl Worker<'_> {
             );
             tokio::try_join!(events, deliveries, dead)
         };
-        self.broker_up.store(true, Ordering::Release);
+        self.publisher
+            .send_replace(Some(pipeline.publisher.clone()));
         let result = consumers.await.map(|_| ());
-        self.broker_up.store(false, Ordering::Release);
+        self.publisher.send_replace(None);
         stop.cancel();
         tracker.close();
         let grace = self.config.delivery.timeout + Duration::from_secs(5);

@@ -32,6 +32,59 @@ pub enum Command {
     Migrate,
     /// Publish one event envelope to the events exchange, as a CRM service would.
     Publish(PublishArgs),
+    /// Re-enqueue Failed deliveries of a webhook or a company; prints how many.
+    Replay(ReplayArgs),
+    /// Inspect and clear messages that could not be processed.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("scope").required(true).args(["webhook", "company"])))]
+pub struct ReplayArgs {
+    /// Replay Failed deliveries (the only kind replayed; required for clarity).
+    #[arg(long, required = true)]
+    pub failed: bool,
+    /// Only this webhook's deliveries.
+    #[arg(long, value_name = "ID")]
+    pub webhook: Option<String>,
+    /// Every webhook of this company.
+    #[arg(long, value_name = "ID")]
+    pub company: Option<String>,
+    /// Deliveries created at or after this RFC 3339 time.
+    #[arg(long, value_name = "RFC3339")]
+    pub since: Option<String>,
+    /// Deliveries created before this RFC 3339 time.
+    #[arg(long, value_name = "RFC3339")]
+    pub until: Option<String>,
+    /// Print what would be re-enqueued, per webhook, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Show quarantined messages with their reasons (they stay in the queue).
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Delete quarantined messages.
+    Drop(QuarantineSelection),
+    /// Publish quarantined messages back where they came from (after a fix).
+    Requeue(QuarantineSelection),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["all", "count"])))]
+pub struct QuarantineSelection {
+    /// Every message in the queue now.
+    #[arg(long)]
+    pub all: bool,
+    /// The first N messages.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +114,8 @@ impl Cli {
                 Ok(())
             }
             Command::Publish(args) => publish(&config, args).await,
+            Command::Replay(args) => replay(&config, args).await,
+            Command::Quarantine(command) => quarantine(&config, command).await,
         }
     }
 }
@@ -152,5 +207,101 @@ async fn publish(config: &Config, args: PublishArgs) -> anyhow::Result<()> {
         .await?;
     broker.close().await;
     println!("{id}");
+    Ok(())
+}
+
+fn parse_time(flag: &str, value: Option<&str>) -> anyhow::Result<Option<OffsetDateTime>> {
+    value
+        .map(|v| {
+            OffsetDateTime::parse(v, &Rfc3339)
+                .with_context(|| format!("--{flag} must be an RFC 3339 time, got {v:?}"))
+        })
+        .transpose()
+}
+
+async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
+    use crate::storage::{ReplayScope, Window};
+    let window = Window {
+        since: parse_time("since", args.since.as_deref())?,
+        until: parse_time("until", args.until.as_deref())?,
+    };
+    if let (Some(since), Some(until)) = (window.since, window.until)
+        && until < since
+    {
+        bail!("--until must not be before --since");
+    }
+    let scope = match (&args.webhook, &args.company) {
+        (Some(id), _) => ReplayScope::Webhook(
+            crate::domain::WebhookId::parse(id).context("--webhook must be a webhook id")?,
+        ),
+        (None, Some(company)) => ReplayScope::Company(
+            crate::domain::CompanyId::parse(company.as_str())
+                .map_err(|_| anyhow::anyhow!("--company must be a non-empty id"))?,
+        ),
+        (None, None) => bail!("give --webhook or --company"),
+    };
+    let (storage, broker) = app::prepare(config).await?;
+    let counts = storage.count_failed(&scope, window).await?;
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    if args.dry_run {
+        for (webhook, count) in &counts {
+            println!("webhook {webhook}: {count} failed deliveries would be re-enqueued");
+        }
+        println!("dry run: {total} failed deliveries would be re-enqueued; nothing changed");
+        broker.close().await;
+        return Ok(());
+    }
+    let publisher = broker.publisher().await?;
+    let enqueued = crate::recovery::replay_failed(&storage, &publisher, &scope, window, |done| {
+        eprintln!("re-enqueued {done}/{total}");
+    })
+    .await?;
+    broker.close().await;
+    println!("re-enqueued {enqueued} failed deliveries");
+    Ok(())
+}
+
+async fn quarantine(config: &Config, command: QuarantineCommand) -> anyhow::Result<()> {
+    let broker = crate::broker::Broker::connect(&config.amqp.url, app::topology(config)).await?;
+    broker.declare_topology().await?;
+    let queue = broker.topology().quarantine_queue.clone();
+    let selected = |selection: &QuarantineSelection, depth: u32| match selection.count {
+        Some(n) => n.min(depth),
+        None => depth,
+    };
+    match command {
+        QuarantineCommand::List { limit } => {
+            let depth = broker.depth(&queue).await?;
+            let messages = broker.peek(&queue, limit).await?;
+            println!("{depth} message(s) in {queue}");
+            for (n, message) in messages.iter().enumerate() {
+                let (exchange, key) = message.origin();
+                let reason = message.reason().unwrap_or_else(|| "(no reason)".into());
+                let body = String::from_utf8_lossy(&message.body);
+                let preview: String = body.chars().take(300).collect();
+                println!(
+                    "#{}  {reason}\n    from {exchange}/{key}\n    {preview}",
+                    n + 1
+                );
+            }
+        }
+        QuarantineCommand::Drop(selection) => {
+            let count = selected(&selection, broker.depth(&queue).await?);
+            let mut dropped = 0;
+            while dropped < count && broker.fetch(&queue).await?.is_some() {
+                dropped += 1;
+            }
+            println!("dropped {dropped} message(s)");
+        }
+        QuarantineCommand::Requeue(selection) => {
+            // Bounded by the depth now: a message that fails again returns to the queue and
+            // must not be requeued in a loop.
+            let count = selected(&selection, broker.depth(&queue).await?);
+            let publisher = broker.publisher().await?;
+            let moved = broker.requeue_quarantined(&publisher, count).await?;
+            println!("requeued {moved} message(s)");
+        }
+    }
+    broker.close().await;
     Ok(())
 }

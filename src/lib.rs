@@ -33,6 +33,7 @@ pub mod envelope;
 pub mod metrics;
 pub mod outcome;
 pub mod pipeline;
+pub mod recovery;
 pub mod retry;
 pub mod sender;
 pub mod signing;

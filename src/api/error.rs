@@ -79,15 +79,21 @@ impl ApiError {
     }
 }
 
-impl From<StorageError> for ApiError {
-    fn from(error: StorageError) -> Self {
-        tracing::error!(error = %error, "storage error in the admin API");
+impl ApiError {
+    pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            "storage is unavailable, try again",
+            message,
             None,
         )
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
+        tracing::error!(error = %error, "storage error in the admin API");
+        Self::unavailable("storage is unavailable, try again")
     }
 }
 

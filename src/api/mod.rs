@@ -1,14 +1,12 @@
 //! The admin HTTP API: the one module that speaks axum. `/v1` behind a bearer token;
 //! `/metrics`, `/healthz` and `/readyz` open.
 
+mod deliveries;
 mod error;
 mod extract;
 mod webhooks;
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -16,14 +14,14 @@ use axum::{
     http::{StatusCode, header::AUTHORIZATION},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use subtle::ConstantTimeEq;
 
 pub use error::ApiError;
 
-use crate::{domain::Catalog, storage::Storage};
+use crate::{broker::Publisher, domain::Catalog, storage::Storage};
 
 pub struct ApiState {
     pub storage: Storage,
@@ -31,8 +29,9 @@ pub struct ApiState {
     pub admin_token: String,
     pub allow_private_targets: bool,
     pub metrics: PrometheusHandle,
-    /// Set by the worker's supervisor while its broker connection and consumers are up.
-    pub broker_up: Arc<AtomicBool>,
+    /// The worker's current publisher: `Some` while its broker connection and consumers are
+    /// up, set by the supervisor. Manual retries publish through it.
+    pub publisher: tokio::sync::watch::Receiver<Option<Publisher>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -45,6 +44,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .patch(webhooks::update)
                 .delete(webhooks::delete),
         )
+        .route("/webhooks/{id}/attempts", get(deliveries::webhook_attempts))
+        .route("/webhooks/{id}/recover", post(deliveries::recover))
+        .route("/deliveries", get(deliveries::list))
+        .route("/deliveries/{id}", get(deliveries::get))
+        .route("/deliveries/{id}/retry", post(deliveries::retry))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -81,7 +85,7 @@ async fn render_metrics(State(state): State<Arc<ApiState>>) -> String {
 
 /// Ready when the consumers are connected to the broker and the database answers.
 async fn readiness(State(state): State<Arc<ApiState>>) -> (StatusCode, &'static str) {
-    let broker = state.broker_up.load(Ordering::Acquire);
+    let broker = state.publisher.borrow().is_some();
     let database = state.storage.ping().await;
     match (broker, database) {
         (true, true) => (StatusCode::OK, "ready"),

@@ -18,6 +18,10 @@ const SERIES_ATTEMPT: &str = "x-tesoro-series-attempt";
 const TRIGGER: &str = "x-tesoro-trigger";
 /// On dead-lettered and quarantined messages: why.
 pub const REASON: &str = "x-tesoro-reason";
+/// On quarantined messages: where they were published, so `quarantine requeue` can send them
+/// back.
+pub const ORIGINAL_EXCHANGE: &str = "x-tesoro-original-exchange";
+pub const ORIGINAL_ROUTING_KEY: &str = "x-tesoro-original-routing-key";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
@@ -97,9 +101,9 @@ impl Job {
     }
 }
 
-/// The `x-tesoro-reason` header of a message, if any.
-pub fn reason(headers: Option<&FieldTable>) -> Option<String> {
-    match headers?.inner().get(REASON)? {
+/// A text header of a message, if present.
+pub fn header_text(headers: Option<&FieldTable>, key: &str) -> Option<String> {
+    match headers?.inner().get(key)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         _ => None,

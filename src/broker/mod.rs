@@ -13,13 +13,14 @@ use lapin::{
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
         BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+        QueueDeclareOptions,
     },
     types::FieldTable,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use job::{Job, JobError};
-use topology::{DEAD_KEY, QUARANTINE_KEY, long_string, short};
+use topology::{DEAD_KEY, DELIVERIES_KEY, QUARANTINE_KEY, long_string, short};
 pub use topology::{Tier, Topology};
 
 const PERSISTENT: u8 = 2;
@@ -138,11 +139,7 @@ impl Broker {
                 None => return Err(BrokerError::ConsumerCancelled(queue.to_owned())),
             };
             let acker = delivery.acker.clone();
-            let message = Message {
-                body: Bytes::from(delivery.data),
-                properties: delivery.properties,
-                redelivered: delivery.redelivered,
-            };
+            let message = Message::from(delivery);
             let handler = handler.clone();
             let shutdown = shutdown.clone();
             tracker.spawn(async move {
@@ -159,11 +156,65 @@ impl Broker {
             .basic_get(queue.into(), BasicGetOptions { no_ack: true })
             .await?;
         let _ = channel.close(200, "fetched".into()).await;
-        Ok(got.map(|g| Message {
-            body: Bytes::from(g.delivery.data),
-            properties: g.delivery.properties,
-            redelivered: g.delivery.redelivered,
-        }))
+        Ok(got.map(|g| Message::from(g.delivery)))
+    }
+
+    /// Messages waiting in `queue` (ready, not counting unacked ones).
+    pub async fn depth(&self, queue: &str) -> Result<u32, BrokerError> {
+        let channel = self.connection.create_channel().await?;
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = channel.close(200, "inspected".into()).await;
+        Ok(declared.message_count())
+    }
+
+    /// Up to `max` messages from the head of `queue`, left in the queue: they are taken
+    /// unacked and handed back when the channel closes.
+    pub async fn peek(&self, queue: &str, max: usize) -> Result<Vec<Message>, BrokerError> {
+        let channel = self.connection.create_channel().await?;
+        let mut messages = Vec::new();
+        while messages.len() < max {
+            let got = channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+                .await?;
+            let Some(got) = got else { break };
+            messages.push(Message::from(got.delivery));
+        }
+        let _ = channel.close(200, "peeked".into()).await;
+        Ok(messages)
+    }
+
+    /// Sends up to `max` quarantined messages back where they were first published (after a
+    /// fix), each removed only once its republish is confirmed. Returns how many.
+    pub async fn requeue_quarantined(
+        &self,
+        publisher: &Publisher,
+        max: u32,
+    ) -> Result<u32, BrokerError> {
+        let channel = self.connection.create_channel().await?;
+        let queue = self.topology.quarantine_queue.as_str();
+        let mut moved = 0;
+        while moved < max {
+            let got = channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+                .await?;
+            let Some(got) = got else { break };
+            let acker = got.delivery.acker.clone();
+            let message = Message::from(got.delivery);
+            publisher.republish_original(&message).await?;
+            acker.ack(BasicAckOptions::default()).await?;
+            moved += 1;
+        }
+        let _ = channel.close(200, "requeued".into()).await;
+        Ok(moved)
     }
 
     pub async fn close(&self) {
@@ -214,6 +265,21 @@ pub struct Message {
     pub body: Bytes,
     properties: BasicProperties,
     pub redelivered: bool,
+    /// Where it was published: quarantine keeps these so `requeue` can send it back.
+    exchange: String,
+    routing_key: String,
+}
+
+impl From<lapin::message::Delivery> for Message {
+    fn from(delivery: lapin::message::Delivery) -> Self {
+        Self {
+            body: Bytes::from(delivery.data),
+            properties: delivery.properties,
+            redelivered: delivery.redelivered,
+            exchange: delivery.exchange.to_string(),
+            routing_key: delivery.routing_key.to_string(),
+        }
+    }
 }
 
 impl Message {
@@ -222,7 +288,20 @@ impl Message {
     }
 
     pub fn reason(&self) -> Option<String> {
-        job::reason(self.properties.headers().as_ref())
+        job::header_text(self.properties.headers().as_ref(), job::REASON)
+    }
+
+    /// The exchange and routing key it was first published with (for quarantined messages,
+    /// as recorded when they were moved aside).
+    pub fn origin(&self) -> (String, String) {
+        let headers = self.properties.headers().as_ref();
+        match (
+            job::header_text(headers, job::ORIGINAL_EXCHANGE),
+            job::header_text(headers, job::ORIGINAL_ROUTING_KEY),
+        ) {
+            (Some(exchange), Some(key)) => (exchange, key),
+            _ => (self.exchange.clone(), self.routing_key.clone()),
+        }
     }
 }
 
@@ -291,6 +370,13 @@ impl Publisher {
             .await
     }
 
+    /// Puts `job` on the deliveries queue now (manual retries and replays).
+    pub async fn enqueue(&self, job: &Job, body: &[u8]) -> Result<(), BrokerError> {
+        let exchange = &self.topology.work_exchange;
+        self.publish(exchange, DELIVERIES_KEY, body, Self::job_properties(job))
+            .await
+    }
+
     /// Moves a job whose series is exhausted to the dead-letter queue.
     pub async fn dead_letter(
         &self,
@@ -306,13 +392,40 @@ impl Publisher {
         self.publish(exchange, DEAD_KEY, body, properties).await
     }
 
-    /// Moves an unprocessable message aside with its reason, keeping its body and headers.
+    /// Moves an unprocessable message aside with its reason and origin, keeping its body and
+    /// headers.
     pub async fn quarantine(&self, message: &Message, reason: &str) -> Result<(), BrokerError> {
         let mut headers = message.properties.headers().clone().unwrap_or_default();
+        let (exchange, routing_key) = message.origin();
         headers.insert(job::REASON.into(), long_string(reason));
+        headers.insert(job::ORIGINAL_EXCHANGE.into(), long_string(&exchange));
+        headers.insert(job::ORIGINAL_ROUTING_KEY.into(), long_string(&routing_key));
         let properties = message.properties.clone().with_headers(headers);
         let exchange = &self.topology.work_exchange;
         self.publish(exchange, QUARANTINE_KEY, &message.body, properties)
+            .await
+    }
+
+    /// Publishes a quarantined message back to where it came from, without our bookkeeping
+    /// headers.
+    async fn republish_original(&self, message: &Message) -> Result<(), BrokerError> {
+        let (exchange, routing_key) = message.origin();
+        let mut headers = message.properties.headers().clone().unwrap_or_default();
+        let mut kept = FieldTable::default();
+        for (key, value) in headers.inner() {
+            if ![
+                job::REASON,
+                job::ORIGINAL_EXCHANGE,
+                job::ORIGINAL_ROUTING_KEY,
+            ]
+            .contains(&key.as_str())
+            {
+                kept.insert(key.clone(), value.clone());
+            }
+        }
+        headers = kept;
+        let properties = message.properties.clone().with_headers(headers);
+        self.publish(&exchange, &routing_key, &message.body, properties)
             .await
     }
 

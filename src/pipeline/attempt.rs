@@ -16,7 +16,8 @@ use crate::{
 /// Attempts `job` against `webhook` and settles it:
 /// - delivered: record it (Succeeded);
 /// - failed with tiers left: publish the next job to its tier (confirmed), then record;
-/// - failed on the last tier: publish to the dead-letter queue (confirmed), then record.
+/// - failed on the last tier: publish to the dead-letter queue (confirmed), then record it
+///   Failed (the dead-letter consumer marks it Failed as well, whichever comes first).
 ///
 /// Publishing before recording means a crash in between repeats the attempt rather than
 /// losing the retry; the duplicate job that may leave behind is skipped by its attempt number.
@@ -77,9 +78,10 @@ pub async fn attempt_and_settle(
         NextStep::GiveUp => {
             let reason = describe_failure(&result);
             pipeline.publisher.dead_letter(job, &body, &reason).await?;
-            // Stays Retrying until the dead-letter consumer marks it Failed.
+            // Recorded as Failed here too: the dead-letter consumer may mark it before this
+            // commits, and recording anything else would undo that.
             DeliveryState {
-                status: DeliveryStatus::Retrying,
+                status: DeliveryStatus::Failed,
                 next_attempt_at: None,
             }
         }

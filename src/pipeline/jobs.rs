@@ -66,12 +66,10 @@ pub async fn handle_dead(pipeline: Arc<Pipeline>, message: Message) -> Dispositi
         .mark_failed(job.delivery_id, job.attempt, reason.as_deref())
         .await;
     match result {
-        Ok(changed) => {
-            if changed {
-                metrics::count(metrics::DELIVERIES_FAILED);
-                tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id,
-                    attempts = job.attempt, "delivery failed after its last retry");
-            }
+        Ok(_) => {
+            metrics::count(metrics::DELIVERIES_FAILED);
+            tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id,
+                attempts = job.attempt, "delivery failed after its last retry");
             Disposition::Ack
         }
         Err(e) => disposition("dead", Err(e.into())),

@@ -298,3 +298,140 @@ impl Storage {
         Ok(changed > 0)
     }
 }
+
+/// A delivery about to be re-sent by hand, with its event's exact bytes.
+#[derive(Debug, Clone)]
+pub struct RetryTarget {
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub company_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    pub body: Vec<u8>,
+}
+
+/// Whose Failed deliveries a replay takes.
+#[derive(Debug, Clone)]
+pub enum ReplayScope {
+    Webhook(WebhookId),
+    Company(crate::domain::CompanyId),
+}
+
+/// A creation-time window: `since` inclusive, `until` exclusive, both optional.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window {
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+}
+
+const RETRY_TARGET: &str = "SELECT d.id, d.webhook_id, d.company_id, d.event_id, d.event_type,
+    d.status, d.attempt_count, e.body FROM deliveries d JOIN events e ON e.id = d.event_id";
+
+fn retry_target(row: &tokio_postgres::Row) -> Result<RetryTarget, StorageError> {
+    Ok(RetryTarget {
+        delivery_id: DeliveryId(row.try_get("id")?),
+        webhook_id: WebhookId(row.try_get("webhook_id")?),
+        company_id: row.try_get("company_id")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        status: parse_status(row.try_get("status")?)?,
+        attempt_count: to_u32(row.try_get("attempt_count")?),
+        body: row.try_get("body")?,
+    })
+}
+
+fn scope_params(scope: &ReplayScope) -> (Option<Uuid>, Option<&str>) {
+    match scope {
+        ReplayScope::Webhook(id) => (Some(id.0), None),
+        ReplayScope::Company(company) => (None, Some(company.as_str())),
+    }
+}
+
+const FAILED_IN_SCOPE: &str = "d.status = 'failed'
+    AND ($1::uuid IS NULL OR d.webhook_id = $1) AND ($2::text IS NULL OR d.company_id = $2)
+    AND ($3::timestamptz IS NULL OR d.created_at >= $3)
+    AND ($4::timestamptz IS NULL OR d.created_at < $4)";
+
+impl Storage {
+    pub async fn retry_target(&self, id: DeliveryId) -> Result<Option<RetryTarget>, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&format!("{RETRY_TARGET} WHERE d.id = $1"), &[&id.0])
+            .await?;
+        row.as_ref().map(retry_target).transpose()
+    }
+
+    /// Failed deliveries in scope and window, oldest first, after the `after` cursor.
+    pub async fn failed_deliveries(
+        &self,
+        scope: &ReplayScope,
+        window: Window,
+        after: Option<DeliveryId>,
+        limit: i64,
+    ) -> Result<Vec<RetryTarget>, StorageError> {
+        let client = self.client().await?;
+        let (webhook, company) = scope_params(scope);
+        let rows = client
+            .query(
+                &format!(
+                    "{RETRY_TARGET} WHERE {FAILED_IN_SCOPE}
+                       AND ($5::uuid IS NULL OR d.id > $5)
+                     ORDER BY d.id LIMIT $6"
+                ),
+                &[
+                    &webhook,
+                    &company,
+                    &window.since,
+                    &window.until,
+                    &after.map(|d| d.0),
+                    &limit,
+                ],
+            )
+            .await?;
+        rows.iter().map(retry_target).collect()
+    }
+
+    /// How many Failed deliveries each webhook in scope has in the window.
+    pub async fn count_failed(
+        &self,
+        scope: &ReplayScope,
+        window: Window,
+    ) -> Result<Vec<(WebhookId, i64)>, StorageError> {
+        let client = self.client().await?;
+        let (webhook, company) = scope_params(scope);
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT d.webhook_id, count(*) FROM deliveries d WHERE {FAILED_IN_SCOPE}
+                     GROUP BY d.webhook_id ORDER BY d.webhook_id"
+                ),
+                &[&webhook, &company, &window.since, &window.until],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((WebhookId(r.try_get(0)?), r.try_get(1)?)))
+            .collect()
+    }
+
+    /// Marks deliveries whose manual job was just published as pending again, if they are still
+    /// in the status they were picked in. Pending deliveries are not picked again, so a second
+    /// replay does not enqueue them twice.
+    pub async fn mark_requeued(
+        &self,
+        ids: &[DeliveryId],
+        from: DeliveryStatus,
+    ) -> Result<u64, StorageError> {
+        let client = self.client().await?;
+        let ids: Vec<Uuid> = ids.iter().map(|d| d.0).collect();
+        Ok(client
+            .execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = now(),
+                    updated_at = now()
+                 WHERE id = ANY($1) AND status = $2",
+                &[&ids, &from.as_str()],
+            )
+            .await?)
+    }
+}

@@ -2,6 +2,7 @@
 //! deliveries and the attempt log.
 
 mod deliveries;
+mod log;
 mod migrate;
 mod webhooks;
 
@@ -11,8 +12,10 @@ use tokio_postgres::NoTls;
 use crate::config::DatabaseConfig;
 
 pub use deliveries::{
-    AttemptRecord, DeliveryState, DeliveryStatus, JobTarget, PreparedDelivery, Trigger,
+    AttemptRecord, DeliveryState, DeliveryStatus, JobTarget, PreparedDelivery, ReplayScope,
+    RetryTarget, Trigger, Window,
 };
+pub use log::{AttemptView, DeliveryFilter, DeliveryView};
 pub use migrate::{drop_database, ensure_database, migrate};
 pub use webhooks::{NewWebhook, Webhook, WebhookChanges};
 

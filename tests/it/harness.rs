@@ -264,28 +264,41 @@ impl TestWorker {
     }
 }
 
+/// A config file for the worker binary with the keys tests change.
+fn config_file(config: &Config, port: u16) -> tempfile::TempPath {
+    let delays: Vec<String> = config
+        .delivery
+        .retry_schedule
+        .delays()
+        .iter()
+        .map(|d| format!("\"{}ms\"", d.as_millis()))
+        .collect();
+    let toml = format!(
+        "[amqp]\nprefix = \"{}\"\nevents_exchange = \"{}\"\n\
+         [database]\nurl = \"{}\"\n\
+         [api]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\
+         [delivery]\nretry_schedule = [{}]\nallow_private_targets = true\n",
+        config.amqp.prefix,
+        config.amqp.events_exchange,
+        config.database.url,
+        delays.join(", "),
+    );
+    let mut file = tempfile::NamedTempFile::new().expect("config file");
+    std::io::Write::write_all(&mut file, toml.as_bytes()).expect("write config");
+    file.into_temp_path()
+}
+
+/// Output of one CLI run.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 impl WorkerProcess {
     fn spawn(config: &Config, port: u16) -> Self {
-        let delays: Vec<String> = config
-            .delivery
-            .retry_schedule
-            .delays()
-            .iter()
-            .map(|d| format!("\"{}ms\"", d.as_millis()))
-            .collect();
-        let toml = format!(
-            "[amqp]\nprefix = \"{}\"\nevents_exchange = \"{}\"\n\
-             [database]\nurl = \"{}\"\n\
-             [api]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\
-             [delivery]\nretry_schedule = [{}]\nallow_private_targets = true\n",
-            config.amqp.prefix,
-            config.amqp.events_exchange,
-            config.database.url,
-            delays.join(", "),
-        );
-        let mut file = tempfile::NamedTempFile::new().expect("config file");
-        std::io::Write::write_all(&mut file, toml.as_bytes()).expect("write config");
-        let config_file = file.into_temp_path();
+        let config_file = config_file(config, port);
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
             .arg("run")
             .arg("--config")
@@ -303,6 +316,24 @@ impl WorkerProcess {
 }
 
 impl TestWorker {
+    /// Runs the binary with `args` and this worker's configuration.
+    pub async fn cli(&self, args: &[&str]) -> CliOutput {
+        let file = config_file(&self.config, 0);
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("run the CLI");
+        CliOutput {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     /// SIGKILL the worker process: no shutdown, no acks, nothing flushed.
     pub fn kill_process(&mut self) {
         let process = self.process.as_mut().expect("a process worker");

@@ -7,4 +7,5 @@ mod crash;
 mod delivery;
 mod harness;
 mod quarantine;
+mod recovery;
 mod retries;

@@ -69,3 +69,42 @@ async fn malformed_messages_are_quarantined_with_their_reason() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn quarantine_commands_list_requeue_and_drop() {
+    let worker = TestWorker::start().await;
+    worker.publish_raw("deal.won", b"{broken").await;
+    let queue = worker.broker.topology().quarantine_queue.clone();
+    wait_until("the message to be quarantined", || async {
+        (worker.broker.depth(&queue).await.ok()? == 1).then_some(())
+    })
+    .await;
+
+    let list = worker.cli(&["quarantine", "list"]).await;
+    assert!(list.success, "{list:?}");
+    assert!(list.stdout.contains("1 message(s)"), "{}", list.stdout);
+    assert!(list.stdout.contains("not_json"), "{}", list.stdout);
+    assert!(list.stdout.contains("{broken"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains("deal.won"),
+        "origin routing key shown: {}",
+        list.stdout
+    );
+    assert_eq!(
+        worker.broker.depth(&queue).await.expect("depth"),
+        1,
+        "list keeps it"
+    );
+
+    // Still invalid: requeued to the events exchange, it comes back to quarantine once.
+    let requeue = worker.cli(&["quarantine", "requeue", "--all"]).await;
+    assert!(requeue.stdout.contains("requeued 1"), "{requeue:?}");
+    wait_until("the message to return to quarantine", || async {
+        (worker.broker.depth(&queue).await.ok()? == 1).then_some(())
+    })
+    .await;
+
+    let dropped = worker.cli(&["quarantine", "drop", "--all"]).await;
+    assert!(dropped.stdout.contains("dropped 1"), "{dropped:?}");
+    assert_eq!(worker.broker.depth(&queue).await.expect("depth"), 0);
+}

@@ -1,0 +1,268 @@
+//! The delivery log and recovery: attempts, deliveries, manual retry, recover.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+    response::IntoResponse,
+};
+use serde::Deserialize;
+use serde_json::json;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use super::{
+    ApiState,
+    error::ApiError,
+    extract::{ApiJson, ApiQuery},
+};
+use crate::{
+    broker::Publisher,
+    domain::{CompanyId, DeliveryId, WebhookId},
+    recovery::{self, RecoveryError, RetryResult},
+    storage::{DeliveryFilter, DeliveryStatus, ReplayScope, Window},
+};
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 500;
+
+#[derive(Deserialize)]
+pub struct AttemptsQuery {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct DeliveriesQuery {
+    webhook_id: Option<String>,
+    company_id: Option<String>,
+    status: Option<String>,
+    event_type: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    before: Option<String>,
+    limit: Option<String>,
+}
+
+/// `?company_id=` on single-delivery routes: when given, a delivery of another company is
+/// reported as not found.
+#[derive(Deserialize)]
+pub struct ScopeQuery {
+    company_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverBody {
+    since: Option<String>,
+    until: Option<String>,
+}
+
+fn parse_limit(limit: Option<String>) -> Result<i64, ApiError> {
+    let Some(text) = limit else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    text.parse::<i64>()
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or_else(|| ApiError::invalid_field("limit", format!("limit must be 1 to {MAX_LIMIT}")))
+}
+
+pub fn parse_time(
+    field: &'static str,
+    value: Option<&str>,
+) -> Result<Option<OffsetDateTime>, ApiError> {
+    value
+        .map(|text| {
+            OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
+                ApiError::invalid_field(field, format!("{field} must be an RFC 3339 time"))
+            })
+        })
+        .transpose()
+}
+
+/// A checked time window: `until` must not be before `since`.
+pub fn window(since: Option<&str>, until: Option<&str>) -> Result<Window, ApiError> {
+    let window = Window {
+        since: parse_time("since", since)?,
+        until: parse_time("until", until)?,
+    };
+    if let (Some(since), Some(until)) = (window.since, window.until)
+        && until < since
+    {
+        return Err(ApiError::invalid_field(
+            "until",
+            "until must not be before since",
+        ));
+    }
+    Ok(window)
+}
+
+fn webhook_id(id: &str) -> Result<WebhookId, ApiError> {
+    WebhookId::parse(id).map_err(|_| ApiError::not_found("webhook"))
+}
+
+fn delivery_id(id: &str) -> Result<DeliveryId, ApiError> {
+    DeliveryId::parse(id).map_err(|_| ApiError::not_found("delivery"))
+}
+
+fn company(value: Option<String>) -> Result<Option<CompanyId>, ApiError> {
+    value
+        .map(|c| {
+            CompanyId::parse(c).map_err(|e| ApiError::invalid_field("company_id", e.to_string()))
+        })
+        .transpose()
+}
+
+pub async fn webhook_attempts(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<AttemptsQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = webhook_id(&id)?;
+    let limit = parse_limit(query.limit)?;
+    let before = query
+        .before
+        .map(|b| {
+            b.parse::<i64>()
+                .map_err(|_| ApiError::invalid_field("before", "before must be an attempt id"))
+        })
+        .transpose()?;
+    if state.storage.webhook(id).await?.is_none() {
+        return Err(ApiError::not_found("webhook"));
+    }
+    let data = state.storage.webhook_attempts(id, before, limit).await?;
+    let next_before = next_cursor(data.len(), limit, data.last().map(|a| a.id));
+    Ok(Json(json!({"data": data, "next_before": next_before})))
+}
+
+/// The cursor for the next page, when this page was full.
+fn next_cursor<T>(len: usize, limit: i64, last: Option<T>) -> Option<T> {
+    if i64::try_from(len).unwrap_or(i64::MAX) >= limit {
+        last
+    } else {
+        None
+    }
+}
+
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    ApiQuery(query): ApiQuery<DeliveriesQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let window = window(query.since.as_deref(), query.until.as_deref())?;
+    let filter = DeliveryFilter {
+        webhook_id: query.webhook_id.as_deref().map(webhook_id).transpose()?,
+        company_id: company(query.company_id)?,
+        status: query
+            .status
+            .map(|s| {
+                DeliveryStatus::parse(&s).ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "status",
+                        "status must be pending, succeeded, retrying or failed",
+                    )
+                })
+            })
+            .transpose()?,
+        event_type: query.event_type,
+        since: window.since,
+        until: window.until,
+        before: query
+            .before
+            .map(|b| {
+                DeliveryId::parse(&b)
+                    .map_err(|_| ApiError::invalid_field("before", "before must be a delivery id"))
+            })
+            .transpose()?,
+        limit: parse_limit(query.limit)?,
+    };
+    if filter.webhook_id.is_none() && filter.company_id.is_none() {
+        return Err(ApiError::bad_request(
+            "give webhook_id or company_id to scope the listing",
+        ));
+    }
+    let data = state.storage.deliveries(&filter).await?;
+    let next_before = next_cursor(data.len(), filter.limit, data.last().map(|d| d.id));
+    Ok(Json(json!({"data": data, "next_before": next_before})))
+}
+
+pub async fn get(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    ApiQuery(scope): ApiQuery<ScopeQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = delivery_id(&id)?;
+    let company = company(scope.company_id)?;
+    let delivery = state
+        .storage
+        .delivery(id)
+        .await?
+        .filter(|d| company.as_ref().is_none_or(|c| c.as_str() == d.company_id))
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let attempts = state.storage.delivery_attempts(id).await?;
+    let mut body = serde_json::to_value(&delivery).unwrap_or_default();
+    body["attempts"] = json!(attempts);
+    Ok(Json(body))
+}
+
+fn publisher(state: &ApiState) -> Result<Publisher, ApiError> {
+    state
+        .publisher
+        .borrow()
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("the broker is unavailable, try again"))
+}
+
+impl From<RecoveryError> for ApiError {
+    fn from(error: RecoveryError) -> Self {
+        match error {
+            RecoveryError::Storage(e) => e.into(),
+            other => {
+                tracing::error!(error = %other, "manual retry failed");
+                ApiError::unavailable("could not enqueue the retry, try again")
+            }
+        }
+    }
+}
+
+pub async fn retry(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    ApiQuery(scope): ApiQuery<ScopeQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = delivery_id(&id)?;
+    let company = company(scope.company_id)?;
+    let target = state
+        .storage
+        .retry_target(id)
+        .await?
+        .filter(|t| company.as_ref().is_none_or(|c| c.as_str() == t.company_id))
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let result = recovery::retry_delivery(&state.storage, &publisher(&state)?, &target).await?;
+    let enqueued = result == RetryResult::Enqueued;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"delivery_id": id, "enqueued": enqueued})),
+    ))
+}
+
+pub async fn recover(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RecoverBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = webhook_id(&id)?;
+    if body.since.is_none() {
+        return Err(ApiError::invalid_field("since", "since is required"));
+    }
+    let window = window(body.since.as_deref(), body.until.as_deref())?;
+    if state.storage.webhook(id).await?.is_none() {
+        return Err(ApiError::not_found("webhook"));
+    }
+    let scope = ReplayScope::Webhook(id);
+    let count =
+        recovery::replay_failed(&state.storage, &publisher(&state)?, &scope, window, |_| {})
+            .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"enqueued": count}))))
+}

@@ -1,0 +1,96 @@
+//! Manual retry of one delivery, and replay (recover) of Failed deliveries: the one place both
+//! the admin API and the CLI go through.
+//!
+//! A manual job is published (confirmed) before the delivery is marked pending: a crash in
+//! between leaves a job that runs anyway, never a pending delivery without a job.
+
+use crate::{
+    broker::{BrokerError, Job, Publisher},
+    domain::EventId,
+    storage::{DeliveryStatus, ReplayScope, RetryTarget, Storage, StorageError, Trigger, Window},
+};
+
+/// Deliveries read and re-enqueued per round of a replay.
+const REPLAY_BATCH: i64 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("stored event id {0:?} is invalid")]
+    CorruptEventId(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryResult {
+    /// A manual job is on its way.
+    Enqueued,
+    /// The delivery is already waiting for an attempt; nothing was added.
+    AlreadyPending,
+}
+
+/// The job that re-sends `target` now: the next attempt number, a new series from the first
+/// tier, marked manual.
+fn manual_job(target: &RetryTarget) -> Result<Job, RecoveryError> {
+    Ok(Job {
+        delivery_id: target.delivery_id,
+        webhook_id: target.webhook_id,
+        event_id: EventId::parse(target.event_id.as_str())
+            .map_err(|_| RecoveryError::CorruptEventId(target.event_id.clone()))?,
+        event_type: target.event_type.clone(),
+        attempt: target.attempt_count + 1,
+        series_attempt: 1,
+        trigger: Trigger::Manual,
+    })
+}
+
+/// Re-sends one delivery, whatever its status, unless it is already pending an attempt.
+pub async fn retry_delivery(
+    storage: &Storage,
+    publisher: &Publisher,
+    target: &RetryTarget,
+) -> Result<RetryResult, RecoveryError> {
+    if target.status == DeliveryStatus::Pending {
+        return Ok(RetryResult::AlreadyPending);
+    }
+    publisher
+        .enqueue(&manual_job(target)?, &target.body)
+        .await?;
+    storage
+        .mark_requeued(&[target.delivery_id], target.status)
+        .await?;
+    Ok(RetryResult::Enqueued)
+}
+
+/// Re-enqueues every Failed delivery in scope and window, in batches, calling `progress` with
+/// the running total. Returns how many were enqueued. Deliveries marked pending by a previous
+/// run are no longer Failed, so running it twice does not enqueue them twice.
+pub async fn replay_failed(
+    storage: &Storage,
+    publisher: &Publisher,
+    scope: &ReplayScope,
+    window: Window,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, RecoveryError> {
+    let mut enqueued = 0;
+    let mut cursor = None;
+    loop {
+        let batch = storage
+            .failed_deliveries(scope, window, cursor, REPLAY_BATCH)
+            .await?;
+        let Some(last) = batch.last() else { break };
+        cursor = Some(last.delivery_id);
+        for target in &batch {
+            publisher
+                .enqueue(&manual_job(target)?, &target.body)
+                .await?;
+        }
+        let ids: Vec<_> = batch.iter().map(|t| t.delivery_id).collect();
+        storage.mark_requeued(&ids, DeliveryStatus::Failed).await?;
+        enqueued += ids.len() as u64;
+        progress(enqueued);
+    }
+    Ok(enqueued)
+}

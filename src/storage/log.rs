@@ -1,0 +1,214 @@
+//! The read side of the delivery log: attempts and deliveries as the API and CLI show them.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{DeliveryStatus, Storage, StorageError};
+use crate::domain::{CompanyId, DeliveryId, WebhookId};
+
+/// One attempt with what the help page promises: time, event type, status, retries, bodies.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    /// Also the paging cursor: pass it as `before` for older attempts.
+    pub id: i64,
+    pub delivery_id: Uuid,
+    pub webhook_id: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub attempt_number: i32,
+    /// Attempts before this one: the help page's "number of retries".
+    pub retries: i32,
+    pub trigger: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub attempted_at: OffsetDateTime,
+    pub duration_ms: i32,
+    pub response_status: Option<i32>,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    pub request_headers: serde_json::Value,
+    pub request_body: String,
+    pub response_headers: Option<serde_json::Value>,
+    pub response_body: Option<String>,
+    pub response_body_truncated: bool,
+    pub delivery_status: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryView {
+    pub id: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub webhook_id: Uuid,
+    pub company_id: String,
+    pub status: String,
+    pub attempt_count: i32,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Filters for listing deliveries; every one optional, combined with AND.
+#[derive(Debug, Default, Clone)]
+pub struct DeliveryFilter {
+    pub webhook_id: Option<WebhookId>,
+    pub company_id: Option<CompanyId>,
+    pub status: Option<DeliveryStatus>,
+    pub event_type: Option<String>,
+    /// Created at or after.
+    pub since: Option<OffsetDateTime>,
+    /// Created before.
+    pub until: Option<OffsetDateTime>,
+    /// Paging cursor: only deliveries older than this one (ids are time-ordered UUID v7).
+    pub before: Option<DeliveryId>,
+    pub limit: i64,
+}
+
+const ATTEMPT_COLUMNS: &str = "a.id, a.delivery_id, a.webhook_id, d.event_id, d.event_type,
+    a.attempt_number, a.trigger, a.attempted_at, a.duration_ms, a.response_status, a.error_kind,
+    a.error_message, a.request_headers, e.body AS request_body, a.response_headers,
+    a.response_body, a.response_body_truncated, d.status AS delivery_status";
+
+const ATTEMPT_JOIN: &str = "attempts a JOIN deliveries d ON d.id = a.delivery_id
+    JOIN events e ON e.id = d.event_id";
+
+const DELIVERY_COLUMNS: &str = "id, event_id, event_type, webhook_id, company_id, status,
+    attempt_count, last_status, last_error, next_attempt_at, created_at, updated_at";
+
+fn lossy(bytes: Option<Vec<u8>>) -> Option<String> {
+    bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+fn attempt_view(row: &Row) -> Result<AttemptView, StorageError> {
+    let attempt_number: i32 = row.try_get("attempt_number")?;
+    Ok(AttemptView {
+        id: row.try_get("id")?,
+        delivery_id: row.try_get("delivery_id")?,
+        webhook_id: row.try_get("webhook_id")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        attempt_number,
+        retries: attempt_number - 1,
+        trigger: row.try_get("trigger")?,
+        attempted_at: row.try_get("attempted_at")?,
+        duration_ms: row.try_get("duration_ms")?,
+        response_status: row.try_get("response_status")?,
+        error_kind: row.try_get("error_kind")?,
+        error_message: row.try_get("error_message")?,
+        request_headers: row.try_get("request_headers")?,
+        request_body: lossy(row.try_get("request_body")?).unwrap_or_default(),
+        response_headers: row.try_get("response_headers")?,
+        response_body: lossy(row.try_get("response_body")?),
+        response_body_truncated: row.try_get("response_body_truncated")?,
+        delivery_status: row.try_get("delivery_status")?,
+    })
+}
+
+fn delivery_view(row: &Row) -> Result<DeliveryView, StorageError> {
+    Ok(DeliveryView {
+        id: row.try_get("id")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        webhook_id: row.try_get("webhook_id")?,
+        company_id: row.try_get("company_id")?,
+        status: row.try_get("status")?,
+        attempt_count: row.try_get("attempt_count")?,
+        last_status: row.try_get("last_status")?,
+        last_error: row.try_get("last_error")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+impl Storage {
+    /// A webhook's latest attempts, newest first, older than the `before` attempt id if given.
+    pub async fn webhook_attempts(
+        &self,
+        webhook: WebhookId,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AttemptView>, StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {ATTEMPT_COLUMNS} FROM {ATTEMPT_JOIN}
+                     WHERE a.webhook_id = $1 AND ($2::bigint IS NULL OR a.id < $2)
+                     ORDER BY a.id DESC LIMIT $3"
+                ),
+                &[&webhook.0, &before, &limit],
+            )
+            .await?;
+        rows.iter().map(attempt_view).collect()
+    }
+
+    /// Every attempt of one delivery, oldest first.
+    pub async fn delivery_attempts(
+        &self,
+        delivery: DeliveryId,
+    ) -> Result<Vec<AttemptView>, StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {ATTEMPT_COLUMNS} FROM {ATTEMPT_JOIN}
+                     WHERE a.delivery_id = $1 ORDER BY a.attempt_number"
+                ),
+                &[&delivery.0],
+            )
+            .await?;
+        rows.iter().map(attempt_view).collect()
+    }
+
+    pub async fn delivery(&self, id: DeliveryId) -> Result<Option<DeliveryView>, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"),
+                &[&id.0],
+            )
+            .await?;
+        row.as_ref().map(delivery_view).transpose()
+    }
+
+    /// Deliveries matching `filter`, newest first.
+    pub async fn deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliveryView>, StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                     WHERE ($1::uuid IS NULL OR webhook_id = $1)
+                       AND ($2::text IS NULL OR company_id = $2)
+                       AND ($3::text IS NULL OR status = $3)
+                       AND ($4::text IS NULL OR event_type = $4)
+                       AND ($5::timestamptz IS NULL OR created_at >= $5)
+                       AND ($6::timestamptz IS NULL OR created_at < $6)
+                       AND ($7::uuid IS NULL OR id < $7)
+                     ORDER BY id DESC LIMIT $8"
+                ),
+                &[
+                    &filter.webhook_id.map(|w| w.0),
+                    &filter.company_id.as_ref().map(CompanyId::as_str),
+                    &filter.status.map(DeliveryStatus::as_str),
+                    &filter.event_type,
+                    &filter.since,
+                    &filter.until,
+                    &filter.before.map(|d| d.0),
+                    &filter.limit,
+                ],
+            )
+            .await?;
+        rows.iter().map(delivery_view).collect()
+    }
+}
