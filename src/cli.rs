@@ -37,6 +37,16 @@ pub enum Command {
     /// Inspect and clear messages that could not be processed.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Load benchmark against the real broker and database (its own prefix and database).
+    Bench(crate::bench::BenchArgs),
+    /// The benchmark's bare consume → POST → ack loop (started by `bench --baseline`).
+    #[command(hide = true)]
+    BenchBaseline {
+        #[arg(long)]
+        queue: String,
+        #[arg(long)]
+        url: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +126,10 @@ impl Cli {
             Command::Publish(args) => publish(&config, args).await,
             Command::Replay(args) => replay(&config, args).await,
             Command::Quarantine(command) => quarantine(&config, command).await,
+            Command::Bench(args) => crate::bench::run(config, self.config.as_deref(), args).await,
+            Command::BenchBaseline { queue, url } => {
+                crate::bench::baseline::run(&config, &queue, &url).await
+            }
         }
     }
 }

@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -161,6 +161,15 @@ impl Broker {
 
     /// Messages waiting in `queue` (ready, not counting unacked ones).
     pub async fn depth(&self, queue: &str) -> Result<u32, BrokerError> {
+        Ok(self.inspect(queue).await?.message_count())
+    }
+
+    /// Consumers attached to `queue`: a worker is consuming once this is non-zero.
+    pub async fn consumers(&self, queue: &str) -> Result<u32, BrokerError> {
+        Ok(self.inspect(queue).await?.consumer_count())
+    }
+
+    async fn inspect(&self, queue: &str) -> Result<lapin::Queue, BrokerError> {
         let channel = self.connection.create_channel().await?;
         let declared = channel
             .queue_declare(
@@ -173,7 +182,24 @@ impl Broker {
             )
             .await?;
         let _ = channel.close(200, "inspected".into()).await;
-        Ok(declared.message_count())
+        Ok(declared)
+    }
+
+    /// A durable quorum queue bound to a topic exchange with `#`, both declared here. For the
+    /// benchmark's bare baseline loop.
+    pub async fn declare_tap(&self, exchange: &str, queue: &str) -> Result<(), BrokerError> {
+        let channel = self.connection.create_channel().await?;
+        topology::declare_tap(&channel, exchange, queue).await?;
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(())
+    }
+
+    /// Deletes what `declare_tap` made.
+    pub async fn delete_tap(&self, exchange: &str, queue: &str) -> Result<(), BrokerError> {
+        let channel = self.connection.create_channel().await?;
+        topology::delete_tap(&channel, exchange, queue).await?;
+        let _ = channel.close(200, "deleted".into()).await;
+        Ok(())
     }
 
     /// Up to `max` messages from the head of `queue`, left in the queue: they are taken
@@ -289,6 +315,11 @@ impl Message {
 
     pub fn reason(&self) -> Option<String> {
         job::header_text(self.properties.headers().as_ref(), job::REASON)
+    }
+
+    /// The AMQP `message_id` property (publishers set it to the event id).
+    pub fn message_id(&self) -> Option<&str> {
+        self.properties.message_id().as_ref().map(|id| id.as_str())
     }
 
     /// The exchange and routing key it was first published with (for quarantined messages,
@@ -441,6 +472,38 @@ impl Publisher {
             .with_message_id(short(event_id));
         let exchange = &self.topology.events_exchange;
         self.publish(exchange, event_type, body, properties).await
+    }
+
+    /// Sends an envelope to `exchange` without waiting: the returned future resolves with the
+    /// broker's confirm. Lets a publisher keep many confirms outstanding (the benchmark).
+    pub async fn send_event(
+        &self,
+        exchange: &str,
+        event_type: &str,
+        event_id: &str,
+        body: &[u8],
+    ) -> Result<impl Future<Output = Result<(), BrokerError>> + use<>, BrokerError> {
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(short(event_id))
+            .with_delivery_mode(PERSISTENT);
+        let confirm = self
+            .channel
+            .basic_publish(
+                short(exchange),
+                short(event_type),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await?;
+        let target = format!("{exchange}/{event_type}");
+        Ok(async move {
+            match confirm.await? {
+                Confirmation::Ack(_) => Ok(()),
+                _ => Err(BrokerError::Nacked(target)),
+            }
+        })
     }
 
     /// Publishes raw bytes to the events exchange (tests of malformed input).

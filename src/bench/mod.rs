@@ -1,0 +1,306 @@
+//! `tesoro-webhooks bench`: the load benchmark against the real broker and database.
+//!
+//! It creates its own prefix, events exchange and database, starts a receiver on 127.0.0.1,
+//! runs the worker binary as a child process (so its CPU and memory are measured alone),
+//! publishes `--events` envelopes (as fast as confirms allow, or at `--rate` per second, open
+//! loop), and reports deliveries/s at steady state, publish→receive latency, worker CPU per
+//! 1,000 deliveries and peak RSS. `--baseline` repeats the run with a bare consume → POST → ack
+//! loop in place of the worker: the ceiling of this machine, measured in the same run.
+
+pub mod baseline;
+mod process;
+mod receiver;
+mod report;
+
+use std::{
+    collections::VecDeque,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use bytesize::ByteSize;
+use rand::Rng;
+
+use crate::{
+    broker::{Broker, Publisher},
+    config::Config,
+    domain::{CompanyId, EndpointUrl, SigningSecret},
+    storage::{self, NewWebhook, Storage},
+};
+use process::Measured;
+use receiver::Arrivals;
+pub use report::Report;
+use report::Phase;
+
+const EVENT_TYPE: &str = "deal.won";
+const COMPANY: &str = "cmp_bench";
+/// Confirms kept outstanding while publishing as fast as possible.
+const CONFIRM_WINDOW: usize = 1000;
+/// A run with no new delivery for this long is reported as stalled.
+const STALL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Events to publish.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: u32,
+    /// Healthy webhooks subscribed to the event type: the fan-out.
+    #[arg(long, default_value_t = 1)]
+    pub webhooks: u32,
+    /// Extra webhooks whose endpoint never answers (each attempt hits the timeout).
+    #[arg(long, default_value_t = 0)]
+    pub dead_webhooks: u32,
+    /// Publish at this many events per second (open loop) instead of as fast as possible.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Approximate size of each envelope.
+    #[arg(long, default_value = "1KiB")]
+    pub payload_bytes: ByteSize,
+    /// Also measure a bare consume → POST → ack loop in the same run.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Names and settings of one benchmark run, and the environment its children get.
+struct Setup {
+    config: Config,
+    env: Vec<(String, String)>,
+    baseline_exchange: String,
+    baseline_queue: String,
+}
+
+impl Setup {
+    fn new(mut config: Config) -> anyhow::Result<Self> {
+        let suffix = format!("{:012x}", rand::rng().random::<u64>() >> 16);
+        let prefix = format!("bench_{suffix}");
+        config.amqp.prefix = prefix.clone();
+        config.amqp.events_exchange = format!("{prefix}.crm-events");
+        let mut db = url::Url::parse(&config.database.url).context("database.url")?;
+        db.set_path(&format!("/tw_bench_{suffix}"));
+        config.database.url = db.to_string();
+        config.delivery.allow_private_targets = true;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let env = [
+            ("AMQP__PREFIX", config.amqp.prefix.clone()),
+            ("AMQP__EVENTS_EXCHANGE", config.amqp.events_exchange.clone()),
+            ("AMQP__URL", config.amqp.url.clone()),
+            ("DATABASE__URL", config.database.url.clone()),
+            ("DELIVERY__ALLOW_PRIVATE_TARGETS", "true".into()),
+            ("API__LISTEN", format!("127.0.0.1:{port}")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("{}{k}", crate::config::ENV_PREFIX), v))
+        .collect();
+        Ok(Self {
+            baseline_exchange: format!("{prefix}.baseline-events"),
+            baseline_queue: format!("{prefix}.baseline"),
+            config,
+            env,
+        })
+    }
+}
+
+pub async fn run(config: Config, config_path: Option<&Path>, args: BenchArgs) -> anyhow::Result<()> {
+    if args.events == 0 || args.webhooks == 0 {
+        bail!("--events and --webhooks must be at least 1");
+    }
+    let setup = Setup::new(config)?;
+    let storage = Storage::connect(&setup.config.database).await?;
+    let broker = Broker::connect(&setup.config.amqp.url, crate::app::topology(&setup.config)).await?;
+    let result = measure(&setup, config_path, &args, &storage, &broker).await;
+    // Remove what the run created, whatever happened.
+    let _ = broker.delete_tap(&setup.baseline_exchange, &setup.baseline_queue).await;
+    let _ = broker.delete_topology(true).await;
+    broker.close().await;
+    let _ = storage::drop_database(&setup.config.database.url).await;
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+async fn measure(
+    setup: &Setup,
+    config_path: Option<&Path>,
+    args: &BenchArgs,
+    storage: &Storage,
+    broker: &Broker,
+) -> anyhow::Result<Report> {
+    let secret = SigningSecret::generate();
+    let (addr, arrivals) = receiver::start(Some(secret.clone())).await?;
+    let (dead_addr, black_hole) = receiver::black_hole().await?;
+    let healthy_url = format!("http://{addr}/hook");
+    let company = CompanyId::parse(COMPANY).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (n, url) in (0..args.webhooks)
+        .map(|n| (n, healthy_url.clone()))
+        .chain((0..args.dead_webhooks).map(|n| (n, format!("http://{dead_addr}/dead"))))
+    {
+        storage
+            .create_webhook(NewWebhook {
+                company_id: company.clone(),
+                name: format!("bench {n}"),
+                url: EndpointUrl::parse(&url, true)?,
+                events: vec![EVENT_TYPE.to_owned()],
+                secret: Some(secret.clone()),
+                enabled: true,
+            })
+            .await?;
+    }
+    broker.declare_topology().await?;
+    let publisher = broker.publisher().await?;
+
+    let worker = Measured::spawn(&["run"], &setup.env, config_path)?;
+    let events_queue = broker.topology().events_queue.clone();
+    let worker_phase = run_phase(
+        worker,
+        broker,
+        &events_queue,
+        &publisher,
+        &setup.config.amqp.events_exchange,
+        args,
+        &arrivals,
+        u64::from(args.events) * u64::from(args.webhooks),
+    )
+    .await?;
+    black_hole.abort();
+
+    let baseline = if args.baseline {
+        broker
+            .declare_tap(&setup.baseline_exchange, &setup.baseline_queue)
+            .await?;
+        let loop_process = Measured::spawn(
+            &["bench-baseline", "--queue", &setup.baseline_queue, "--url", &healthy_url],
+            &setup.env,
+            config_path,
+        )?;
+        Some(
+            run_phase(
+                loop_process,
+                broker,
+                &setup.baseline_queue,
+                &publisher,
+                &setup.baseline_exchange,
+                args,
+                &arrivals,
+                u64::from(args.events),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    Ok(Report {
+        args: args.clone(),
+        worker: worker_phase,
+        baseline,
+        signatures_checked: arrivals.signatures_checked.load(std::sync::atomic::Ordering::Relaxed),
+        signatures_bad: arrivals.signatures_bad.load(std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+/// Waits for `process` to consume `queue`, publishes the events, waits for `expected`
+/// deliveries at the receiver, and measures.
+#[allow(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+async fn run_phase(
+    mut process: Measured,
+    broker: &Broker,
+    queue: &str,
+    publisher: &Publisher,
+    exchange: &str,
+    args: &BenchArgs,
+    arrivals: &Arc<Arrivals>,
+    expected: u64,
+) -> anyhow::Result<Phase> {
+    let start_wait = Instant::now();
+    while broker.consumers(queue).await? == 0 {
+        if !process.is_running() || start_wait.elapsed() > Duration::from_secs(60) {
+            bail!("the process under test did not start consuming {queue}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    arrivals.take();
+    let cpu_before = process.cpu_seconds()?;
+    let (published_at, publish_time) = publish(publisher, exchange, args).await?;
+    let complete = wait_for(arrivals, expected, &mut process).await;
+    let cpu = process.cpu_seconds()? - cpu_before;
+    let peak_rss_mb = process.peak_rss_mb()?;
+    process.stop().await;
+    let received = arrivals.take();
+    if !complete {
+        eprintln!(
+            "warning: only {} of {expected} deliveries arrived (stalled); figures cover those",
+            received.len()
+        );
+    }
+    Ok(Phase::measure(
+        &received,
+        &published_at,
+        publish_time,
+        cpu,
+        peak_rss_mb,
+    ))
+}
+
+/// Publishes `args.events` envelopes; returns each one's publish instant and the total time.
+async fn publish(
+    publisher: &Publisher,
+    exchange: &str,
+    args: &BenchArgs,
+) -> anyhow::Result<(Vec<Instant>, Duration)> {
+    let pad = "x".repeat(usize::try_from(args.payload_bytes.as_u64())?.saturating_sub(160));
+    let mut published_at = Vec::with_capacity(args.events as usize);
+    let mut pending = VecDeque::with_capacity(CONFIRM_WINDOW);
+    let start = Instant::now();
+    for n in 0..args.events {
+        if let Some(rate) = args.rate {
+            let due = start + Duration::from_secs_f64(f64::from(n) / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let id = receiver::event_id(n);
+        let body = format!(
+            r#"{{"id":"{id}","event":"{EVENT_TYPE}","timestamp":"2026-11-27T08:00:00Z","company_id":"{COMPANY}","data":{{"id":"deal_{n}","pad":"{pad}"}},"previous_data":null}}"#
+        );
+        published_at.push(Instant::now());
+        pending.push_back(
+            publisher
+                .send_event(exchange, EVENT_TYPE, &id, body.as_bytes())
+                .await?,
+        );
+        if pending.len() >= CONFIRM_WINDOW
+            && let Some(confirm) = pending.pop_front()
+        {
+            confirm.await?;
+        }
+    }
+    for confirm in pending {
+        confirm.await?;
+    }
+    Ok((published_at, start.elapsed()))
+}
+
+/// Waits until `expected` deliveries arrived; false when progress stalls or the process died.
+async fn wait_for(arrivals: &Arrivals, expected: u64, process: &mut Measured) -> bool {
+    let mut last_count = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        let count = arrivals.count() as u64;
+        if count >= expected {
+            return true;
+        }
+        if count > last_count {
+            last_count = count;
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > STALL || !process.is_running() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

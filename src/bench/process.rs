@@ -1,0 +1,69 @@
+//! The process under test: spawned as a child so its CPU time and peak memory are its own.
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use anyhow::Context;
+use tokio::process::{Child, Command};
+
+/// Linux reports CPU times in clock ticks of USER_HZ, which is 100 on every mainstream arch.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+pub struct Measured {
+    child: Child,
+    pid: u32,
+}
+
+impl Measured {
+    /// Runs this same binary with `args`, the environment overrides in `env`, and `--config`
+    /// passed through when the bench got one.
+    pub fn spawn(args: &[&str], env: &[(String, String)], config: Option<&Path>) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating this binary")?;
+        let mut command = Command::new(exe);
+        command.args(args);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the process under test")?;
+        let pid = child.id().context("child has no pid")?;
+        Ok(Self { child, pid })
+    }
+
+    /// User plus system CPU seconds used so far.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        Ok((ticks(11) + ticks(12)) / TICKS_PER_SECOND)
+    }
+
+    /// Peak resident set size in MiB (VmHWM).
+    pub fn peak_rss_mb(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        Ok(kb / 1024.0)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}

@@ -1,0 +1,105 @@
+//! The benchmark's webhook receivers: one that answers 200 and records arrivals, and a black
+//! hole that accepts connections and never answers (a dead endpoint).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use axum::{Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
+use tokio::net::TcpListener;
+
+use crate::{domain::SigningSecret, signing};
+
+/// Every this many requests, the signature is checked.
+const SIGNATURE_SAMPLE: u64 = 50;
+
+pub struct Arrivals {
+    /// (event number, arrival time); the number is parsed from `webhook-id` (`evt_bench_<n>`).
+    pub received: Mutex<Vec<(u32, Instant)>>,
+    pub signatures_checked: AtomicU64,
+    pub signatures_bad: AtomicU64,
+    requests: AtomicU64,
+    secret: Option<SigningSecret>,
+}
+
+impl Arrivals {
+    pub fn count(&self) -> usize {
+        self.received.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    pub fn take(&self) -> Vec<(u32, Instant)> {
+        self.received
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
+}
+
+pub fn event_id(n: u32) -> String {
+    format!("evt_bench_{n}")
+}
+
+fn event_number(id: &str) -> Option<u32> {
+    id.strip_prefix("evt_bench_")?.parse().ok()
+}
+
+/// Starts the healthy receiver; signatures are checked on a sample when `secret` is given.
+pub async fn start(secret: Option<SigningSecret>) -> std::io::Result<(SocketAddr, Arc<Arrivals>)> {
+    let arrivals = Arc::new(Arrivals {
+        received: Mutex::new(Vec::new()),
+        signatures_checked: AtomicU64::new(0),
+        signatures_bad: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        secret,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state(arrivals.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((addr, arrivals))
+}
+
+async fn receive(State(arrivals): State<Arc<Arrivals>>, headers: HeaderMap, body: Bytes) {
+    let at = Instant::now();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(n) = text("webhook-id").and_then(event_number) else {
+        return;
+    };
+    let seq = arrivals.requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(secret) = &arrivals.secret
+        && seq % SIGNATURE_SAMPLE == 0
+    {
+        let id = event_id(n);
+        let ok = match (text("webhook-timestamp").and_then(|t| t.parse().ok()), text("webhook-signature")) {
+            (Some(ts), Some(signature)) => signing::sign(secret, &id, ts, &body) == signature,
+            _ => false,
+        };
+        arrivals.signatures_checked.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            arrivals.signatures_bad.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    if let Ok(mut received) = arrivals.received.lock() {
+        received.push((n, at));
+    }
+}
+
+/// Accepts connections and holds them open without reading or answering, until dropped.
+pub async fn black_hole() -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    Ok((addr, task))
+}

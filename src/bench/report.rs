@@ -1,0 +1,199 @@
+//! Figures from raw arrivals, and how they are printed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::BenchArgs;
+
+/// One measured run (the worker's, or the baseline loop's).
+#[derive(Debug, Clone)]
+pub struct Phase {
+    pub deliveries: usize,
+    pub deliveries_per_sec: f64,
+    pub events_per_sec: f64,
+    pub latency_ms: [f64; 4],
+    pub cpu_s_per_1k: f64,
+    pub peak_rss_mb: f64,
+}
+
+impl Phase {
+    pub fn measure(
+        received: &[(u32, Instant)],
+        published_at: &[Instant],
+        publish_time: Duration,
+        cpu_seconds: f64,
+        peak_rss_mb: f64,
+    ) -> Self {
+        let mut arrivals: Vec<Instant> = received.iter().map(|(_, at)| *at).collect();
+        arrivals.sort_unstable();
+        let mut latencies: Vec<f64> = received
+            .iter()
+            .filter_map(|(n, at)| {
+                let sent = published_at.get(*n as usize)?;
+                Some(at.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        latencies.sort_unstable_by(f64::total_cmp);
+        let deliveries = received.len();
+        Self {
+            deliveries,
+            deliveries_per_sec: steady_rate(&arrivals),
+            events_per_sec: published_at.len() as f64 / publish_time.as_secs_f64().max(1e-9),
+            latency_ms: [0.50, 0.90, 0.99, 1.0].map(|q| percentile(&latencies, q)),
+            cpu_s_per_1k: if deliveries == 0 {
+                0.0
+            } else {
+                cpu_seconds / deliveries as f64 * 1000.0
+            },
+            peak_rss_mb,
+        }
+    }
+}
+
+/// Arrivals per second between the first and last 10 % (ramp-up and drain excluded).
+pub fn steady_rate(sorted_arrivals: &[Instant]) -> f64 {
+    let cut = sorted_arrivals.len() / 10;
+    let middle = &sorted_arrivals[cut..sorted_arrivals.len() - cut];
+    match (middle.first(), middle.last()) {
+        (Some(first), Some(last)) if last > first => {
+            (middle.len() - 1) as f64 / (*last - *first).as_secs_f64()
+        }
+        _ => 0.0,
+    }
+}
+
+/// The `q` quantile (0..=1) of sorted values, nearest rank; 0 when empty.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+pub struct Report {
+    pub args: BenchArgs,
+    pub worker: Phase,
+    pub baseline: Option<Phase>,
+    pub signatures_checked: u64,
+    pub signatures_bad: u64,
+}
+
+fn round(value: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    (value * scale).round() / scale
+}
+
+impl Report {
+    fn ratio(&self) -> Option<f64> {
+        let baseline = self.baseline.as_ref()?.deliveries_per_sec;
+        (baseline > 0.0).then(|| self.worker.deliveries_per_sec / baseline)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let w = &self.worker;
+        let [p50, p90, p99, max] = w.latency_ms.map(|v| round(v, 2));
+        let mut out = json!({
+            "events": self.args.events,
+            "webhooks": self.args.webhooks,
+            "dead_webhooks": self.args.dead_webhooks,
+            "rate": self.args.rate,
+            "payload_bytes": self.args.payload_bytes.as_u64(),
+            "deliveries": w.deliveries,
+            "deliveries_per_sec": round(w.deliveries_per_sec, 1),
+            "events_per_sec": round(w.events_per_sec, 1),
+            "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "max": max},
+            "worker_cpu_s_per_1k": round(w.cpu_s_per_1k, 4),
+            "peak_rss_mb": round(w.peak_rss_mb, 1),
+            "signatures_checked": self.signatures_checked,
+            "signatures_bad": self.signatures_bad,
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        });
+        if self.args.dead_webhooks > 0 {
+            out["healthy_deliveries_per_sec"] = json!(round(w.deliveries_per_sec, 1));
+        }
+        if let (Some(baseline), Some(ratio)) = (&self.baseline, self.ratio()) {
+            out["baseline_deliveries_per_sec"] = json!(round(baseline.deliveries_per_sec, 1));
+            out["baseline_latency_ms"] = json!({
+                "p50": round(baseline.latency_ms[0], 2), "p99": round(baseline.latency_ms[2], 2)
+            });
+            out["baseline_cpu_s_per_1k"] = json!(round(baseline.cpu_s_per_1k, 4));
+            out["ratio_to_baseline"] = json!(round(ratio, 3));
+        }
+        out
+    }
+
+    pub fn table(&self) -> String {
+        let a = &self.args;
+        let mut out = format!(
+            "tesoro-webhooks bench: {} events x {} webhooks (+{} dead), {}, {} payload\n",
+            a.events,
+            a.webhooks,
+            a.dead_webhooks,
+            a.rate.map_or("max rate".to_owned(), |r| format!("{r}/s")),
+            a.payload_bytes,
+        );
+        out += &format!("{:<26}{:>14}{:>14}\n", "", "worker", "baseline");
+        let row = |name: &str, f: &dyn Fn(&Phase) -> String| {
+            format!(
+                "{name:<26}{:>14}{:>14}\n",
+                f(&self.worker),
+                self.baseline.as_ref().map_or("-".into(), f)
+            )
+        };
+        out += &row("deliveries", &|p| p.deliveries.to_string());
+        out += &row("deliveries/s (steady)", &|p| format!("{:.0}", p.deliveries_per_sec));
+        out += &row("events/s published", &|p| format!("{:.0}", p.events_per_sec));
+        for (i, name) in ["latency p50 ms", "latency p90 ms", "latency p99 ms", "latency max ms"]
+            .iter()
+            .enumerate()
+        {
+            out += &row(name, &|p| format!("{:.2}", p.latency_ms[i]));
+        }
+        out += &row("cpu s / 1k deliveries", &|p| format!("{:.3}", p.cpu_s_per_1k));
+        out += &row("peak RSS MiB", &|p| format!("{:.1}", p.peak_rss_mb));
+        if let Some(ratio) = self.ratio() {
+            out += &format!("ratio to baseline: {:.1} %\n", ratio * 100.0);
+        }
+        out += &format!(
+            "signatures checked: {} ({} bad)\n",
+            self.signatures_checked, self.signatures_bad
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 0.5), 50.0);
+        assert_eq!(percentile(&values, 0.99), 99.0);
+        assert_eq!(percentile(&values, 1.0), 100.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+    }
+
+    #[test]
+    fn steady_rate_ignores_ramp_up_and_drain() {
+        let start = Instant::now();
+        // 10 slow arrivals, 80 at 1 ms apart, 10 slow ones: the middle rate is 1000/s.
+        let mut arrivals = Vec::new();
+        let mut t = start;
+        for i in 0..100 {
+            t += if (10..90).contains(&i) {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(100)
+            };
+            arrivals.push(t);
+        }
+        let rate = steady_rate(&arrivals);
+        assert!((rate - 1000.0).abs() < 30.0, "{rate}");
+        assert_eq!(steady_rate(&[]), 0.0);
+    }
+}
