@@ -11,9 +11,9 @@ use crate::{
     broker::{Broker, BrokerError, Publisher, Topology},
     config::Config,
     domain::Catalog,
-    pipeline::{Pipeline, fanout, jobs},
+    pipeline::{EndpointLimiter, Pipeline, Subscriptions, fanout, jobs},
     sender::{Sender, SenderError},
-    storage::{Storage, StorageError},
+    storage::{Recorder, Storage, StorageError},
     telemetry,
 };
 
@@ -56,9 +56,17 @@ pub async fn run(
 ) -> Result<(), AppError> {
     let (storage, broker) = prepare(&config).await?;
     let sender = Sender::new(&config.delivery)?;
+    let subscriptions = Arc::new(Subscriptions::new(storage.clone()));
+    let follow = {
+        let subscriptions = subscriptions.clone();
+        let url = config.database.url.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { subscriptions.follow_changes(&url, shutdown).await })
+    };
     let (publisher_tx, publisher_rx) = watch::channel(None);
     let api_state = Arc::new(ApiState {
         storage: storage.clone(),
+        subscriptions: subscriptions.clone(),
         catalog: Catalog::builtin(),
         admin_token: config.api.admin_token.clone(),
         allow_private_targets: config.delivery.allow_private_targets,
@@ -70,12 +78,15 @@ pub async fn run(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let worker = Worker {
         config: &config,
+        recorder: Recorder::start(storage.clone()),
         storage,
+        subscriptions,
         sender,
         publisher: publisher_tx,
         shutdown: shutdown.clone(),
     };
     let (api_result, ()) = tokio::join!(api, worker.supervise(broker));
+    let _ = follow.await;
     api_result?;
     tracing::info!("worker stopped");
     Ok(())
@@ -84,6 +95,8 @@ pub async fn run(
 struct Worker<'a> {
     config: &'a Config,
     storage: Storage,
+    recorder: Recorder,
+    subscriptions: Arc<Subscriptions>,
     sender: Sender,
     /// Shares the live publisher with the API (and tells readiness the consumers are up).
     publisher: watch::Sender<Option<Publisher>>,
@@ -134,6 +147,9 @@ impl Worker<'_> {
     async fn consume(&self, broker: &Broker) -> Result<(), BrokerError> {
         let pipeline = Arc::new(Pipeline {
             storage: self.storage.clone(),
+            recorder: self.recorder.clone(),
+            subscriptions: self.subscriptions.clone(),
+            limiter: EndpointLimiter::new(self.config.delivery.max_in_flight_per_endpoint),
             sender: self.sender.clone(),
             publisher: broker.publisher().await?,
             schedule: self.config.delivery.retry_schedule.clone(),

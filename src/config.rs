@@ -79,6 +79,8 @@ pub struct DeliveryConfig {
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     pub retry_schedule: RetrySchedule,
+    /// Attempts in flight per webhook before further work for it is deferred.
+    pub max_in_flight_per_endpoint: usize,
     pub max_response_body: ByteSize,
     pub allow_private_targets: bool,
 }
@@ -129,6 +131,9 @@ impl Config {
         }
         if self.api.admin_token.trim().is_empty() {
             return invalid("api.admin_token", "must not be empty");
+        }
+        if self.delivery.max_in_flight_per_endpoint == 0 {
+            return invalid("delivery.max_in_flight_per_endpoint", "must be at least 1");
         }
         if self.delivery.timeout.is_zero() {
             return invalid("delivery.timeout", "must be greater than zero");
@@ -217,6 +222,10 @@ mod tests {
             ("[amqp]\nprefetch = 0", "amqp.prefetch"),
             ("[api]\nlisten = \"not an address\"", "listen"),
             ("[api]\nadmin_token = \" \"", "api.admin_token"),
+            (
+                "[delivery]\nmax_in_flight_per_endpoint = 0",
+                "max_in_flight_per_endpoint",
+            ),
             ("[delivery]\ntimeuot = \"1s\"", "timeuot"),
         ];
         for (toml, key) in cases {

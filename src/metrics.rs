@@ -14,6 +14,7 @@ pub const DELIVERIES_SUCCEEDED: &str = "tesoro_webhooks_deliveries_succeeded_tot
 pub const DELIVERIES_FAILED: &str = "tesoro_webhooks_deliveries_failed_total";
 pub const RETRIES_SCHEDULED: &str = "tesoro_webhooks_retries_scheduled_total";
 pub const STALE_JOBS: &str = "tesoro_webhooks_stale_jobs_total";
+pub const DEFERRED: &str = "tesoro_webhooks_deferred_total";
 pub const HANDLER_ERRORS: &str = "tesoro_webhooks_handler_errors_total";
 
 /// Registers descriptions (the `# HELP` lines). Called once by the exporter's owner.

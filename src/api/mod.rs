@@ -21,10 +21,13 @@ use subtle::ConstantTimeEq;
 
 pub use error::ApiError;
 
-use crate::{broker::Publisher, domain::Catalog, storage::Storage};
+use crate::{broker::Publisher, domain::Catalog, pipeline::Subscriptions, storage::Storage};
 
 pub struct ApiState {
     pub storage: Storage,
+    /// The worker's routing cache: dropped here on every change this API makes, so the
+    /// change applies to the very next event (other processes learn it by NOTIFY).
+    pub subscriptions: Arc<Subscriptions>,
     pub catalog: Catalog,
     pub admin_token: String,
     pub allow_private_targets: bool,

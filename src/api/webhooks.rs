@@ -122,6 +122,9 @@ pub async fn create(
         enabled: body.enabled.unwrap_or(true),
     };
     let webhook = state.storage.create_webhook(new).await?;
+    state
+        .subscriptions
+        .invalidate(Some(webhook.company_id.as_str()));
     Ok((StatusCode::CREATED, Json(WebhookBody::new(webhook, true))))
 }
 
@@ -174,6 +177,9 @@ pub async fn update(
         .update_webhook(id, changes)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
+    state
+        .subscriptions
+        .invalidate(Some(webhook.company_id.as_str()));
     Ok(Json(WebhookBody::new(webhook, reveal)))
 }
 
@@ -181,11 +187,10 @@ pub async fn delete(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if state.storage.delete_webhook(webhook_id(&id)?).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("webhook"))
-    }
+    let company = state.storage.delete_webhook(webhook_id(&id)?).await?;
+    let company = company.ok_or_else(|| ApiError::not_found("webhook"))?;
+    state.subscriptions.invalidate(Some(&company));
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn webhook_id(id: &str) -> Result<WebhookId, ApiError> {

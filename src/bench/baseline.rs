@@ -23,15 +23,21 @@ pub async fn run(config: &Config, queue: &str, url: &str) -> anyhow::Result<()> 
     let tracker = TaskTracker::new();
     let never = CancellationToken::new();
     broker
-        .consume(queue, config.amqp.prefetch, &never, &tracker, move |message| {
-            let sender = sender.clone();
-            let url = url.clone();
-            async move {
-                let id = message.message_id().unwrap_or_default().to_owned();
-                sender.post_plain(&url, &id, message.body).await;
-                Disposition::Ack
-            }
-        })
+        .consume(
+            queue,
+            config.amqp.prefetch,
+            &never,
+            &tracker,
+            move |message| {
+                let sender = sender.clone();
+                let url = url.clone();
+                async move {
+                    let id = message.message_id().unwrap_or_default().to_owned();
+                    sender.post_plain(&url, &id, message.body).await;
+                    Disposition::Ack
+                }
+            },
+        )
         .await?;
     Ok(())
 }

@@ -31,8 +31,8 @@ use crate::{
 };
 use process::Measured;
 use receiver::Arrivals;
-pub use report::Report;
 use report::Phase;
+pub use report::Report;
 
 const EVENT_TYPE: &str = "deal.won";
 const COMPANY: &str = "cmp_bench";
@@ -84,7 +84,9 @@ impl Setup {
         db.set_path(&format!("/tw_bench_{suffix}"));
         config.database.url = db.to_string();
         config.delivery.allow_private_targets = true;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let env = [
             ("AMQP__PREFIX", config.amqp.prefix.clone()),
             ("AMQP__EVENTS_EXCHANGE", config.amqp.events_exchange.clone()),
@@ -105,16 +107,23 @@ impl Setup {
     }
 }
 
-pub async fn run(config: Config, config_path: Option<&Path>, args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    config_path: Option<&Path>,
+    args: BenchArgs,
+) -> anyhow::Result<()> {
     if args.events == 0 || args.webhooks == 0 {
         bail!("--events and --webhooks must be at least 1");
     }
     let setup = Setup::new(config)?;
     let storage = Storage::connect(&setup.config.database).await?;
-    let broker = Broker::connect(&setup.config.amqp.url, crate::app::topology(&setup.config)).await?;
+    let broker =
+        Broker::connect(&setup.config.amqp.url, crate::app::topology(&setup.config)).await?;
     let result = measure(&setup, config_path, &args, &storage, &broker).await;
     // Remove what the run created, whatever happened.
-    let _ = broker.delete_tap(&setup.baseline_exchange, &setup.baseline_queue).await;
+    let _ = broker
+        .delete_tap(&setup.baseline_exchange, &setup.baseline_queue)
+        .await;
     let _ = broker.delete_topology(true).await;
     broker.close().await;
     let _ = storage::drop_database(&setup.config.database.url).await;
@@ -177,7 +186,13 @@ async fn measure(
             .declare_tap(&setup.baseline_exchange, &setup.baseline_queue)
             .await?;
         let loop_process = Measured::spawn(
-            &["bench-baseline", "--queue", &setup.baseline_queue, "--url", &healthy_url],
+            &[
+                "bench-baseline",
+                "--queue",
+                &setup.baseline_queue,
+                "--url",
+                &healthy_url,
+            ],
             &setup.env,
             config_path,
         )?;
@@ -201,14 +216,21 @@ async fn measure(
         args: args.clone(),
         worker: worker_phase,
         baseline,
-        signatures_checked: arrivals.signatures_checked.load(std::sync::atomic::Ordering::Relaxed),
-        signatures_bad: arrivals.signatures_bad.load(std::sync::atomic::Ordering::Relaxed),
+        signatures_checked: arrivals
+            .signatures_checked
+            .load(std::sync::atomic::Ordering::Relaxed),
+        signatures_bad: arrivals
+            .signatures_bad
+            .load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
 /// Waits for `process` to consume `queue`, publishes the events, waits for `expected`
 /// deliveries at the receiver, and measures.
-#[allow(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
 async fn run_phase(
     mut process: Measured,
     broker: &Broker,

@@ -16,7 +16,11 @@ pub struct Measured {
 impl Measured {
     /// Runs this same binary with `args`, the environment overrides in `env`, and `--config`
     /// passed through when the bench got one.
-    pub fn spawn(args: &[&str], env: &[(String, String)], config: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn spawn(
+        args: &[&str],
+        env: &[(String, String)],
+        config: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating this binary")?;
         let mut command = Command::new(exe);
         command.args(args);
@@ -43,7 +47,12 @@ impl Measured {
         // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
         let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
         let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         Ok((ticks(11) + ticks(12)) / TICKS_PER_SECOND)
     }
 

@@ -77,7 +77,10 @@ async fn receive(State(arrivals): State<Arc<Arrivals>>, headers: HeaderMap, body
         && seq % SIGNATURE_SAMPLE == 0
     {
         let id = event_id(n);
-        let ok = match (text("webhook-timestamp").and_then(|t| t.parse().ok()), text("webhook-signature")) {
+        let ok = match (
+            text("webhook-timestamp").and_then(|t| t.parse().ok()),
+            text("webhook-signature"),
+        ) {
             (Some(ts), Some(signature)) => signing::sign(secret, &id, ts, &body) == signature,
             _ => false,
         };

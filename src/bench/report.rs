@@ -143,15 +143,26 @@ impl Report {
             )
         };
         out += &row("deliveries", &|p| p.deliveries.to_string());
-        out += &row("deliveries/s (steady)", &|p| format!("{:.0}", p.deliveries_per_sec));
-        out += &row("events/s published", &|p| format!("{:.0}", p.events_per_sec));
-        for (i, name) in ["latency p50 ms", "latency p90 ms", "latency p99 ms", "latency max ms"]
-            .iter()
-            .enumerate()
+        out += &row("deliveries/s (steady)", &|p| {
+            format!("{:.0}", p.deliveries_per_sec)
+        });
+        out += &row("events/s published", &|p| {
+            format!("{:.0}", p.events_per_sec)
+        });
+        for (i, name) in [
+            "latency p50 ms",
+            "latency p90 ms",
+            "latency p99 ms",
+            "latency max ms",
+        ]
+        .iter()
+        .enumerate()
         {
             out += &row(name, &|p| format!("{:.2}", p.latency_ms[i]));
         }
-        out += &row("cpu s / 1k deliveries", &|p| format!("{:.3}", p.cpu_s_per_1k));
+        out += &row("cpu s / 1k deliveries", &|p| {
+            format!("{:.3}", p.cpu_s_per_1k)
+        });
         out += &row("peak RSS MiB", &|p| format!("{:.1}", p.peak_rss_mb));
         if let Some(ratio) = self.ratio() {
             out += &format!("ratio to baseline: {:.1} %\n", ratio * 100.0);

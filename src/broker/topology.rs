@@ -192,7 +192,12 @@ pub async fn declare_tap(channel: &Channel, exchange: &str, queue: &str) -> lapi
         ..Default::default()
     };
     channel
-        .exchange_declare(exchange.into(), ExchangeKind::Topic, options, FieldTable::default())
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            options,
+            FieldTable::default(),
+        )
         .await?;
     declare_bound(channel, queue, exchange, "#", quorum()).await
 }

@@ -10,23 +10,40 @@ use crate::{
     metrics,
     outcome::{self, NextStep, Outcome},
     sender::{AttemptRequest, AttemptResult},
-    storage::{AttemptRecord, DeliveryState, DeliveryStatus, Webhook},
+    storage::{AttemptRecord, DeliveryStatus, DeliveryWrite, EventRow, Trigger, Webhook},
 };
 
-/// Attempts `job` against `webhook` and settles it:
+/// One delivery about to be attempted.
+pub struct Attempt<'a> {
+    pub job: Job,
+    pub webhook: &'a Webhook,
+    pub body: Bytes,
+    /// The event row, for a delivery the fan-out creates; `None` when it is already stored.
+    pub event: Option<EventRow>,
+}
+
+/// Attempts and settles one delivery:
 /// - delivered: record it (Succeeded);
 /// - failed with tiers left: publish the next job to its tier (confirmed), then record;
 /// - failed on the last tier: publish to the dead-letter queue (confirmed), then record it
-///   Failed (the dead-letter consumer marks it Failed as well, whichever comes first).
+///   Failed (the dead-letter consumer marks it Failed as well, whichever comes first);
+/// - endpoint saturated: defer the job, untried, to the first tier.
 ///
 /// Publishing before recording means a crash in between repeats the attempt rather than
 /// losing the retry; the duplicate job that may leave behind is skipped by its attempt number.
 pub async fn attempt_and_settle(
     pipeline: &Pipeline,
-    job: &Job,
-    webhook: &Webhook,
-    body: Bytes,
+    attempt: Attempt<'_>,
 ) -> Result<(), PipelineError> {
+    let Some(slot) = pipeline.limiter.try_acquire(attempt.webhook.id) else {
+        return defer(pipeline, attempt).await;
+    };
+    let Attempt {
+        job,
+        webhook,
+        body,
+        event,
+    } = attempt;
     let result = pipeline
         .sender
         .send(AttemptRequest {
@@ -38,6 +55,7 @@ pub async fn attempt_and_settle(
             body: body.clone(),
         })
         .await;
+    drop(slot);
     let failure_kind = result.failure.as_ref().map(|(kind, _)| *kind);
     let outcome = outcome::classify(result.status(), failure_kind);
     metrics::attempt(
@@ -47,49 +65,89 @@ pub async fn attempt_and_settle(
         },
         result.duration,
     );
-    let state = match outcome::next_step(outcome, &pipeline.schedule, job.series_attempt) {
-        NextStep::Done => {
-            metrics::count(metrics::DELIVERIES_SUCCEEDED);
-            DeliveryState {
-                status: DeliveryStatus::Succeeded,
-                next_attempt_at: None,
+    let (status, next_attempt_at) =
+        match outcome::next_step(outcome, &pipeline.schedule, job.series_attempt) {
+            NextStep::Done => {
+                metrics::count(metrics::DELIVERIES_SUCCEEDED);
+                (DeliveryStatus::Succeeded, None)
             }
-        }
-        NextStep::Retry {
-            after,
-            next_attempt,
-        } => {
-            let next = Job {
-                attempt: job.attempt + 1,
-                series_attempt: next_attempt,
-                trigger: crate::storage::Trigger::Automatic,
-                ..job.clone()
-            };
-            pipeline
-                .publisher
-                .schedule_retry(&next, after, &body)
-                .await?;
-            metrics::count(metrics::RETRIES_SCHEDULED);
-            DeliveryState {
-                status: DeliveryStatus::Retrying,
-                next_attempt_at: Some(OffsetDateTime::now_utc() + after),
+            NextStep::Retry {
+                after,
+                next_attempt,
+            } => {
+                let next = Job {
+                    attempt: job.attempt + 1,
+                    series_attempt: next_attempt,
+                    trigger: Trigger::Automatic,
+                    ..job.clone()
+                };
+                pipeline
+                    .publisher
+                    .schedule_retry(&next, after, &body)
+                    .await?;
+                metrics::count(metrics::RETRIES_SCHEDULED);
+                (
+                    DeliveryStatus::Retrying,
+                    Some(OffsetDateTime::now_utc() + after),
+                )
             }
-        }
-        NextStep::GiveUp => {
-            let reason = describe_failure(&result);
-            pipeline.publisher.dead_letter(job, &body, &reason).await?;
-            // Recorded as Failed here too: the dead-letter consumer may mark it before this
-            // commits, and recording anything else would undo that.
-            DeliveryState {
-                status: DeliveryStatus::Failed,
-                next_attempt_at: None,
+            NextStep::GiveUp => {
+                let reason = describe_failure(&result);
+                pipeline.publisher.dead_letter(&job, &body, &reason).await?;
+                (DeliveryStatus::Failed, None)
             }
-        }
-    };
+        };
+    let record = to_record(&job, webhook, result);
     pipeline
-        .storage
-        .record_attempt(&to_record(job, webhook, result), state)
+        .recorder
+        .write(DeliveryWrite {
+            event,
+            delivery_id: job.delivery_id,
+            event_id: job.event_id.to_string(),
+            webhook_id: webhook.id,
+            company_id: webhook.company_id.to_string(),
+            event_type: job.event_type.clone(),
+            status,
+            attempt_count: job.attempt,
+            next_attempt_at,
+            attempt: Some(record),
+        })
         .await?;
+    Ok(())
+}
+
+/// The endpoint has its fill of attempts in flight: park the job, untried and unchanged, in the
+/// first tier. A fresh delivery is recorded as pending so it is visible meanwhile.
+async fn defer(pipeline: &Pipeline, attempt: Attempt<'_>) -> Result<(), PipelineError> {
+    let Attempt {
+        job,
+        webhook,
+        body,
+        event,
+    } = attempt;
+    let delay = pipeline.schedule.delays()[0];
+    pipeline
+        .publisher
+        .schedule_retry(&job, delay, &body)
+        .await?;
+    metrics::count(metrics::DEFERRED);
+    if event.is_some() {
+        pipeline
+            .recorder
+            .write(DeliveryWrite {
+                event,
+                delivery_id: job.delivery_id,
+                event_id: job.event_id.to_string(),
+                webhook_id: webhook.id,
+                company_id: webhook.company_id.to_string(),
+                event_type: job.event_type.clone(),
+                status: DeliveryStatus::Pending,
+                attempt_count: job.attempt - 1,
+                next_attempt_at: Some(OffsetDateTime::now_utc() + delay),
+                attempt: None,
+            })
+            .await?;
+    }
     Ok(())
 }
 

@@ -5,13 +5,17 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 
-use super::{Pipeline, PipelineError, attempt::attempt_and_settle, disposition};
+use super::{
+    Pipeline, PipelineError,
+    attempt::{Attempt, attempt_and_settle},
+    disposition,
+};
 use crate::{
     broker::{Disposition, Job, Message},
-    domain::EventFilter,
+    domain::{DeliveryId, EventFilter},
     envelope::{self, EnvelopeHead},
     metrics,
-    storage::{Trigger, Webhook},
+    storage::{EventRow, Trigger, Webhook},
 };
 
 pub async fn handle_event(pipeline: Arc<Pipeline>, message: Message) -> Disposition {
@@ -44,34 +48,49 @@ async fn fan_out(
     head: &EnvelopeHead,
     message: Message,
 ) -> Result<(), PipelineError> {
-    let webhooks = pipeline.storage.company_webhooks(&head.company_id).await?;
+    let webhooks = pipeline.subscriptions.of_company(&head.company_id).await?;
     let targets = matching(&webhooks, &head.event_type);
     if targets.is_empty() {
         metrics::count(metrics::EVENTS_UNMATCHED);
         return Ok(());
     }
-    let ids: Vec<_> = targets.iter().map(|w| w.id).collect();
-    let deliveries = pipeline
-        .storage
-        .prepare_event(head, &message.body, &ids)
-        .await?;
-    let attempts = deliveries
-        .iter()
-        .filter(|d| d.needs_first_attempt())
-        .filter_map(|d| {
-            let webhook = targets.iter().find(|w| w.id == d.webhook_id)?;
-            let job = Job {
-                delivery_id: d.delivery_id,
-                webhook_id: d.webhook_id,
-                event_id: head.id.clone(),
-                event_type: head.event_type.clone(),
-                attempt: 1,
-                series_attempt: 1,
-                trigger: Trigger::Automatic,
-            };
-            let body = message.body.clone();
-            Some(async move { attempt_and_settle(pipeline, &job, webhook, body).await })
-        });
+    // Only a redelivered message can find its deliveries already made; a first delivery
+    // goes straight to the POSTs, and its rows are written with the outcomes.
+    let existing = if message.redelivered {
+        let ids: Vec<_> = targets.iter().map(|w| w.id).collect();
+        pipeline.storage.existing_deliveries(&head.id, &ids).await?
+    } else {
+        Vec::new()
+    };
+    let event = EventRow {
+        id: head.id.to_string(),
+        company_id: head.company_id.to_string(),
+        event_type: head.event_type.clone(),
+        body: message.body.clone(),
+    };
+    let attempts = targets.into_iter().filter_map(|webhook| {
+        let delivery_id = match existing.iter().find(|d| d.webhook_id == webhook.id) {
+            Some(done) if !done.needs_first_attempt() => return None,
+            Some(pending) => pending.delivery_id,
+            None => DeliveryId::new(),
+        };
+        let job = Job {
+            delivery_id,
+            webhook_id: webhook.id,
+            event_id: head.id.clone(),
+            event_type: head.event_type.clone(),
+            attempt: 1,
+            series_attempt: 1,
+            trigger: Trigger::Automatic,
+        };
+        let attempt = Attempt {
+            job,
+            webhook,
+            body: message.body.clone(),
+            event: Some(event.clone()),
+        };
+        Some(attempt_and_settle(pipeline, attempt))
+    });
     // Every delivery settles before the event is acked; one failure hands the event back, and
     // the redelivery skips the deliveries that did settle.
     join_all(attempts).await.into_iter().collect()

@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
-use super::{Pipeline, PipelineError, attempt::attempt_and_settle, disposition};
+use super::{
+    Pipeline, PipelineError,
+    attempt::{Attempt, attempt_and_settle},
+    disposition,
+};
 use crate::{
     broker::{Disposition, Job, Message},
     metrics,
@@ -48,7 +52,13 @@ async fn run_job(pipeline: &Pipeline, job: &Job, message: Message) -> Result<(),
             .await?;
         return Ok(());
     }
-    attempt_and_settle(pipeline, job, &target.webhook, message.body).await
+    let attempt = Attempt {
+        job: job.clone(),
+        webhook: &target.webhook,
+        body: message.body,
+        event: None,
+    };
+    attempt_and_settle(pipeline, attempt).await
 }
 
 pub async fn handle_dead(pipeline: Arc<Pipeline>, message: Message) -> Disposition {

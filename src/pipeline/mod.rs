@@ -10,18 +10,30 @@
 mod attempt;
 pub mod fanout;
 pub mod jobs;
+mod limiter;
+pub mod subscriptions;
+
+pub use limiter::EndpointLimiter;
+pub use subscriptions::Subscriptions;
+
+use std::sync::Arc;
 
 use crate::{
     broker::{BrokerError, Disposition, Message, Publisher},
     domain::Catalog,
     retry::RetrySchedule,
     sender::Sender,
-    storage::{Storage, StorageError},
+    storage::{RecordError, Recorder, Storage, StorageError},
 };
 
 /// What the handlers share. Cloned into each handler task behind an `Arc`.
 pub struct Pipeline {
     pub storage: Storage,
+    /// Batched, group-committed writes of delivery outcomes.
+    pub recorder: Recorder,
+    /// Routing: each company's webhooks, cached.
+    pub subscriptions: Arc<Subscriptions>,
+    pub limiter: EndpointLimiter,
     pub sender: Sender,
     pub publisher: Publisher,
     pub schedule: RetrySchedule,
@@ -34,6 +46,8 @@ pub enum PipelineError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
 }
 
 impl Pipeline {

@@ -7,8 +7,7 @@ use uuid::Uuid;
 
 use super::{Storage, StorageError, webhooks::Webhook};
 use crate::{
-    domain::{DeliveryId, WebhookId},
-    envelope::EnvelopeHead,
+    domain::{DeliveryId, EventId, WebhookId},
     outcome::FailureKind,
 };
 
@@ -70,7 +69,7 @@ impl Trigger {
     }
 }
 
-/// A delivery of a fresh (or redelivered) event, with how far it already got.
+/// A stored delivery of a redelivered event, with how far it already got.
 #[derive(Debug, Clone)]
 pub struct PreparedDelivery {
     pub delivery_id: DeliveryId,
@@ -105,13 +104,6 @@ pub struct AttemptRecord {
     pub error_message: Option<String>,
 }
 
-/// Where the delivery stands once an attempt is recorded.
-#[derive(Debug, Clone, Copy)]
-pub struct DeliveryState {
-    pub status: DeliveryStatus,
-    pub next_attempt_at: Option<OffsetDateTime>,
-}
-
 /// What a delivery job needs from the database before it may attempt.
 #[derive(Debug)]
 pub struct JobTarget {
@@ -120,7 +112,7 @@ pub struct JobTarget {
     pub webhook: Webhook,
 }
 
-fn headers_json(headers: &[(String, String)]) -> serde_json::Value {
+pub(super) fn headers_json(headers: &[(String, String)]) -> serde_json::Value {
     serde_json::Value::Array(
         headers
             .iter()
@@ -142,50 +134,22 @@ fn parse_status(value: &str) -> Result<DeliveryStatus, StorageError> {
 }
 
 impl Storage {
-    /// Stores the event and one delivery per webhook, keeping what a redelivery finds already
-    /// there, and returns every delivery with its progress. One transaction.
-    pub async fn prepare_event(
+    /// The deliveries already made for `event` to any of `webhooks`, with their progress: the
+    /// dedupe check of a redelivered event.
+    pub async fn existing_deliveries(
         &self,
-        head: &EnvelopeHead,
-        body: &[u8],
+        event: &EventId,
         webhooks: &[WebhookId],
     ) -> Result<Vec<PreparedDelivery>, StorageError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            "INSERT INTO events (id, company_id, event_type, body) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO NOTHING",
-            &[
-                &head.id.as_str(),
-                &head.company_id.as_str(),
-                &head.event_type,
-                &body,
-            ],
-        )
-        .await?;
+        let client = self.client().await?;
         let webhook_ids: Vec<Uuid> = webhooks.iter().map(|w| w.0).collect();
-        let delivery_ids: Vec<Uuid> = webhooks.iter().map(|_| DeliveryId::new().0).collect();
-        tx.execute(
-            "INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type)
-             SELECT d, $1, w, $2, $3 FROM unnest($4::uuid[], $5::uuid[]) AS t(d, w)
-             ON CONFLICT (event_id, webhook_id) DO NOTHING",
-            &[
-                &head.id.as_str(),
-                &head.company_id.as_str(),
-                &head.event_type,
-                &delivery_ids,
-                &webhook_ids,
-            ],
-        )
-        .await?;
-        let rows = tx
+        let rows = client
             .query(
                 "SELECT id, webhook_id, status, attempt_count FROM deliveries
                  WHERE event_id = $1 AND webhook_id = ANY($2)",
-                &[&head.id.as_str(), &webhook_ids],
+                &[&event.as_str(), &webhook_ids],
             )
             .await?;
-        tx.commit().await?;
         rows.iter()
             .map(|row| {
                 Ok(PreparedDelivery {
@@ -196,66 +160,6 @@ impl Storage {
                 })
             })
             .collect()
-    }
-
-    /// Records an attempt and the delivery's new state in one transaction. Recording the same
-    /// attempt twice (a redelivered message) keeps the first record.
-    pub async fn record_attempt(
-        &self,
-        attempt: &AttemptRecord,
-        state: DeliveryState,
-    ) -> Result<(), StorageError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let duration_ms = i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX);
-        let inserted = tx
-            .execute(
-                "INSERT INTO attempts (delivery_id, webhook_id, attempt_number, trigger,
-                    attempted_at, duration_ms, request_headers, response_status,
-                    response_headers, response_body, response_body_truncated, error_kind,
-                    error_message)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                 ON CONFLICT (delivery_id, attempt_number) DO NOTHING",
-                &[
-                    &attempt.delivery_id.0,
-                    &attempt.webhook_id.0,
-                    &to_i32(attempt.attempt_number),
-                    &attempt.trigger.as_str(),
-                    &attempt.attempted_at,
-                    &duration_ms,
-                    &headers_json(&attempt.request_headers),
-                    &attempt.response_status.map(i32::from),
-                    &attempt.response_headers.as_deref().map(headers_json),
-                    &attempt.response_body,
-                    &attempt.response_body_truncated,
-                    &attempt.error_kind.map(FailureKind::as_str),
-                    &attempt.error_message,
-                ],
-            )
-            .await?;
-        if inserted > 0 {
-            let last_error = attempt.error_kind.map(|kind| match &attempt.error_message {
-                Some(message) => format!("{}: {message}", kind.as_str()),
-                None => kind.as_str().to_owned(),
-            });
-            tx.execute(
-                "UPDATE deliveries SET status = $2,
-                    attempt_count = GREATEST(attempt_count, $3),
-                    last_status = $4, last_error = $5, next_attempt_at = $6, updated_at = now()
-                 WHERE id = $1",
-                &[
-                    &attempt.delivery_id.0,
-                    &state.status.as_str(),
-                    &to_i32(attempt.attempt_number),
-                    &attempt.response_status.map(i32::from),
-                    &last_error,
-                    &state.next_attempt_at,
-                ],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// The delivery and its webhook, for a job about to attempt; `None` when the webhook (and

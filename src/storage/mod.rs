@@ -1,9 +1,12 @@
 //! PostgreSQL: the one module that speaks tokio-postgres. Webhooks (subscriptions), events,
 //! deliveries and the attempt log.
 
+mod batch;
+mod changes;
 mod deliveries;
 mod log;
 mod migrate;
+mod recorder;
 mod webhooks;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -11,12 +14,15 @@ use tokio_postgres::NoTls;
 
 use crate::config::DatabaseConfig;
 
+pub use batch::{DeliveryWrite, EventRow};
+pub use changes::{ChangeListener, listen_for_changes};
 pub use deliveries::{
-    AttemptRecord, DeliveryState, DeliveryStatus, JobTarget, PreparedDelivery, ReplayScope,
-    RetryTarget, Trigger, Window,
+    AttemptRecord, DeliveryStatus, JobTarget, PreparedDelivery, ReplayScope, RetryTarget, Trigger,
+    Window,
 };
 pub use log::{AttemptView, DeliveryFilter, DeliveryView};
 pub use migrate::{drop_database, ensure_database, migrate};
+pub use recorder::{RecordError, Recorder};
 pub use webhooks::{NewWebhook, Webhook, WebhookChanges};
 
 #[derive(Debug, thiserror::Error)]

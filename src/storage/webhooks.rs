@@ -151,12 +151,16 @@ impl Storage {
         row.as_ref().map(from_row).transpose()
     }
 
-    /// Deletes a webhook with its deliveries and attempts; false when it did not exist.
-    pub async fn delete_webhook(&self, id: WebhookId) -> Result<bool, StorageError> {
+    /// Deletes a webhook with its deliveries and attempts; returns its company, or `None`
+    /// when it did not exist.
+    pub async fn delete_webhook(&self, id: WebhookId) -> Result<Option<String>, StorageError> {
         let client = self.client().await?;
-        let deleted = client
-            .execute("DELETE FROM webhooks WHERE id = $1", &[&id.0])
+        let row = client
+            .query_opt(
+                "DELETE FROM webhooks WHERE id = $1 RETURNING company_id",
+                &[&id.0],
+            )
             .await?;
-        Ok(deleted > 0)
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 }

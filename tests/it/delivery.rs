@@ -193,3 +193,90 @@ async fn response_bodies_are_capped() {
     );
     assert!(attempt.get::<_, bool>("response_body_truncated"));
 }
+
+#[tokio::test]
+async fn routing_follows_webhook_changes_made_by_the_api_and_by_other_processes() {
+    let worker = TestWorker::start().await;
+    let changing = TestReceiver::start().await;
+    let steady = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_cache", &changing.url(), &["deal.won"])
+        .await;
+    let id = webhook["id"].as_str().expect("id").to_owned();
+    worker
+        .create_webhook("cmp_cache", &steady.url(), &["deal.won"])
+        .await;
+    worker.publish("deal.won", "cmp_cache", json!({})).await;
+    changing.wait_for(1).await;
+
+    // Through this worker's API: applies to the very next event.
+    let (status, _) = worker
+        .api(
+            "PATCH",
+            &format!("/v1/webhooks/{id}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    worker.publish("deal.won", "cmp_cache", json!({})).await;
+    steady.wait_for(2).await;
+    assert_eq!(changing.received().len(), 1, "disabled at once");
+
+    // Behind its back, as another process would: NOTIFY brings it in shortly.
+    worker
+        .db
+        .execute(
+            "UPDATE webhooks SET enabled = true WHERE id = $1",
+            &[&uuid::Uuid::parse_str(&id).expect("uuid")],
+        )
+        .await
+        .expect("update");
+    let mut sent = 2;
+    crate::harness::wait_until("the re-enabled webhook to receive again", || {
+        sent += 1;
+        let expect = sent;
+        let worker = &worker;
+        let steady = &steady;
+        let changing = &changing;
+        async move {
+            worker.publish("deal.won", "cmp_cache", json!({})).await;
+            steady.wait_for(expect).await;
+            (changing.received().len() > 1).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_saturated_endpoint_defers_its_work_and_does_not_hold_back_others() {
+    let mut config = crate::harness::test_config();
+    config.delivery.max_in_flight_per_endpoint = 1;
+    let worker = TestWorker::start_with(config).await;
+    let slow = TestReceiver::start().await;
+    let fast = TestReceiver::start().await;
+    slow.set_default(crate::harness::Reply::Slow(
+        std::time::Duration::from_millis(700),
+        200,
+    ));
+    let slow_hook = worker
+        .create_webhook("cmp_sat", &slow.url(), &["deal.won"])
+        .await;
+    worker
+        .create_webhook("cmp_sat", &fast.url(), &["deal.won"])
+        .await;
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(worker.publish("deal.won", "cmp_sat", json!({})).await.0);
+    }
+    fast.wait_for(3).await;
+    assert!(
+        slow.received().len() <= 1,
+        "one attempt at a time to the slow endpoint"
+    );
+    let slow_id = slow_hook["id"].as_str().expect("id");
+    // The deferred ones come back from the first tier and are delivered in turn.
+    for event in &events {
+        assert_eq!(worker.wait_for_status(event, slow_id, "succeeded").await, 1);
+    }
+    assert_eq!(slow.received().len(), 3);
+}
