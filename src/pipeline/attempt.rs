@@ -1,6 +1,8 @@
 //! One attempt, and its settlement: record it, and publish what comes next, in the order that
 //! keeps every outcome durable before the input message is acked.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use time::OffsetDateTime;
 
@@ -20,6 +22,27 @@ pub struct Attempt<'a> {
     pub body: Bytes,
     /// The event row, for a delivery the fan-out creates; `None` when it is already stored.
     pub event: Option<EventRow>,
+    /// What to do when the endpoint has its fill of attempts in flight.
+    pub when_saturated: Saturated,
+}
+
+/// Where work for a saturated endpoint goes, after waiting a little for a free slot.
+#[derive(Debug, Clone, Copy)]
+pub enum Saturated {
+    /// The fan-out: wait briefly, then hand the delivery to the deliveries queue, so the
+    /// event (and its healthy deliveries) need not wait on a slow endpoint.
+    HandOff,
+    /// The job consumer: wait longer, then park the job in the first tier.
+    Defer,
+}
+
+impl Saturated {
+    fn patience(self) -> Duration {
+        match self {
+            Saturated::HandOff => Duration::from_millis(50),
+            Saturated::Defer => Duration::from_secs(1),
+        }
+    }
 }
 
 /// Attempts and settles one delivery:
@@ -35,14 +58,20 @@ pub async fn attempt_and_settle(
     pipeline: &Pipeline,
     attempt: Attempt<'_>,
 ) -> Result<(), PipelineError> {
-    let Some(slot) = pipeline.limiter.try_acquire(attempt.webhook.id) else {
-        return defer(pipeline, attempt).await;
+    let patience = attempt.when_saturated.patience();
+    let Some(slot) = pipeline
+        .limiter
+        .acquire_within(attempt.webhook.id, patience)
+        .await
+    else {
+        return park(pipeline, attempt).await;
     };
     let Attempt {
         job,
         webhook,
         body,
         event,
+        ..
     } = attempt;
     let result = pipeline
         .sender
@@ -116,21 +145,22 @@ pub async fn attempt_and_settle(
     Ok(())
 }
 
-/// The endpoint has its fill of attempts in flight: park the job, untried and unchanged, in the
-/// first tier. A fresh delivery is recorded as pending so it is visible meanwhile.
-async fn defer(pipeline: &Pipeline, attempt: Attempt<'_>) -> Result<(), PipelineError> {
+/// The endpoint has its fill of attempts in flight: hand the job, untried and unchanged, to the
+/// deliveries queue or park it in the first tier. A fresh delivery is first recorded as
+/// pending, so the job always finds its row (and a crash before the publish leaves the event
+/// unacked, to be redelivered and attempted).
+async fn park(pipeline: &Pipeline, attempt: Attempt<'_>) -> Result<(), PipelineError> {
     let Attempt {
         job,
         webhook,
         body,
         event,
+        when_saturated,
     } = attempt;
-    let delay = pipeline.schedule.delays()[0];
-    pipeline
-        .publisher
-        .schedule_retry(&job, delay, &body)
-        .await?;
-    metrics::count(metrics::DEFERRED);
+    let delay = match when_saturated {
+        Saturated::HandOff => Duration::ZERO,
+        Saturated::Defer => pipeline.schedule.delays()[0],
+    };
     if event.is_some() {
         pipeline
             .recorder
@@ -148,6 +178,16 @@ async fn defer(pipeline: &Pipeline, attempt: Attempt<'_>) -> Result<(), Pipeline
             })
             .await?;
     }
+    match when_saturated {
+        Saturated::HandOff => pipeline.publisher.enqueue(&job, &body).await?,
+        Saturated::Defer => {
+            pipeline
+                .publisher
+                .schedule_retry(&job, delay, &body)
+                .await?
+        }
+    }
+    metrics::count(metrics::DEFERRED);
     Ok(())
 }
 

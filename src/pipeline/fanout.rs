@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 
 use super::{
     Pipeline, PipelineError,
-    attempt::{Attempt, attempt_and_settle},
+    attempt::{Attempt, Saturated, attempt_and_settle},
     disposition,
 };
 use crate::{
@@ -88,6 +88,7 @@ async fn fan_out(
             webhook,
             body: message.body.clone(),
             event: Some(event.clone()),
+            when_saturated: Saturated::HandOff,
         };
         Some(attempt_and_settle(pipeline, attempt))
     });

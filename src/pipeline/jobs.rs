@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{
     Pipeline, PipelineError,
-    attempt::{Attempt, attempt_and_settle},
+    attempt::{Attempt, Saturated, attempt_and_settle},
     disposition,
 };
 use crate::{
@@ -26,6 +26,12 @@ pub async fn handle_job(pipeline: Arc<Pipeline>, message: Message) -> Dispositio
 
 async fn run_job(pipeline: &Pipeline, job: &Job, message: Message) -> Result<(), PipelineError> {
     let Some(target) = pipeline.storage.job_target(job.delivery_id).await? else {
+        // The delivery row is written in a batch after its retry job is confirmed; a job that
+        // outruns it (a short tier under load) waits for it. Without its webhook, the delivery
+        // was deleted with it.
+        if pipeline.storage.webhook(job.webhook_id).await?.is_some() {
+            return Err(PipelineError::NotYetRecorded);
+        }
         tracing::info!(delivery = %job.delivery_id, "job for a deleted webhook dropped");
         return Ok(());
     };
@@ -57,6 +63,7 @@ async fn run_job(pipeline: &Pipeline, job: &Job, message: Message) -> Result<(),
         webhook: &target.webhook,
         body: message.body,
         event: None,
+        when_saturated: Saturated::Defer,
     };
     attempt_and_settle(pipeline, attempt).await
 }

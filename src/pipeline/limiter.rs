@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -23,17 +24,38 @@ impl EndpointLimiter {
         }
     }
 
-    /// A slot for one attempt to `webhook`, or `None` when it already has `per_endpoint`
-    /// attempts in flight. The slot is freed when the permit drops.
-    pub fn try_acquire(&self, webhook: WebhookId) -> Option<OwnedSemaphorePermit> {
-        let semaphore = {
-            let mut slots = self.slots.lock().ok()?;
+    fn semaphore(&self, webhook: WebhookId) -> Option<Arc<Semaphore>> {
+        let mut slots = self.slots.lock().ok()?;
+        Some(
             slots
                 .entry(webhook)
                 .or_insert_with(|| Arc::new(Semaphore::new(self.per_endpoint)))
-                .clone()
-        };
-        semaphore.try_acquire_owned().ok()
+                .clone(),
+        )
+    }
+
+    /// A slot for one attempt to `webhook`, or `None` when it already has `per_endpoint`
+    /// attempts in flight. The slot is freed when the permit drops.
+    #[cfg(test)]
+    pub fn try_acquire(&self, webhook: WebhookId) -> Option<OwnedSemaphorePermit> {
+        self.semaphore(webhook)?.try_acquire_owned().ok()
+    }
+
+    /// A slot, waiting up to `patience` for one to free up: a busy but healthy endpoint frees
+    /// slots within milliseconds, a dead one holds them until its timeouts.
+    pub async fn acquire_within(
+        &self,
+        webhook: WebhookId,
+        patience: Duration,
+    ) -> Option<OwnedSemaphorePermit> {
+        let semaphore = self.semaphore(webhook)?;
+        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        tokio::time::timeout(patience, semaphore.acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 }
 

@@ -48,6 +48,9 @@ pub enum PipelineError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// A job arrived before its delivery's row was committed; it is handed back to wait.
+    #[error("the delivery of this job is not recorded yet")]
+    NotYetRecorded,
 }
 
 impl Pipeline {
@@ -73,6 +76,7 @@ impl Pipeline {
 fn disposition(stage: &'static str, result: Result<(), PipelineError>) -> Disposition {
     match result {
         Ok(()) => Disposition::Ack,
+        Err(PipelineError::NotYetRecorded) => Disposition::Retry,
         Err(error) => {
             tracing::warn!(stage, error = %error, "handling failed; message will be retried");
             crate::metrics::handler_error(stage);

@@ -52,179 +52,227 @@ fn to_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
+/// Events, deliveries and attempts in one statement, so a batch costs one round trip and one
+/// commit. The attempts join the deliveries the statement inserted or moved forward: a stale
+/// write, or a duplicate publish of an event, logs no attempt.
+const WRITE_BATCH: &str = "
+WITH new_events AS (
+    INSERT INTO events (id, company_id, event_type, body)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
+    ON CONFLICT (id) DO NOTHING
+),
+written AS (
+    INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type, status,
+        attempt_count, last_status, last_error, next_attempt_at)
+    SELECT * FROM unnest($5::uuid[], $6::text[], $7::uuid[], $8::text[], $9::text[],
+        $10::text[], $11::int4[], $12::int4[], $13::text[], $14::timestamptz[])
+    ON CONFLICT (event_id, webhook_id) DO UPDATE SET
+        status = EXCLUDED.status, attempt_count = EXCLUDED.attempt_count,
+        last_status = EXCLUDED.last_status, last_error = EXCLUDED.last_error,
+        next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()
+    WHERE deliveries.attempt_count < EXCLUDED.attempt_count
+    RETURNING id
+)
+INSERT INTO attempts (delivery_id, webhook_id, attempt_number, trigger, attempted_at,
+    duration_ms, request_headers, response_status, response_headers, response_body,
+    response_body_truncated, error_kind, error_message)
+SELECT u.* FROM unnest($15::uuid[], $16::uuid[], $17::int4[], $18::text[],
+    $19::timestamptz[], $20::int4[], $21::jsonb[], $22::int4[], $23::jsonb[], $24::bytea[],
+    $25::bool[], $26::text[], $27::text[])
+    AS u(delivery_id, webhook_id, attempt_number, trigger, attempted_at, duration_ms,
+         request_headers, response_status, response_headers, response_body,
+         response_body_truncated, error_kind, error_message)
+JOIN written ON written.id = u.delivery_id
+ON CONFLICT (delivery_id, attempt_number) DO NOTHING";
+
 impl Storage {
-    /// Writes every event, delivery state and attempt of `writes` in one transaction.
+    /// Writes every event, delivery state and attempt of `writes` in one statement.
     ///
     /// A delivery row only moves forward: an existing row is updated only by a write with more
-    /// attempts, so a stale or repeated write changes nothing. An attempt whose delivery row
-    /// is not the one stored (a duplicate publish of the same event) is not logged twice.
+    /// attempts, so a stale or repeated write changes nothing.
     pub async fn write_batch(&self, writes: &[DeliveryWrite]) -> Result<(), StorageError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        insert_events(&tx, writes).await?;
-        upsert_deliveries(&tx, writes).await?;
-        insert_attempts(&tx, writes).await?;
-        tx.commit().await?;
+        let client = self.client().await?;
+        let statement = client.prepare_cached(WRITE_BATCH).await?;
+        let events = EventColumns::new(writes);
+        let deliveries = DeliveryColumns::new(writes);
+        let attempts = AttemptColumns::new(writes);
+        let mut params: Vec<Param<'_>> = Vec::with_capacity(27);
+        params.extend(events.params());
+        params.extend(deliveries.params());
+        params.extend(attempts.params());
+        client.execute(&statement, &params).await?;
         Ok(())
     }
 }
 
-async fn insert_events(
-    tx: &deadpool_postgres::Transaction<'_>,
-    writes: &[DeliveryWrite],
-) -> Result<(), StorageError> {
-    let mut seen = std::collections::HashSet::new();
-    let events: Vec<&EventRow> = writes
-        .iter()
-        .filter_map(|w| w.event.as_ref())
-        .filter(|e| seen.insert(e.id.as_str()))
-        .collect();
-    if events.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    let companies: Vec<&str> = events.iter().map(|e| e.company_id.as_str()).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let bodies: Vec<&[u8]> = events.iter().map(|e| e.body.as_ref()).collect();
-    tx.execute(
-        "INSERT INTO events (id, company_id, event_type, body)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
-         ON CONFLICT (id) DO NOTHING",
-        &[&ids, &companies, &types, &bodies],
-    )
-    .await?;
-    Ok(())
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// Distinct events of a batch, as columns.
+struct EventColumns<'a> {
+    ids: Vec<&'a str>,
+    companies: Vec<&'a str>,
+    types: Vec<&'a str>,
+    bodies: Vec<&'a [u8]>,
 }
 
-async fn upsert_deliveries(
-    tx: &deadpool_postgres::Transaction<'_>,
-    writes: &[DeliveryWrite],
-) -> Result<(), StorageError> {
-    // One row per (event, webhook) and statement, the most advanced one: Postgres refuses to
-    // update the same row twice in one INSERT ... ON CONFLICT.
-    let mut latest: std::collections::HashMap<(&str, WebhookId), &DeliveryWrite> =
-        std::collections::HashMap::with_capacity(writes.len());
-    for write in writes {
-        latest
-            .entry((write.event_id.as_str(), write.webhook_id))
-            .and_modify(|kept| {
-                if write.attempt_count > kept.attempt_count {
-                    *kept = write;
-                }
-            })
-            .or_insert(write);
+impl<'a> EventColumns<'a> {
+    fn new(writes: &'a [DeliveryWrite]) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        let events: Vec<&EventRow> = writes
+            .iter()
+            .filter_map(|w| w.event.as_ref())
+            .filter(|e| seen.insert(e.id.as_str()))
+            .collect();
+        Self {
+            ids: events.iter().map(|e| e.id.as_str()).collect(),
+            companies: events.iter().map(|e| e.company_id.as_str()).collect(),
+            types: events.iter().map(|e| e.event_type.as_str()).collect(),
+            bodies: events.iter().map(|e| e.body.as_ref()).collect(),
+        }
     }
-    let rows: Vec<&DeliveryWrite> = latest.into_values().collect();
-    let ids: Vec<Uuid> = rows.iter().map(|w| w.delivery_id.0).collect();
-    let events: Vec<&str> = rows.iter().map(|w| w.event_id.as_str()).collect();
-    let webhooks: Vec<Uuid> = rows.iter().map(|w| w.webhook_id.0).collect();
-    let companies: Vec<&str> = rows.iter().map(|w| w.company_id.as_str()).collect();
-    let types: Vec<&str> = rows.iter().map(|w| w.event_type.as_str()).collect();
-    let statuses: Vec<&str> = rows.iter().map(|w| w.status.as_str()).collect();
-    let counts: Vec<i32> = rows.iter().map(|w| to_i32(w.attempt_count)).collect();
-    let last_statuses: Vec<Option<i32>> = rows
-        .iter()
-        .map(|w| w.attempt.as_ref()?.response_status.map(i32::from))
-        .collect();
-    let last_errors: Vec<Option<String>> = rows.iter().map(|w| w.last_error()).collect();
-    let next_at: Vec<Option<OffsetDateTime>> = rows.iter().map(|w| w.next_attempt_at).collect();
-    tx.execute(
-        "INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type, status,
-            attempt_count, last_status, last_error, next_attempt_at)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
-            $6::text[], $7::int4[], $8::int4[], $9::text[], $10::timestamptz[])
-         ON CONFLICT (event_id, webhook_id) DO UPDATE SET
-            status = EXCLUDED.status, attempt_count = EXCLUDED.attempt_count,
-            last_status = EXCLUDED.last_status, last_error = EXCLUDED.last_error,
-            next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()
-         WHERE deliveries.attempt_count < EXCLUDED.attempt_count",
-        &[
-            &ids,
-            &events,
-            &webhooks,
-            &companies,
-            &types,
-            &statuses,
-            &counts,
-            &last_statuses,
-            &last_errors,
-            &next_at,
-        ],
-    )
-    .await?;
-    Ok(())
+
+    fn params(&self) -> [Param<'_>; 4] {
+        [&self.ids, &self.companies, &self.types, &self.bodies]
+    }
 }
 
-async fn insert_attempts(
-    tx: &deadpool_postgres::Transaction<'_>,
-    writes: &[DeliveryWrite],
-) -> Result<(), StorageError> {
-    let attempts: Vec<&AttemptRecord> = writes.iter().filter_map(|w| w.attempt.as_ref()).collect();
-    if attempts.is_empty() {
-        return Ok(());
+/// One row per (event, webhook), the most advanced: Postgres refuses to update the same row
+/// twice in one INSERT ... ON CONFLICT.
+struct DeliveryColumns<'a> {
+    ids: Vec<Uuid>,
+    events: Vec<&'a str>,
+    webhooks: Vec<Uuid>,
+    companies: Vec<&'a str>,
+    types: Vec<&'a str>,
+    statuses: Vec<&'static str>,
+    counts: Vec<i32>,
+    last_statuses: Vec<Option<i32>>,
+    last_errors: Vec<Option<String>>,
+    next_at: Vec<Option<OffsetDateTime>>,
+}
+
+impl<'a> DeliveryColumns<'a> {
+    fn new(writes: &'a [DeliveryWrite]) -> Self {
+        let mut latest: std::collections::HashMap<(&str, WebhookId), &DeliveryWrite> =
+            std::collections::HashMap::with_capacity(writes.len());
+        for write in writes {
+            latest
+                .entry((write.event_id.as_str(), write.webhook_id))
+                .and_modify(|kept| {
+                    if write.attempt_count > kept.attempt_count {
+                        *kept = write;
+                    }
+                })
+                .or_insert(write);
+        }
+        let rows: Vec<&DeliveryWrite> = latest.into_values().collect();
+        Self {
+            ids: rows.iter().map(|w| w.delivery_id.0).collect(),
+            events: rows.iter().map(|w| w.event_id.as_str()).collect(),
+            webhooks: rows.iter().map(|w| w.webhook_id.0).collect(),
+            companies: rows.iter().map(|w| w.company_id.as_str()).collect(),
+            types: rows.iter().map(|w| w.event_type.as_str()).collect(),
+            statuses: rows.iter().map(|w| w.status.as_str()).collect(),
+            counts: rows.iter().map(|w| to_i32(w.attempt_count)).collect(),
+            last_statuses: rows
+                .iter()
+                .map(|w| w.attempt.as_ref()?.response_status.map(i32::from))
+                .collect(),
+            last_errors: rows.iter().map(|w| w.last_error()).collect(),
+            next_at: rows.iter().map(|w| w.next_attempt_at).collect(),
+        }
     }
-    let deliveries: Vec<Uuid> = attempts.iter().map(|a| a.delivery_id.0).collect();
-    let webhooks: Vec<Uuid> = attempts.iter().map(|a| a.webhook_id.0).collect();
-    let numbers: Vec<i32> = attempts.iter().map(|a| to_i32(a.attempt_number)).collect();
-    let triggers: Vec<&str> = attempts.iter().map(|a| a.trigger.as_str()).collect();
-    let times: Vec<OffsetDateTime> = attempts.iter().map(|a| a.attempted_at).collect();
-    let durations: Vec<i32> = attempts
-        .iter()
-        .map(|a| i32::try_from(a.duration.as_millis()).unwrap_or(i32::MAX))
-        .collect();
-    let request_headers: Vec<serde_json::Value> = attempts
-        .iter()
-        .map(|a| headers_json(&a.request_headers))
-        .collect();
-    let statuses: Vec<Option<i32>> = attempts
-        .iter()
-        .map(|a| a.response_status.map(i32::from))
-        .collect();
-    let response_headers: Vec<Option<serde_json::Value>> = attempts
-        .iter()
-        .map(|a| a.response_headers.as_deref().map(headers_json))
-        .collect();
-    let bodies: Vec<Option<&[u8]>> = attempts
-        .iter()
-        .map(|a| a.response_body.as_deref())
-        .collect();
-    let truncated: Vec<bool> = attempts.iter().map(|a| a.response_body_truncated).collect();
-    let kinds: Vec<Option<&str>> = attempts
-        .iter()
-        .map(|a| a.error_kind.map(FailureKind::as_str))
-        .collect();
-    let messages: Vec<Option<&str>> = attempts
-        .iter()
-        .map(|a| a.error_message.as_deref())
-        .collect();
-    tx.execute(
-        "INSERT INTO attempts (delivery_id, webhook_id, attempt_number, trigger, attempted_at,
-            duration_ms, request_headers, response_status, response_headers, response_body,
-            response_body_truncated, error_kind, error_message)
-         SELECT u.* FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::text[],
-            $5::timestamptz[], $6::int4[], $7::jsonb[], $8::int4[], $9::jsonb[], $10::bytea[],
-            $11::bool[], $12::text[], $13::text[])
-            AS u(delivery_id, webhook_id, attempt_number, trigger, attempted_at, duration_ms,
-                 request_headers, response_status, response_headers, response_body,
-                 response_body_truncated, error_kind, error_message)
-         JOIN deliveries d ON d.id = u.delivery_id
-         ON CONFLICT (delivery_id, attempt_number) DO NOTHING",
-        &[
-            &deliveries,
-            &webhooks,
-            &numbers,
-            &triggers,
-            &times,
-            &durations,
-            &request_headers,
-            &statuses,
-            &response_headers,
-            &bodies,
-            &truncated,
-            &kinds,
-            &messages,
-        ],
-    )
-    .await?;
-    Ok(())
+
+    fn params(&self) -> [Param<'_>; 10] {
+        [
+            &self.ids,
+            &self.events,
+            &self.webhooks,
+            &self.companies,
+            &self.types,
+            &self.statuses,
+            &self.counts,
+            &self.last_statuses,
+            &self.last_errors,
+            &self.next_at,
+        ]
+    }
+}
+
+/// The attempts of a batch, as columns.
+struct AttemptColumns<'a> {
+    deliveries: Vec<Uuid>,
+    webhooks: Vec<Uuid>,
+    numbers: Vec<i32>,
+    triggers: Vec<&'static str>,
+    times: Vec<OffsetDateTime>,
+    durations: Vec<i32>,
+    request_headers: Vec<serde_json::Value>,
+    statuses: Vec<Option<i32>>,
+    response_headers: Vec<Option<serde_json::Value>>,
+    bodies: Vec<Option<&'a [u8]>>,
+    truncated: Vec<bool>,
+    kinds: Vec<Option<&'static str>>,
+    messages: Vec<Option<&'a str>>,
+}
+
+impl<'a> AttemptColumns<'a> {
+    fn new(writes: &'a [DeliveryWrite]) -> Self {
+        let attempts: Vec<&AttemptRecord> =
+            writes.iter().filter_map(|w| w.attempt.as_ref()).collect();
+        Self {
+            deliveries: attempts.iter().map(|a| a.delivery_id.0).collect(),
+            webhooks: attempts.iter().map(|a| a.webhook_id.0).collect(),
+            numbers: attempts.iter().map(|a| to_i32(a.attempt_number)).collect(),
+            triggers: attempts.iter().map(|a| a.trigger.as_str()).collect(),
+            times: attempts.iter().map(|a| a.attempted_at).collect(),
+            durations: attempts
+                .iter()
+                .map(|a| i32::try_from(a.duration.as_millis()).unwrap_or(i32::MAX))
+                .collect(),
+            request_headers: attempts
+                .iter()
+                .map(|a| headers_json(&a.request_headers))
+                .collect(),
+            statuses: attempts
+                .iter()
+                .map(|a| a.response_status.map(i32::from))
+                .collect(),
+            response_headers: attempts
+                .iter()
+                .map(|a| a.response_headers.as_deref().map(headers_json))
+                .collect(),
+            bodies: attempts
+                .iter()
+                .map(|a| a.response_body.as_deref())
+                .collect(),
+            truncated: attempts.iter().map(|a| a.response_body_truncated).collect(),
+            kinds: attempts
+                .iter()
+                .map(|a| a.error_kind.map(FailureKind::as_str))
+                .collect(),
+            messages: attempts
+                .iter()
+                .map(|a| a.error_message.as_deref())
+                .collect(),
+        }
+    }
+
+    fn params(&self) -> [Param<'_>; 13] {
+        [
+            &self.deliveries,
+            &self.webhooks,
+            &self.numbers,
+            &self.triggers,
+            &self.times,
+            &self.durations,
+            &self.request_headers,
+            &self.statuses,
+            &self.response_headers,
+            &self.bodies,
+            &self.truncated,
+            &self.kinds,
+            &self.messages,
+        ]
+    }
 }

@@ -11,7 +11,7 @@ use super::{Storage, StorageError, batch::DeliveryWrite};
 /// Writes per transaction at most.
 const MAX_BATCH: usize = 512;
 /// Transactions in flight at once: one commits while the next batch gathers and encodes.
-const CONCURRENT_FLUSHES: usize = 2;
+const CONCURRENT_FLUSHES: usize = 4;
 
 type Done = oneshot::Sender<Result<(), Arc<StorageError>>>;
 

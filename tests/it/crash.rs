@@ -137,14 +137,14 @@ async fn kill_dash_nine_mid_stream_then_restart_delivers_every_event() {
     let mut worker = TestWorker::start_process(crate::harness::test_config()).await;
     let receiver = TestReceiver::start().await;
     // A little latency per request keeps deliveries in flight when the process dies.
-    receiver.set_default(Reply::Slow(Duration::from_millis(10), 200));
+    receiver.set_default(Reply::Slow(Duration::from_millis(50), 200));
     let webhook = worker
         .create_webhook("cmp_kill", &receiver.url(), &["deal.*"])
         .await;
     let webhook_id = webhook["id"].as_str().expect("id").to_owned();
 
     let mut event_ids = Vec::new();
-    for n in 0..150 {
+    for n in 0..400 {
         let (id, _) = worker
             .publish("deal.created", "cmp_kill", json!({"n": n}))
             .await;
