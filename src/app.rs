@@ -150,6 +150,7 @@ impl Worker<'_> {
             recorder: self.recorder.clone(),
             subscriptions: self.subscriptions.clone(),
             limiter: EndpointLimiter::new(self.config.delivery.max_in_flight_per_endpoint),
+            in_flight: tokio::sync::Semaphore::new(self.config.delivery.max_in_flight),
             sender: self.sender.clone(),
             publisher: broker.publisher().await?,
             schedule: self.config.delivery.retry_schedule.clone(),

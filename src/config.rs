@@ -79,6 +79,8 @@ pub struct DeliveryConfig {
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     pub retry_schedule: RetrySchedule,
+    /// Deliveries in progress at once, across all webhooks.
+    pub max_in_flight: usize,
     /// Attempts in flight per webhook before further work for it is deferred.
     pub max_in_flight_per_endpoint: usize,
     pub max_response_body: ByteSize,
@@ -131,6 +133,9 @@ impl Config {
         }
         if self.api.admin_token.trim().is_empty() {
             return invalid("api.admin_token", "must not be empty");
+        }
+        if self.delivery.max_in_flight == 0 {
+            return invalid("delivery.max_in_flight", "must be at least 1");
         }
         if self.delivery.max_in_flight_per_endpoint == 0 {
             return invalid("delivery.max_in_flight_per_endpoint", "must be at least 1");

@@ -182,6 +182,9 @@ async fn measure(
     black_hole.abort();
 
     let baseline = if args.baseline {
+        arrivals
+            .verify
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         broker
             .declare_tap(&setup.baseline_exchange, &setup.baseline_queue)
             .await?;

@@ -58,14 +58,26 @@ pub async fn attempt_and_settle(
     pipeline: &Pipeline,
     attempt: Attempt<'_>,
 ) -> Result<(), PipelineError> {
+    // Never closed, so acquiring only waits.
+    let _in_flight = pipeline.in_flight.acquire().await.ok();
     let patience = attempt.when_saturated.patience();
     let Some(slot) = pipeline
         .limiter
         .acquire_within(attempt.webhook.id, patience)
         .await
     else {
-        return park(pipeline, attempt).await;
+        return Box::pin(park(pipeline, attempt)).await;
     };
+    // Boxed: a fan-out creates every delivery's future up front, and most wait above; only
+    // the ones with a slot should pay for the (large) HTTP and recording state.
+    Box::pin(send_and_settle(pipeline, attempt, slot)).await
+}
+
+async fn send_and_settle(
+    pipeline: &Pipeline,
+    attempt: Attempt<'_>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), PipelineError> {
     let Attempt {
         job,
         webhook,

@@ -34,6 +34,8 @@ pub struct Pipeline {
     /// Routing: each company's webhooks, cached.
     pub subscriptions: Arc<Subscriptions>,
     pub limiter: EndpointLimiter,
+    /// Deliveries in progress at once (attempt and record), whatever the fan-out: bounds memory.
+    pub in_flight: tokio::sync::Semaphore,
     pub sender: Sender,
     pub publisher: Publisher,
     pub schedule: RetrySchedule,

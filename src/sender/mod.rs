@@ -83,7 +83,7 @@ impl Sender {
             // Shorter than most servers' keep-alive, so we rarely write to a socket the server
             // just closed.
             .pool_idle_timeout(Duration::from_secs(20))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(1024)
             .tcp_nodelay(true)
             .no_proxy()
             .user_agent(USER_AGENT_VALUE);
