@@ -91,6 +91,19 @@ impl Storage {
     /// A delivery row only moves forward: an existing row is updated only by a write with more
     /// attempts, so a stale or repeated write changes nothing.
     pub async fn write_batch(&self, writes: &[DeliveryWrite]) -> Result<(), StorageError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.write_batch_once(writes).await {
+                Err(StorageError::Db(e)) if tries < 3 && is_transient(&e) => {
+                    tracing::debug!(error = %e, "batch write conflicted; retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_batch_once(&self, writes: &[DeliveryWrite]) -> Result<(), StorageError> {
         let client = self.client().await?;
         let statement = client.prepare_cached(WRITE_BATCH).await?;
         let events = EventColumns::new(writes);
@@ -103,6 +116,15 @@ impl Storage {
         client.execute(&statement, &params).await?;
         Ok(())
     }
+}
+
+/// Deadlocks and serialization failures: the statement may simply be run again.
+fn is_transient(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(
+        error.code(),
+        Some(&SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE)
+    )
 }
 
 type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
@@ -118,11 +140,13 @@ struct EventColumns<'a> {
 impl<'a> EventColumns<'a> {
     fn new(writes: &'a [DeliveryWrite]) -> Self {
         let mut seen = std::collections::HashSet::new();
-        let events: Vec<&EventRow> = writes
+        let mut events: Vec<&EventRow> = writes
             .iter()
             .filter_map(|w| w.event.as_ref())
             .filter(|e| seen.insert(e.id.as_str()))
             .collect();
+        // Concurrent batches take row locks in one order, so they cannot deadlock.
+        events.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         Self {
             ids: events.iter().map(|e| e.id.as_str()).collect(),
             companies: events.iter().map(|e| e.company_id.as_str()).collect(),
@@ -165,7 +189,8 @@ impl<'a> DeliveryColumns<'a> {
                 })
                 .or_insert(write);
         }
-        let rows: Vec<&DeliveryWrite> = latest.into_values().collect();
+        let mut rows: Vec<&DeliveryWrite> = latest.into_values().collect();
+        rows.sort_unstable_by(|a, b| (&a.event_id, a.webhook_id).cmp(&(&b.event_id, b.webhook_id)));
         Self {
             ids: rows.iter().map(|w| w.delivery_id.0).collect(),
             events: rows.iter().map(|w| w.event_id.as_str()).collect(),
@@ -218,8 +243,9 @@ struct AttemptColumns<'a> {
 
 impl<'a> AttemptColumns<'a> {
     fn new(writes: &'a [DeliveryWrite]) -> Self {
-        let attempts: Vec<&AttemptRecord> =
+        let mut attempts: Vec<&AttemptRecord> =
             writes.iter().filter_map(|w| w.attempt.as_ref()).collect();
+        attempts.sort_unstable_by_key(|a| (a.delivery_id, a.attempt_number));
         Self {
             deliveries: attempts.iter().map(|a| a.delivery_id.0).collect(),
             webhooks: attempts.iter().map(|a| a.webhook_id.0).collect(),

@@ -27,7 +27,7 @@ pub use webhooks::{NewWebhook, Webhook, WebhookChanges};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe_db_error(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -37,6 +37,14 @@ pub enum StorageError {
     Url(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+/// tokio-postgres prints a server error as just "db error"; the server's message says which.
+fn describe_db_error(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
 }
 
 /// The database handle the rest of the worker uses.
