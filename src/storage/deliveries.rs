@@ -182,8 +182,10 @@ impl Storage {
         }))
     }
 
-    /// Marks a delivery Failed, unless an attempt newer than `attempt_number` exists (a manual
-    /// retry overtook the dead-letter message). Returns whether it changed.
+    /// Marks a delivery Failed once attempt `attempt_number` is its latest recorded one: not
+    /// before that attempt's row is committed (the log would show Failed with an attempt
+    /// missing), and not after a newer attempt (a manual retry overtook the dead letter).
+    /// Returns whether it changed.
     pub async fn mark_failed(
         &self,
         id: DeliveryId,
@@ -195,7 +197,7 @@ impl Storage {
             .execute(
                 "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL,
                     last_error = COALESCE($3, last_error), updated_at = now()
-                 WHERE id = $1 AND attempt_count <= $2 AND status <> 'succeeded'",
+                 WHERE id = $1 AND attempt_count = $2 AND status <> 'succeeded'",
                 &[&id.0, &to_i32(attempt_number), &reason],
             )
             .await?;
