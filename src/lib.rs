@@ -4,24 +4,28 @@
 //!
 //! 1. A CRM service publishes an envelope to the `tesoro.events` topic exchange; it lands in
 //!    `{prefix}.events`.
-//! 2. [`pipeline::fanout`] checks it ([`envelope`]; invalid ones go to quarantine), finds the
-//!    company's enabled webhooks whose filters match ([`domain::EventFilter`]), and stores the
-//!    event with one delivery per webhook ([`storage`]), keyed by (event id, webhook id).
-//! 3. Each first attempt is made inline: [`sender`] signs ([`signing`]) and POSTs it.
-//!    [`outcome`] classifies the result and picks the next step from the [`retry`] schedule.
+//! 2. [`pipeline::fanout`] checks it ([`envelope`]; invalid ones go to quarantine) and finds the
+//!    company's enabled webhooks whose filters match ([`domain::EventFilter`]) in a cache kept
+//!    fresh by PostgreSQL LISTEN/NOTIFY ([`pipeline::Subscriptions`]).
+//! 3. Each first attempt is made inline: [`sender`] signs ([`signing`]) and POSTs it, at most
+//!    `max_in_flight_per_endpoint` at once per webhook (a saturated one is handed to the
+//!    deliveries queue). [`outcome`] classifies the result and picks the next step from the
+//!    [`retry`] schedule.
 //! 4. A failure publishes a job (headers: delivery, attempt) to a retry tier ([`broker`]): a
 //!    quorum queue whose TTL dead-letters it into `{prefix}.deliveries` when due.
-//!    [`pipeline::jobs`] runs it as the next attempt. After the last tier the job goes to
-//!    `{prefix}.dead`, whose consumer marks the delivery Failed.
-//! 5. Each message is acked only after its outcome is durable: the attempt row committed and
-//!    any follow-up job confirmed by the broker.
+//!    [`pipeline::jobs`] runs it as the next attempt. After the last tier the delivery is
+//!    Failed and its job goes to `{prefix}.dead`.
+//! 5. The event, the delivery's new state and the attempt are written by the
+//!    [`storage::Recorder`] in group-committed batches, keyed by (event id, webhook id). Each
+//!    message is acked only after its outcome is durable: that commit, and any follow-up job
+//!    confirmed by the broker.
 //!
 //! # Modules
 //!
 //! Pure: [`config`], [`domain`], [`envelope`], [`signing`], [`outcome`], [`retry`].
 //! I/O, one crate each: [`storage`] (tokio-postgres), [`broker`] (lapin), [`sender`]
-//! (reqwest), [`api`] (axum). Wiring: [`pipeline`], [`app`], [`cli`], [`telemetry`],
-//! [`metrics`].
+//! (reqwest), [`api`] (axum). Wiring: [`pipeline`], [`recovery`], [`app`], [`cli`],
+//! [`telemetry`], [`metrics`]. [`bench`] is the load benchmark.
 
 pub mod api;
 pub mod app;

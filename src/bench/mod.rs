@@ -199,6 +199,11 @@ async fn measure(
             &setup.env,
             config_path,
         )?;
+        // As many deliveries as the worker made: one event per delivery for the bare loop.
+        let same_deliveries = BenchArgs {
+            events: args.events.saturating_mul(args.webhooks),
+            ..args.clone()
+        };
         Some(
             run_phase(
                 loop_process,
@@ -206,9 +211,9 @@ async fn measure(
                 &setup.baseline_queue,
                 &publisher,
                 &setup.baseline_exchange,
-                args,
+                &same_deliveries,
                 &arrivals,
-                u64::from(args.events),
+                u64::from(same_deliveries.events),
             )
             .await?,
         )

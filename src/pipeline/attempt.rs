@@ -142,19 +142,33 @@ async fn send_and_settle(
     pipeline
         .recorder
         .write(DeliveryWrite {
-            event,
-            delivery_id: job.delivery_id,
-            event_id: job.event_id.to_string(),
-            webhook_id: webhook.id,
-            company_id: webhook.company_id.to_string(),
-            event_type: job.event_type.clone(),
-            status,
-            attempt_count: job.attempt,
             next_attempt_at,
             attempt: Some(record),
+            ..delivery_write(&job, webhook, event, status)
         })
         .await?;
     Ok(())
+}
+
+/// The write that moves `job`'s delivery to `status` with `job.attempt` attempts made.
+fn delivery_write(
+    job: &Job,
+    webhook: &Webhook,
+    event: Option<EventRow>,
+    status: DeliveryStatus,
+) -> DeliveryWrite {
+    DeliveryWrite {
+        event,
+        delivery_id: job.delivery_id,
+        event_id: job.event_id.to_string(),
+        webhook_id: webhook.id,
+        company_id: webhook.company_id.to_string(),
+        event_type: job.event_type.clone(),
+        status,
+        attempt_count: job.attempt,
+        next_attempt_at: None,
+        attempt: None,
+    }
 }
 
 /// The endpoint has its fill of attempts in flight: hand the job, untried and unchanged, to the
@@ -177,16 +191,9 @@ async fn park(pipeline: &Pipeline, attempt: Attempt<'_>) -> Result<(), PipelineE
         pipeline
             .recorder
             .write(DeliveryWrite {
-                event,
-                delivery_id: job.delivery_id,
-                event_id: job.event_id.to_string(),
-                webhook_id: webhook.id,
-                company_id: webhook.company_id.to_string(),
-                event_type: job.event_type.clone(),
-                status: DeliveryStatus::Pending,
                 attempt_count: job.attempt - 1,
                 next_attempt_at: Some(OffsetDateTime::now_utc() + delay),
-                attempt: None,
+                ..delivery_write(&job, webhook, event, DeliveryStatus::Pending)
             })
             .await?;
     }

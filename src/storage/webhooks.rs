@@ -151,16 +151,22 @@ impl Storage {
         row.as_ref().map(from_row).transpose()
     }
 
-    /// Deletes a webhook with its deliveries and attempts; returns its company, or `None`
-    /// when it did not exist.
+    /// Deletes a webhook with its deliveries and attempts, in one transaction; returns its
+    /// company, or `None` when it did not exist.
     pub async fn delete_webhook(&self, id: WebhookId) -> Result<Option<String>, StorageError> {
-        let client = self.client().await?;
-        let row = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
             .query_opt(
                 "DELETE FROM webhooks WHERE id = $1 RETURNING company_id",
                 &[&id.0],
             )
             .await?;
+        tx.execute("DELETE FROM attempts WHERE webhook_id = $1", &[&id.0])
+            .await?;
+        tx.execute("DELETE FROM deliveries WHERE webhook_id = $1", &[&id.0])
+            .await?;
+        tx.commit().await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 }

@@ -169,6 +169,20 @@ async fn attempts_log_request_and_response() {
         stored, published,
         "the request body is kept once, with the event"
     );
+
+    // Deleting the webhook takes its deliveries and attempts with it.
+    let id = webhook["id"].as_str().expect("id");
+    let (status, _) = worker
+        .api("DELETE", &format!("/v1/webhooks/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    assert!(worker.attempts(&event_id).await.is_empty());
+    let left = worker
+        .db
+        .query("SELECT 1 FROM deliveries WHERE event_id = $1", &[&event_id])
+        .await
+        .expect("query");
+    assert!(left.is_empty());
 }
 
 #[tokio::test]
