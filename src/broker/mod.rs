@@ -309,6 +309,22 @@ impl From<lapin::message::Delivery> for Message {
 }
 
 impl Message {
+    /// Times the broker delivered this message before (quorum queues count them in
+    /// `x-delivery-count`); 0 on the first delivery.
+    pub fn delivery_count(&self) -> u32 {
+        let value = self
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-delivery-count").cloned());
+        match value {
+            Some(lapin::types::AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(u32::MAX),
+            Some(lapin::types::AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(u32::MAX),
+            Some(lapin::types::AMQPValue::LongUInt(n)) => n,
+            _ => 0,
+        }
+    }
+
     pub fn job(&self) -> Result<Job, JobError> {
         Job::from_headers(self.properties.headers().as_ref())
     }
@@ -506,13 +522,13 @@ impl Publisher {
         })
     }
 
-    /// Publishes raw bytes to the events exchange (tests of malformed input).
-    pub async fn publish_raw_event(
+    /// Publishes raw bytes, no properties (tests of malformed input).
+    pub async fn publish_raw(
         &self,
+        exchange: &str,
         routing_key: &str,
         body: &[u8],
     ) -> Result<(), BrokerError> {
-        let exchange = &self.topology.events_exchange;
         self.publish(exchange, routing_key, body, BasicProperties::default())
             .await
     }

@@ -12,6 +12,10 @@ use crate::{
     metrics,
 };
 
+/// A job whose delivery row is still missing after this many deliveries is not waiting for a
+/// batch commit: it names a delivery that was never recorded, and is moved aside.
+const MAX_WAITS_FOR_ROW: u32 = 5;
+
 pub async fn handle_job(pipeline: Arc<Pipeline>, message: Message) -> Disposition {
     let job = match message.job() {
         Ok(job) => job,
@@ -21,10 +25,18 @@ pub async fn handle_job(pipeline: Arc<Pipeline>, message: Message) -> Dispositio
                 .await;
         }
     };
-    disposition("job", run_job(&pipeline, &job, message).await)
+    match run_job(&pipeline, &job, message.body.clone()).await {
+        Err(PipelineError::NotYetRecorded) if message.delivery_count() >= MAX_WAITS_FOR_ROW => {
+            let reason = format!("delivery {} was never recorded", job.delivery_id);
+            pipeline
+                .quarantine(&message, "unknown_delivery", &reason)
+                .await
+        }
+        result => disposition("job", result),
+    }
 }
 
-async fn run_job(pipeline: &Pipeline, job: &Job, message: Message) -> Result<(), PipelineError> {
+async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(), PipelineError> {
     let Some(target) = pipeline.storage.job_target(job.delivery_id).await? else {
         // The delivery row is written in a batch after its retry job is confirmed; a job that
         // outruns it (a short tier under load) waits for it. Without its webhook, the delivery
@@ -61,7 +73,7 @@ async fn run_job(pipeline: &Pipeline, job: &Job, message: Message) -> Result<(),
     let attempt = Attempt {
         job: job.clone(),
         webhook: &target.webhook,
-        body: message.body,
+        body,
         event: None,
         when_saturated: Saturated::Defer,
     };

@@ -206,11 +206,18 @@ impl TestWorker {
         (id, body)
     }
 
+    /// Publishes raw bytes to the events exchange.
     pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) {
+        let exchange = &self.config.amqp.events_exchange;
         self.publisher
-            .publish_raw_event(routing_key, body)
+            .publish_raw(exchange, routing_key, body)
             .await
             .expect("publish raw");
+    }
+
+    /// The test's own publisher (to put hand-made messages on the worker's queues).
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
     }
 
     pub async fn fetch(&self, queue: &str) -> Option<Message> {

@@ -109,3 +109,54 @@ async fn quarantine_commands_list_requeue_and_drop() {
     assert!(dropped.stdout.contains("dropped 1"), "{dropped:?}");
     assert_eq!(worker.broker.depth(&queue).await.expect("depth"), 0);
 }
+
+#[tokio::test]
+async fn unusable_delivery_jobs_are_quarantined() {
+    use tesoro_webhooks::{
+        broker::Job,
+        domain::{DeliveryId, EventId, WebhookId},
+        storage::Trigger,
+    };
+    let worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_job", &receiver.url(), &["deal.won"])
+        .await;
+    let topology = worker.broker.topology().clone();
+
+    // No job headers at all.
+    worker
+        .publisher()
+        .publish_raw(&topology.work_exchange, "deliveries", b"{}")
+        .await
+        .expect("publish");
+    // Well-formed, for a real webhook, but naming a delivery that was never recorded: it waits
+    // a few rounds for a batch commit, then is moved aside instead of looping.
+    let job = Job {
+        delivery_id: DeliveryId::new(),
+        webhook_id: WebhookId::parse(webhook["id"].as_str().expect("id")).expect("uuid"),
+        event_id: EventId::parse("evt_never").expect("id"),
+        event_type: "deal.won".into(),
+        attempt: 1,
+        series_attempt: 1,
+        trigger: Trigger::Automatic,
+    };
+    worker
+        .publisher()
+        .enqueue(&job, b"{}")
+        .await
+        .expect("enqueue");
+
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        let message = wait_until("a quarantined job", || {
+            worker.fetch(&topology.quarantine_queue)
+        })
+        .await;
+        reasons.push(message.reason().expect("reason"));
+    }
+    reasons.sort();
+    assert!(reasons[0].starts_with("invalid_job"), "{reasons:?}");
+    assert!(reasons[1].starts_with("unknown_delivery"), "{reasons:?}");
+    assert!(receiver.received().is_empty());
+}
