@@ -75,16 +75,10 @@ impl Job {
             }
         };
         let number = |key: &'static str| -> Result<u32, JobError> {
-            let value = match headers.get(key) {
-                Some(AMQPValue::LongUInt(n)) => i64::from(*n),
-                Some(AMQPValue::LongInt(n)) => i64::from(*n),
-                Some(AMQPValue::LongLongInt(n)) => *n,
-                Some(AMQPValue::ShortUInt(n)) => i64::from(*n),
-                Some(AMQPValue::ShortInt(n)) => i64::from(*n),
-                _ => return Err(JobError(key)),
-            };
-            u32::try_from(value)
-                .ok()
+            headers
+                .get(key)
+                .and_then(integer)
+                .and_then(|n| u32::try_from(n).ok())
                 .filter(|n| *n >= 1)
                 .ok_or(JobError(key))
         };
@@ -99,6 +93,18 @@ impl Job {
             trigger: Trigger::parse(&text(TRIGGER)?).ok_or(JobError(TRIGGER))?,
         })
     }
+}
+
+/// An integer header value of any AMQP integer width.
+pub fn integer(value: &AMQPValue) -> Option<i64> {
+    Some(match value {
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::ShortUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        _ => return None,
+    })
 }
 
 /// A text header of a message, if present.

@@ -2,28 +2,27 @@
 //! consume loop that acks only once a handler reports a durable outcome.
 
 mod job;
+mod message;
+mod publisher;
 mod topology;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::{
-    Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    Acker, Connection, ConnectionProperties,
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
-        BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-        QueueDeclareOptions,
+        BasicNackOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
     },
     types::FieldTable,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use job::{Job, JobError};
-use topology::{DEAD_KEY, DELIVERIES_KEY, QUARANTINE_KEY, long_string, short};
+pub use message::Message;
+pub use publisher::Publisher;
 pub use topology::{Tier, Topology};
-
-const PERSISTENT: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -282,254 +281,5 @@ async fn settle(acker: Acker, disposition: Disposition, shutdown: &CancellationT
         Ok(true) => {}
         Ok(false) => tracing::debug!("ack not sent: channel gone, message will be redelivered"),
         Err(e) => tracing::debug!(error = %e, "ack failed, message will be redelivered"),
-    }
-}
-
-/// A consumed message, free of lapin types for the pipeline.
-#[derive(Debug)]
-pub struct Message {
-    pub body: Bytes,
-    properties: BasicProperties,
-    pub redelivered: bool,
-    /// Where it was published: quarantine keeps these so `requeue` can send it back.
-    exchange: String,
-    routing_key: String,
-}
-
-impl From<lapin::message::Delivery> for Message {
-    fn from(delivery: lapin::message::Delivery) -> Self {
-        Self {
-            body: Bytes::from(delivery.data),
-            properties: delivery.properties,
-            redelivered: delivery.redelivered,
-            exchange: delivery.exchange.to_string(),
-            routing_key: delivery.routing_key.to_string(),
-        }
-    }
-}
-
-impl Message {
-    /// Times the broker delivered this message before (quorum queues count them in
-    /// `x-delivery-count`); 0 on the first delivery.
-    pub fn delivery_count(&self) -> u32 {
-        let value = self
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-delivery-count").cloned());
-        match value {
-            Some(lapin::types::AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(u32::MAX),
-            Some(lapin::types::AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(u32::MAX),
-            Some(lapin::types::AMQPValue::LongUInt(n)) => n,
-            _ => 0,
-        }
-    }
-
-    pub fn job(&self) -> Result<Job, JobError> {
-        Job::from_headers(self.properties.headers().as_ref())
-    }
-
-    pub fn reason(&self) -> Option<String> {
-        job::header_text(self.properties.headers().as_ref(), job::REASON)
-    }
-
-    /// The AMQP `message_id` property (publishers set it to the event id).
-    pub fn message_id(&self) -> Option<&str> {
-        self.properties.message_id().as_ref().map(|id| id.as_str())
-    }
-
-    /// The exchange and routing key it was first published with (for quarantined messages,
-    /// as recorded when they were moved aside).
-    pub fn origin(&self) -> (String, String) {
-        let headers = self.properties.headers().as_ref();
-        match (
-            job::header_text(headers, job::ORIGINAL_EXCHANGE),
-            job::header_text(headers, job::ORIGINAL_ROUTING_KEY),
-        ) {
-            (Some(exchange), Some(key)) => (exchange, key),
-            _ => (self.exchange.clone(), self.routing_key.clone()),
-        }
-    }
-}
-
-/// Publishes with confirms on one channel; cheap to clone and share between tasks.
-#[derive(Clone)]
-pub struct Publisher {
-    channel: Channel,
-    topology: Arc<Topology>,
-}
-
-impl Publisher {
-    /// Publishes and waits for the broker's confirm; an unroutable or refused message is an
-    /// error, so the caller never acks its input on a publish that did not land.
-    async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) -> Result<(), BrokerError> {
-        let confirm = self
-            .channel
-            .basic_publish(
-                short(exchange),
-                short(routing_key),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                body,
-                properties.with_delivery_mode(PERSISTENT),
-            )
-            .await?
-            .await?;
-        match confirm {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_)) => {
-                Err(BrokerError::Unroutable(format!("{exchange}/{routing_key}")))
-            }
-            Confirmation::Nack(_) | Confirmation::NotRequested => {
-                Err(BrokerError::Nacked(format!("{exchange}/{routing_key}")))
-            }
-        }
-    }
-
-    fn job_properties(job: &Job) -> BasicProperties {
-        BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_message_id(short(job.event_id.as_str()))
-            .with_headers(job.to_headers())
-    }
-
-    /// Parks `job` in the tier that waits `delay`; it comes back on the deliveries queue.
-    pub async fn schedule_retry(
-        &self,
-        job: &Job,
-        delay: Duration,
-        body: &[u8],
-    ) -> Result<(), BrokerError> {
-        let tier = self
-            .topology
-            .tier_for(delay)
-            .ok_or(BrokerError::NoTier(delay))?;
-        let exchange = &self.topology.work_exchange;
-        self.publish(exchange, &tier.routing_key, body, Self::job_properties(job))
-            .await
-    }
-
-    /// Puts `job` on the deliveries queue now (manual retries and replays).
-    pub async fn enqueue(&self, job: &Job, body: &[u8]) -> Result<(), BrokerError> {
-        let exchange = &self.topology.work_exchange;
-        self.publish(exchange, DELIVERIES_KEY, body, Self::job_properties(job))
-            .await
-    }
-
-    /// Moves a job whose series is exhausted to the dead-letter queue.
-    pub async fn dead_letter(
-        &self,
-        job: &Job,
-        body: &[u8],
-        reason: &str,
-    ) -> Result<(), BrokerError> {
-        let mut properties = Self::job_properties(job);
-        let mut headers = job.to_headers();
-        headers.insert(job::REASON.into(), long_string(reason));
-        properties = properties.with_headers(headers);
-        let exchange = &self.topology.work_exchange;
-        self.publish(exchange, DEAD_KEY, body, properties).await
-    }
-
-    /// Moves an unprocessable message aside with its reason and origin, keeping its body and
-    /// headers.
-    pub async fn quarantine(&self, message: &Message, reason: &str) -> Result<(), BrokerError> {
-        let mut headers = message.properties.headers().clone().unwrap_or_default();
-        let (exchange, routing_key) = message.origin();
-        headers.insert(job::REASON.into(), long_string(reason));
-        headers.insert(job::ORIGINAL_EXCHANGE.into(), long_string(&exchange));
-        headers.insert(job::ORIGINAL_ROUTING_KEY.into(), long_string(&routing_key));
-        let properties = message.properties.clone().with_headers(headers);
-        let exchange = &self.topology.work_exchange;
-        self.publish(exchange, QUARANTINE_KEY, &message.body, properties)
-            .await
-    }
-
-    /// Publishes a quarantined message back to where it came from, without our bookkeeping
-    /// headers.
-    async fn republish_original(&self, message: &Message) -> Result<(), BrokerError> {
-        let (exchange, routing_key) = message.origin();
-        let mut headers = message.properties.headers().clone().unwrap_or_default();
-        let mut kept = FieldTable::default();
-        for (key, value) in headers.inner() {
-            if ![
-                job::REASON,
-                job::ORIGINAL_EXCHANGE,
-                job::ORIGINAL_ROUTING_KEY,
-            ]
-            .contains(&key.as_str())
-            {
-                kept.insert(key.clone(), value.clone());
-            }
-        }
-        headers = kept;
-        let properties = message.properties.clone().with_headers(headers);
-        self.publish(&exchange, &routing_key, &message.body, properties)
-            .await
-    }
-
-    /// Publishes an envelope to the events exchange, as a CRM service does.
-    pub async fn publish_event(
-        &self,
-        event_type: &str,
-        event_id: &str,
-        body: &[u8],
-    ) -> Result<(), BrokerError> {
-        let properties = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_message_id(short(event_id));
-        let exchange = &self.topology.events_exchange;
-        self.publish(exchange, event_type, body, properties).await
-    }
-
-    /// Sends an envelope to `exchange` without waiting: the returned future resolves with the
-    /// broker's confirm. Lets a publisher keep many confirms outstanding (the benchmark).
-    pub async fn send_event(
-        &self,
-        exchange: &str,
-        event_type: &str,
-        event_id: &str,
-        body: &[u8],
-    ) -> Result<impl Future<Output = Result<(), BrokerError>> + use<>, BrokerError> {
-        let properties = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_message_id(short(event_id))
-            .with_delivery_mode(PERSISTENT);
-        let confirm = self
-            .channel
-            .basic_publish(
-                short(exchange),
-                short(event_type),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-            .await?;
-        let target = format!("{exchange}/{event_type}");
-        Ok(async move {
-            match confirm.await? {
-                Confirmation::Ack(_) => Ok(()),
-                _ => Err(BrokerError::Nacked(target)),
-            }
-        })
-    }
-
-    /// Publishes raw bytes, no properties (tests of malformed input).
-    pub async fn publish_raw(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-    ) -> Result<(), BrokerError> {
-        self.publish(exchange, routing_key, body, BasicProperties::default())
-            .await
     }
 }
