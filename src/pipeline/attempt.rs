@@ -6,7 +6,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use time::OffsetDateTime;
 
-use super::{Pipeline, PipelineError};
+use super::{
+    Pipeline, PipelineError,
+    limiter::{Acquired, Slot},
+};
 use crate::{
     broker::Job,
     metrics,
@@ -61,12 +64,22 @@ pub async fn attempt_and_settle(
     // Never closed, so acquiring only waits.
     let _in_flight = pipeline.in_flight.acquire().await.ok();
     let patience = attempt.when_saturated.patience();
-    let Some(slot) = pipeline
+    let slot = match pipeline
         .limiter
         .acquire_within(attempt.webhook.id, patience)
         .await
-    else {
-        return Box::pin(park(pipeline, attempt)).await;
+    {
+        Acquired::Slot(slot) => slot,
+        Acquired::Busy => return Box::pin(park(pipeline, attempt)).await,
+        // A hanging endpoint's work goes straight to the first tier: handing it off would
+        // only meet the same full slots again.
+        Acquired::Stuck => {
+            let attempt = Attempt {
+                when_saturated: Saturated::Defer,
+                ..attempt
+            };
+            return Box::pin(park(pipeline, attempt)).await;
+        }
     };
     // Boxed: a fan-out creates every delivery's future up front, and most wait above; only
     // the ones with a slot should pay for the (large) HTTP and recording state.
@@ -76,7 +89,7 @@ pub async fn attempt_and_settle(
 async fn send_and_settle(
     pipeline: &Pipeline,
     attempt: Attempt<'_>,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    slot: Slot,
 ) -> Result<(), PipelineError> {
     let Attempt {
         job,

@@ -3,59 +3,112 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::WebhookId;
 
+/// An endpoint whose slots are all taken and none of which freed for this long is stuck (its
+/// attempts are running into the timeout): new work for it is parked at once, without waiting.
+const STUCK_AFTER: Duration = Duration::from_secs(1);
+
 pub struct EndpointLimiter {
     per_endpoint: usize,
-    slots: Mutex<HashMap<WebhookId, Arc<Semaphore>>>,
+    endpoints: Mutex<HashMap<WebhookId, Arc<Endpoint>>>,
+    /// The clock `Endpoint::last_freed_ms` counts from.
+    origin: Instant,
+}
+
+struct Endpoint {
+    slots: Arc<Semaphore>,
+    /// When a slot was last freed (or the endpoint first seen), in ms since `origin`.
+    last_freed_ms: AtomicU64,
+}
+
+/// One attempt's right to run; freeing it records the time, which tells busy from stuck.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    endpoint: Arc<Endpoint>,
+    origin: Instant,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let now = millis_since(self.origin);
+        self.endpoint.last_freed_ms.store(now, Ordering::Relaxed);
+    }
+}
+
+/// The answer to a request for a slot.
+pub enum Acquired {
+    Slot(Slot),
+    /// Every slot is taken and none freed up within the patience.
+    Busy,
+    /// Every slot is taken and none has freed for a while: the endpoint is hanging.
+    Stuck,
+}
+
+fn millis_since(origin: Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl EndpointLimiter {
     pub fn new(per_endpoint: usize) -> Self {
         Self {
             per_endpoint,
-            slots: Mutex::new(HashMap::new()),
+            endpoints: Mutex::new(HashMap::new()),
+            origin: Instant::now(),
         }
     }
 
-    fn semaphore(&self, webhook: WebhookId) -> Option<Arc<Semaphore>> {
-        let mut slots = self.slots.lock().ok()?;
+    fn endpoint(&self, webhook: WebhookId) -> Option<Arc<Endpoint>> {
+        let mut endpoints = self.endpoints.lock().ok()?;
         Some(
-            slots
+            endpoints
                 .entry(webhook)
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_endpoint)))
+                .or_insert_with(|| {
+                    Arc::new(Endpoint {
+                        slots: Arc::new(Semaphore::new(self.per_endpoint)),
+                        last_freed_ms: AtomicU64::new(millis_since(self.origin)),
+                    })
+                })
                 .clone(),
         )
     }
 
-    /// A slot for one attempt to `webhook`, or `None` when it already has `per_endpoint`
-    /// attempts in flight. The slot is freed when the permit drops.
-    #[cfg(test)]
-    pub fn try_acquire(&self, webhook: WebhookId) -> Option<OwnedSemaphorePermit> {
-        self.semaphore(webhook)?.try_acquire_owned().ok()
+    fn slot(&self, endpoint: &Arc<Endpoint>, permit: OwnedSemaphorePermit) -> Acquired {
+        Acquired::Slot(Slot {
+            _permit: permit,
+            endpoint: endpoint.clone(),
+            origin: self.origin,
+        })
     }
 
-    /// A slot, waiting up to `patience` for one to free up: a busy but healthy endpoint frees
-    /// slots within milliseconds, a dead one holds them until its timeouts.
-    pub async fn acquire_within(
-        &self,
-        webhook: WebhookId,
-        patience: Duration,
-    ) -> Option<OwnedSemaphorePermit> {
-        let semaphore = self.semaphore(webhook)?;
-        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
-            return Some(permit);
+    /// A slot for one attempt to `webhook`, waiting up to `patience` for one to free up: a busy
+    /// but healthy endpoint frees slots within milliseconds, a dead one holds them until its
+    /// timeouts, and is reported stuck at once.
+    pub async fn acquire_within(&self, webhook: WebhookId, patience: Duration) -> Acquired {
+        let Some(endpoint) = self.endpoint(webhook) else {
+            return Acquired::Busy;
+        };
+        if let Ok(permit) = endpoint.slots.clone().try_acquire_owned() {
+            return self.slot(&endpoint, permit);
         }
-        tokio::time::timeout(patience, semaphore.acquire_owned())
-            .await
-            .ok()?
-            .ok()
+        let idle = millis_since(self.origin)
+            .saturating_sub(endpoint.last_freed_ms.load(Ordering::Relaxed));
+        if Duration::from_millis(idle) >= STUCK_AFTER {
+            return Acquired::Stuck;
+        }
+        match tokio::time::timeout(patience, endpoint.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => self.slot(&endpoint, permit),
+            _ => Acquired::Busy,
+        }
     }
 }
 
@@ -63,22 +116,67 @@ impl EndpointLimiter {
 mod tests {
     use super::*;
 
-    #[test]
-    fn bounds_each_endpoint_separately() {
+    fn slot(acquired: Acquired) -> Option<Slot> {
+        match acquired {
+            Acquired::Slot(slot) => Some(slot),
+            Acquired::Busy | Acquired::Stuck => None,
+        }
+    }
+
+    const NO_WAIT: Duration = Duration::from_millis(1);
+
+    #[tokio::test]
+    async fn bounds_each_endpoint_separately() {
         let limiter = EndpointLimiter::new(2);
         let busy = WebhookId::new();
         let other = WebhookId::new();
-        let a = limiter.try_acquire(busy).expect("first slot");
-        let _b = limiter.try_acquire(busy).expect("second slot");
-        assert!(limiter.try_acquire(busy).is_none(), "third is refused");
-        assert!(
-            limiter.try_acquire(other).is_some(),
-            "other endpoints are unaffected"
-        );
+        let a = slot(limiter.acquire_within(busy, NO_WAIT).await).expect("first slot");
+        let _b = slot(limiter.acquire_within(busy, NO_WAIT).await).expect("second slot");
+        assert!(matches!(
+            limiter.acquire_within(busy, NO_WAIT).await,
+            Acquired::Busy
+        ));
+        assert!(slot(limiter.acquire_within(other, NO_WAIT).await).is_some());
         drop(a);
         assert!(
-            limiter.try_acquire(busy).is_some(),
-            "a freed slot is reusable"
+            slot(limiter.acquire_within(busy, NO_WAIT).await).is_some(),
+            "freed slot reused"
         );
+    }
+
+    #[tokio::test]
+    async fn waits_a_bounded_time_for_a_slot() {
+        let limiter = EndpointLimiter::new(1);
+        let busy = WebhookId::new();
+        let held = slot(limiter.acquire_within(busy, NO_WAIT).await).expect("slot");
+        let patience = Duration::from_millis(20);
+        assert!(matches!(
+            limiter.acquire_within(busy, patience).await,
+            Acquired::Busy
+        ));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            drop(held);
+        });
+        let waited = limiter
+            .acquire_within(busy, Duration::from_millis(500))
+            .await;
+        assert!(slot(waited).is_some(), "gets the slot freed meanwhile");
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_frees_nothing_for_a_while_is_stuck() {
+        let limiter = EndpointLimiter::new(1);
+        let hanging = WebhookId::new();
+        let _held = slot(limiter.acquire_within(hanging, NO_WAIT).await).expect("slot");
+        assert!(matches!(
+            limiter.acquire_within(hanging, NO_WAIT).await,
+            Acquired::Busy
+        ));
+        std::thread::sleep(STUCK_AFTER + Duration::from_millis(10));
+        assert!(matches!(
+            limiter.acquire_within(hanging, NO_WAIT).await,
+            Acquired::Stuck
+        ));
     }
 }
