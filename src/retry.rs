@@ -39,13 +39,6 @@ impl RetrySchedule {
         &self.0
     }
 
-    /// Attempts in one series: the first one plus one per delay.
-    pub fn max_attempts(&self) -> u32 {
-        u32::try_from(self.0.len())
-            .unwrap_or(u32::MAX)
-            .saturating_add(1)
-    }
-
     /// The wait after attempt `attempt` (1-based) of a series failed, or `None` when that was
     /// the last attempt and the delivery is Failed.
     pub fn delay_after(&self, attempt: u32) -> Option<Duration> {
@@ -105,7 +98,6 @@ mod tests {
     #[test]
     fn default_schedule_gives_five_attempts() {
         let s = RetrySchedule::new(ms(&[60_000, 300_000, 1_800_000, 7_200_000])).expect("valid");
-        assert_eq!(s.max_attempts(), 5);
         assert_eq!(s.delay_after(1), Some(Duration::from_secs(60)));
         assert_eq!(s.delay_after(4), Some(Duration::from_secs(7200)));
         assert_eq!(s.delay_after(5), None);

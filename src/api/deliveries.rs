@@ -115,6 +115,23 @@ fn company(value: Option<String>) -> Result<Option<CompanyId>, ApiError> {
         .transpose()
 }
 
+/// The delivery `found`, unless it does not exist or `?company_id=` names another company:
+/// both are "not found", so ids of other tenants reveal nothing.
+fn scoped<T>(
+    found: Option<T>,
+    scope: ScopeQuery,
+    owner: impl Fn(&T) -> &String,
+) -> Result<T, ApiError> {
+    let company = company(scope.company_id)?;
+    found
+        .filter(|d| {
+            company
+                .as_ref()
+                .is_none_or(|c| c.as_str() == owner(d).as_str())
+        })
+        .ok_or_else(|| ApiError::not_found("delivery"))
+}
+
 pub async fn webhook_attempts(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -193,13 +210,7 @@ pub async fn get(
     ApiQuery(scope): ApiQuery<ScopeQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = delivery_id(&id)?;
-    let company = company(scope.company_id)?;
-    let delivery = state
-        .storage
-        .delivery(id)
-        .await?
-        .filter(|d| company.as_ref().is_none_or(|c| c.as_str() == d.company_id))
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let delivery = scoped(state.storage.delivery(id).await?, scope, |d| &d.company_id)?;
     let attempts = state.storage.delivery_attempts(id).await?;
     let mut body = serde_json::to_value(&delivery).unwrap_or_default();
     body["attempts"] = json!(attempts);
@@ -232,13 +243,9 @@ pub async fn retry(
     ApiQuery(scope): ApiQuery<ScopeQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = delivery_id(&id)?;
-    let company = company(scope.company_id)?;
-    let target = state
-        .storage
-        .retry_target(id)
-        .await?
-        .filter(|t| company.as_ref().is_none_or(|c| c.as_str() == t.company_id))
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let target = scoped(state.storage.retry_target(id).await?, scope, |t| {
+        &t.company_id
+    })?;
     let result = recovery::retry_delivery(&state.storage, &publisher(&state)?, &target).await?;
     let enqueued = result == RetryResult::Enqueued;
     Ok((

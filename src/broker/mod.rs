@@ -60,10 +60,6 @@ impl Broker {
         &self.topology
     }
 
-    pub fn is_connected(&self) -> bool {
-        self.connection.status().connected()
-    }
-
     pub async fn declare_topology(&self) -> Result<(), BrokerError> {
         let channel = self.connection.create_channel().await?;
         self.topology.declare(&channel).await?;

@@ -99,22 +99,25 @@ pub enum EventFilter {
 }
 
 impl EventFilter {
-    /// Reads a stored entry, which was checked against the catalog when written. A type since
-    /// removed from the catalog still parses; it simply never matches a new event.
-    pub fn from_stored(entry: &str) -> Self {
-        match entry.strip_suffix(".*") {
-            Some(category) => EventFilter::Category(category.to_owned()),
-            None => EventFilter::Exact(entry.to_owned()),
-        }
-    }
-
     pub fn matches(&self, event_type: &str) -> bool {
         match self {
             EventFilter::Exact(t) => t == event_type,
-            EventFilter::Category(c) => event_type
-                .split_once('.')
-                .is_some_and(|(category, _)| category == c),
+            EventFilter::Category(c) => category_of(event_type) == Some(c.as_str()),
         }
+    }
+}
+
+fn category_of(event_type: &str) -> Option<&str> {
+    event_type.split_once('.').map(|(category, _)| category)
+}
+
+/// Whether a stored `events` entry (checked against the catalog when written) matches
+/// `event_type`. Routing calls it per webhook and event, so it reads the text in place. A type
+/// since removed from the catalog simply never matches a new event.
+pub fn entry_matches(entry: &str, event_type: &str) -> bool {
+    match entry.strip_suffix(".*") {
+        Some(category) => category_of(event_type) == Some(category),
+        None => entry == event_type,
     }
 }
 
@@ -167,5 +170,19 @@ mod tests {
         assert!(wildcard.matches("deal.lost"));
         assert!(!wildcard.matches("dealer.lost"));
         assert!(!wildcard.matches("lead.created"));
+        for (entry, event_type, expected) in [
+            ("deal.won", "deal.won", true),
+            ("deal.won", "deal.lost", false),
+            ("deal.*", "deal.lost", true),
+            ("deal.*", "dealer.lost", false),
+            ("deal.*", "lead.created", false),
+            ("deal.*", "deal", false),
+        ] {
+            assert_eq!(
+                entry_matches(entry, event_type),
+                expected,
+                "{entry} {event_type}"
+            );
+        }
     }
 }

@@ -6,7 +6,7 @@ mod endpoint;
 mod ids;
 mod secret;
 
-pub use catalog::{Catalog, EventFilter, FilterError};
+pub use catalog::{Catalog, EventFilter, FilterError, entry_matches};
 pub use endpoint::{EndpointUrl, UrlError, host_is_internal, is_internal_ip};
 pub use ids::{CompanyId, DeliveryId, EventId, IdError, WebhookId};
 pub use secret::{SecretError, SigningSecret};

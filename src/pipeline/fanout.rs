@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     broker::{Disposition, Job, Message},
-    domain::{DeliveryId, EventFilter},
+    domain::{DeliveryId, entry_matches},
     envelope::{self, EnvelopeHead},
     metrics,
     storage::{EventRow, Trigger, Webhook},
@@ -38,7 +38,7 @@ pub fn matching<'a>(webhooks: &'a [Webhook], event_type: &str) -> Vec<&'a Webhoo
         .filter(|w| {
             w.events
                 .iter()
-                .any(|entry| EventFilter::from_stored(entry).matches(event_type))
+                .any(|entry| entry_matches(entry, event_type))
         })
         .collect()
 }
