@@ -78,7 +78,7 @@ pub async fn run(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let worker = Worker {
         config: &config,
-        recorder: Recorder::start(storage.clone()),
+        recorder: Recorder::start(&config.database)?,
         storage,
         subscriptions,
         sender,

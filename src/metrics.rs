@@ -16,6 +16,7 @@ pub const RETRIES_SCHEDULED: &str = "tesoro_webhooks_retries_scheduled_total";
 pub const STALE_JOBS: &str = "tesoro_webhooks_stale_jobs_total";
 pub const DEFERRED: &str = "tesoro_webhooks_deferred_total";
 pub const HANDLER_ERRORS: &str = "tesoro_webhooks_handler_errors_total";
+pub const RECORD_BATCH_SIZE: &str = "tesoro_webhooks_record_batch_size";
 
 /// Registers descriptions (the `# HELP` lines). Called once by the exporter's owner.
 pub fn describe() {
@@ -50,6 +51,14 @@ pub fn describe() {
         HANDLER_ERRORS,
         "Messages handed back because storage or broker failed."
     );
+    describe_counter!(
+        DEFERRED,
+        "Deliveries handed off or parked untried because their endpoint was saturated."
+    );
+    describe_histogram!(
+        RECORD_BATCH_SIZE,
+        "Delivery outcomes written per PostgreSQL transaction."
+    );
 }
 
 pub fn attempt(result: &'static str, duration: Duration) {
@@ -67,4 +76,8 @@ pub fn handler_error(stage: &'static str) {
 
 pub fn count(name: &'static str) {
     counter!(name).increment(1);
+}
+
+pub fn record_batch(writes: usize) {
+    histogram!(RECORD_BATCH_SIZE).record(writes as f64);
 }

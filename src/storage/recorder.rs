@@ -1,17 +1,26 @@
 //! Group commit for delivery outcomes. Writers hand a [`DeliveryWrite`] to the recorder and
-//! wait for its commit; the recorder gathers whatever is waiting into one transaction. Under
-//! load batches grow to `MAX_BATCH`; at a trickle each write commits at once, with no timer.
+//! wait for its commit; the recorder gathers writes for up to `LINGER` (or `MAX_BATCH` of
+//! them) into one transaction.
+//!
+//! The wait costs no delivery latency: a write is the last step of an attempt, after the POST,
+//! and only holds back the ack of the message. It buys PostgreSQL CPU: without it, under load
+//! most batches held a handful of writes (median 6) and the per-statement costs (round trip,
+//! executor start, commit) dominated.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{Storage, StorageError, batch::DeliveryWrite};
+use crate::config::DatabaseConfig;
 
 /// Writes per transaction at most.
 const MAX_BATCH: usize = 512;
+/// How long the first write of a batch waits for others to join it.
+const LINGER: Duration = Duration::from_millis(1);
 /// Transactions in flight at once: one commits while the next batch gathers and encodes.
-const CONCURRENT_FLUSHES: usize = 4;
+/// Also the size of the recorder's own connection pool.
+const CONCURRENT_FLUSHES: usize = 2;
 
 type Done = oneshot::Sender<Result<(), Arc<StorageError>>>;
 
@@ -30,11 +39,13 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the recorder task; it ends when every handle is dropped.
-    pub fn start(storage: Storage) -> Self {
+    /// Starts the recorder task, with its own connections to `database` (so API load cannot
+    /// starve it of connections, nor it the API); it ends when every handle is dropped.
+    pub fn start(database: &DatabaseConfig) -> Result<Self, StorageError> {
+        let storage = Storage::open_for_batches(database, CONCURRENT_FLUSHES)?;
         let (queue, pending) = mpsc::unbounded_channel();
         tokio::spawn(run(storage, pending));
-        Self { queue }
+        Ok(Self { queue })
     }
 
     /// Records `write` and returns once it is committed.
@@ -58,13 +69,8 @@ async fn run(storage: Storage, mut pending: mpsc::UnboundedReceiver<(DeliveryWri
         let Some(first) = pending.recv().await else {
             return;
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match pending.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+        let batch = gather(first, &mut pending).await;
+        crate::metrics::record_batch(batch.len());
         let storage = storage.clone();
         tokio::spawn(async move {
             let (writes, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
@@ -74,5 +80,98 @@ async fn run(storage: Storage, mut pending: mpsc::UnboundedReceiver<(DeliveryWri
             }
             drop(slot);
         });
+    }
+}
+
+/// `first` and the writes that arrive within `LINGER` of it, up to `MAX_BATCH`.
+async fn gather(
+    first: (DeliveryWrite, Done),
+    pending: &mut mpsc::UnboundedReceiver<(DeliveryWrite, Done)>,
+) -> Vec<(DeliveryWrite, Done)> {
+    let mut batch = vec![first];
+    let linger = tokio::time::sleep(LINGER);
+    tokio::pin!(linger);
+    while batch.len() < MAX_BATCH {
+        // Drain what is already queued without touching the timer.
+        if let Ok(next) = pending.try_recv() {
+            batch.push(next);
+            continue;
+        }
+        tokio::select! {
+            biased;
+            next = pending.recv() => match next {
+                Some(next) => batch.push(next),
+                None => break,
+            },
+            () = &mut linger => break,
+        }
+    }
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        domain::{DeliveryId, WebhookId},
+        storage::DeliveryStatus,
+    };
+
+    fn enqueue(queue: &mpsc::UnboundedSender<(DeliveryWrite, Done)>) {
+        let (done, _committed) = oneshot::channel();
+        let write = DeliveryWrite {
+            event: None,
+            delivery_id: DeliveryId::new(),
+            event_id: "evt_1".to_owned(),
+            webhook_id: WebhookId::new(),
+            company_id: "cmp_1".to_owned(),
+            event_type: "deal.won".to_owned(),
+            status: DeliveryStatus::Succeeded,
+            attempt_count: 1,
+            next_attempt_at: None,
+            attempt: None,
+        };
+        queue.send((write, done)).expect("recorder queue open");
+    }
+
+    async fn next_batch(
+        pending: &mut mpsc::UnboundedReceiver<(DeliveryWrite, Done)>,
+    ) -> Vec<(DeliveryWrite, Done)> {
+        let first = pending.recv().await.expect("a write");
+        gather(first, pending).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_gathers_the_writes_that_arrive_within_the_linger() {
+        let (queue, mut pending) = mpsc::unbounded_channel();
+        enqueue(&queue);
+        enqueue(&queue);
+        let late = queue.clone();
+        // Runs once the batch has drained the queue and waits: its first write arrives then.
+        tokio::spawn(async move {
+            enqueue(&late);
+            tokio::time::sleep(LINGER * 2).await;
+            enqueue(&late);
+        });
+        assert_eq!(
+            next_batch(&mut pending).await.len(),
+            3,
+            "two queued, one while lingering"
+        );
+        assert_eq!(
+            next_batch(&mut pending).await.len(),
+            1,
+            "the late one starts a batch"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_stops_at_its_maximum() {
+        let (queue, mut pending) = mpsc::unbounded_channel();
+        for _ in 0..MAX_BATCH + 1 {
+            enqueue(&queue);
+        }
+        assert_eq!(next_batch(&mut pending).await.len(), MAX_BATCH);
+        assert_eq!(next_batch(&mut pending).await.len(), 1);
     }
 }
