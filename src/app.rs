@@ -11,7 +11,7 @@ use crate::{
     broker::{Broker, BrokerError, Publisher, Topology},
     config::Config,
     domain::Catalog,
-    pipeline::{EndpointLimiter, Pipeline, Subscriptions, fanout, jobs},
+    pipeline::{EndpointLimiter, Pipeline, Subscriptions, fanout, jobs, parking},
     sender::{Sender, SenderError},
     storage::{Recorder, Storage, StorageError},
     telemetry,
@@ -142,7 +142,7 @@ impl Worker<'_> {
         }
     }
 
-    /// Runs the three consumers on one connection until shutdown or the first failure, then
+    /// Runs the three consumers and the parking sweeper on one connection until shutdown or the first failure, then
     /// lets in-flight handlers finish within a grace period.
     async fn consume(&self, broker: &Broker) -> Result<(), BrokerError> {
         let pipeline = Arc::new(Pipeline {
@@ -186,7 +186,8 @@ impl Worker<'_> {
                 &tracker,
                 move |m| jobs::handle_dead(p.clone(), m),
             );
-            tokio::try_join!(events, deliveries, dead)
+            let sweeper = parking::sweep_parked(pipeline.clone(), stop.clone());
+            tokio::try_join!(events, deliveries, dead, sweeper)
         };
         self.publisher
             .send_replace(Some(pipeline.publisher.clone()));

@@ -29,20 +29,21 @@ pub struct Attempt<'a> {
     pub when_saturated: Saturated,
 }
 
-/// Where work for a saturated endpoint goes, after waiting a little for a free slot.
+/// Where work for a saturated endpoint goes, after waiting for a free slot (a slow
+/// endpoint's work waits only briefly: see the limiter).
 #[derive(Debug, Clone, Copy)]
 pub enum Saturated {
-    /// The fan-out: wait briefly, then hand the delivery to the deliveries queue, so the
-    /// event (and its healthy deliveries) need not wait on a slow endpoint.
+    /// The fan-out: hand the delivery to the deliveries queue, so the event (and its healthy
+    /// deliveries) need not wait on a slow endpoint.
     HandOff,
-    /// The job consumer: wait longer, then park the job in the first tier.
+    /// The job consumer: park the job in the first tier.
     Defer,
 }
 
 impl Saturated {
     fn patience(self) -> Duration {
         match self {
-            Saturated::HandOff => Duration::from_millis(50),
+            Saturated::HandOff => Duration::from_millis(500),
             Saturated::Defer => Duration::from_secs(1),
         }
     }
@@ -53,7 +54,7 @@ impl Saturated {
 /// - failed with tiers left: publish the next job to its tier (confirmed), then record;
 /// - failed on the last tier: publish to the dead-letter queue (confirmed), then record it
 ///   Failed (the dead-letter consumer marks it Failed as well, whichever comes first);
-/// - endpoint saturated: defer the job, untried, to the first tier.
+/// - endpoint saturated: hand the job off or park it, untried (see `park`).
 ///
 /// Publishing before recording means a crash in between repeats the attempt rather than
 /// losing the retry; the duplicate job that may leave behind is skipped by its attempt number.
@@ -180,14 +181,17 @@ fn delivery_write(
         status,
         attempt_count: job.attempt,
         next_attempt_at: None,
+        parked_until: None,
         attempt: None,
     }
 }
 
-/// The endpoint has its fill of attempts in flight: hand the job, untried and unchanged, to the
-/// deliveries queue or park it in the first tier. A fresh delivery is first recorded as
-/// pending, so the job always finds its row (and a crash before the publish leaves the event
-/// unacked, to be redelivered and attempted).
+/// The endpoint has its fill of attempts in flight: the job, untried and unchanged, goes
+/// - `HandOff`: to the deliveries queue, its fresh delivery first recorded as pending (so the
+///   job always finds its row, and a crash before the publish leaves the event unacked);
+/// - `Defer`, a fresh delivery: to the parking lot, a pending row that the sweeper turns
+///   into a job after the first tier's delay; one batched write, no publish;
+/// - `Defer`, a job: to the first retry tier.
 async fn park(pipeline: &Pipeline, attempt: Attempt<'_>) -> Result<(), PipelineError> {
     let Attempt {
         job,
@@ -196,27 +200,38 @@ async fn park(pipeline: &Pipeline, attempt: Attempt<'_>) -> Result<(), PipelineE
         event,
         when_saturated,
     } = attempt;
-    let delay = match when_saturated {
-        Saturated::HandOff => Duration::ZERO,
-        Saturated::Defer => pipeline.schedule.delays()[0],
-    };
-    if event.is_some() {
-        pipeline
-            .recorder
-            .write(DeliveryWrite {
-                attempt_count: job.attempt - 1,
-                next_attempt_at: Some(OffsetDateTime::now_utc() + delay),
-                ..delivery_write(&job, webhook, event, DeliveryStatus::Pending)
-            })
-            .await?;
-    }
-    match when_saturated {
-        Saturated::HandOff => pipeline.publisher.enqueue(&job, &body).await?,
-        Saturated::Defer => {
+    match (when_saturated, event) {
+        (Saturated::HandOff, event) => {
+            if event.is_some() {
+                pipeline
+                    .recorder
+                    .write(DeliveryWrite {
+                        attempt_count: job.attempt - 1,
+                        next_attempt_at: Some(OffsetDateTime::now_utc()),
+                        ..delivery_write(&job, webhook, event, DeliveryStatus::Pending)
+                    })
+                    .await?;
+            }
+            pipeline.publisher.enqueue(&job, &body).await?;
+        }
+        (Saturated::Defer, Some(event)) => {
+            let until = OffsetDateTime::now_utc() + pipeline.schedule.delays()[0];
+            pipeline
+                .recorder
+                .write(DeliveryWrite {
+                    attempt_count: job.attempt - 1,
+                    next_attempt_at: Some(until),
+                    parked_until: Some(until),
+                    ..delivery_write(&job, webhook, Some(event), DeliveryStatus::Pending)
+                })
+                .await?;
+        }
+        (Saturated::Defer, None) => {
+            let delay = pipeline.schedule.delays()[0];
             pipeline
                 .publisher
                 .schedule_retry(&job, delay, &body)
-                .await?
+                .await?;
         }
     }
     metrics::count(metrics::DEFERRED);

@@ -1,5 +1,10 @@
 //! Per-endpoint bound on attempts in flight, so a slow or dead endpoint cannot take every
 //! broker prefetch slot: past the bound, work for it is deferred instead of waited on.
+//!
+//! Only a slow endpoint's work is deferred quickly. A fast endpoint with full slots is merely
+//! busy (the worker, not the endpoint, is the bottleneck): handing its work off would cost a
+//! publish, a consume and a query more per delivery and slow everything down, so its work
+//! waits for a slot, up to the caller's patience.
 
 use std::{
     collections::HashMap,
@@ -17,6 +22,14 @@ use crate::domain::WebhookId;
 /// An endpoint whose slots are all taken and none of which freed for this long is stuck (its
 /// attempts are running into the timeout): new work for it is parked at once, without waiting.
 const STUCK_AFTER: Duration = Duration::from_secs(1);
+/// An endpoint whose attempts take this long on average is slow: at 64 in flight it takes
+/// fewer than 320 deliveries a second, and events waiting for it would hold prefetch slots.
+/// Far above what a saturated worker adds to a fast endpoint's attempts (tens of ms).
+const SLOW_AFTER: Duration = Duration::from_millis(200);
+/// How long work for a slow endpoint waits for a slot before it is deferred.
+const SLOW_PATIENCE: Duration = Duration::from_millis(50);
+/// Weight of the newest attempt in an endpoint's average duration: 1/8.
+const AVERAGE_SHIFT: u32 = 3;
 
 pub struct EndpointLimiter {
     per_endpoint: usize,
@@ -29,6 +42,23 @@ struct Endpoint {
     slots: Arc<Semaphore>,
     /// When a slot was last freed (or the endpoint first seen), in ms since `origin`.
     last_freed_ms: AtomicU64,
+    /// Moving average of how long the endpoint's slots are held, in µs.
+    average_us: AtomicU64,
+}
+
+impl Endpoint {
+    fn record_duration(&self, held: Duration) {
+        let sample = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
+        let _ = self
+            .average_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |average| {
+                Some(average - (average >> AVERAGE_SHIFT) + (sample >> AVERAGE_SHIFT))
+            });
+    }
+
+    fn is_slow(&self) -> bool {
+        Duration::from_micros(self.average_us.load(Ordering::Relaxed)) >= SLOW_AFTER
+    }
 }
 
 /// One attempt's right to run; freeing it records the time, which tells busy from stuck.
@@ -36,19 +66,22 @@ pub struct Slot {
     _permit: OwnedSemaphorePermit,
     endpoint: Arc<Endpoint>,
     origin: Instant,
+    taken: Instant,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let now = millis_since(self.origin);
         self.endpoint.last_freed_ms.store(now, Ordering::Relaxed);
+        self.endpoint.record_duration(self.taken.elapsed());
     }
 }
 
 /// The answer to a request for a slot.
 pub enum Acquired {
     Slot(Slot),
-    /// Every slot is taken and none freed up within the patience.
+    /// Every slot is taken and none freed up within the patience (a slow endpoint's work
+    /// waits only briefly).
     Busy,
     /// Every slot is taken and none has freed for a while: the endpoint is hanging.
     Stuck,
@@ -76,6 +109,7 @@ impl EndpointLimiter {
                     Arc::new(Endpoint {
                         slots: Arc::new(Semaphore::new(self.per_endpoint)),
                         last_freed_ms: AtomicU64::new(millis_since(self.origin)),
+                        average_us: AtomicU64::new(0),
                     })
                 })
                 .clone(),
@@ -87,12 +121,13 @@ impl EndpointLimiter {
             _permit: permit,
             endpoint: endpoint.clone(),
             origin: self.origin,
+            taken: Instant::now(),
         })
     }
 
-    /// A slot for one attempt to `webhook`, waiting up to `patience` for one to free up: a busy
-    /// but healthy endpoint frees slots within milliseconds, a dead one holds them until its
-    /// timeouts, and is reported stuck at once.
+    /// A slot for one attempt to `webhook`, waiting up to `patience` for one to free up (a
+    /// slow endpoint, up to `SLOW_PATIENCE`): a busy but fast endpoint frees slots within
+    /// milliseconds, a dead one holds them until its timeouts, and is reported stuck at once.
     pub async fn acquire_within(&self, webhook: WebhookId, patience: Duration) -> Acquired {
         let Some(endpoint) = self.endpoint(webhook) else {
             return Acquired::Busy;
@@ -105,6 +140,11 @@ impl EndpointLimiter {
         if Duration::from_millis(idle) >= STUCK_AFTER {
             return Acquired::Stuck;
         }
+        let patience = if endpoint.is_slow() {
+            patience.min(SLOW_PATIENCE)
+        } else {
+            patience
+        };
         match tokio::time::timeout(patience, endpoint.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => self.slot(&endpoint, permit),
             _ => Acquired::Busy,
@@ -162,6 +202,38 @@ mod tests {
             .acquire_within(busy, Duration::from_millis(500))
             .await;
         assert!(slot(waited).is_some(), "gets the slot freed meanwhile");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_slow_endpoint_runs_out_of_patience_early() {
+        let limiter = EndpointLimiter::new(1);
+        let fast = WebhookId::new();
+        let held = slot(limiter.acquire_within(fast, NO_WAIT).await).expect("slot");
+        tokio::spawn(async move {
+            tokio::time::sleep(SLOW_PATIENCE * 4).await;
+            drop(held);
+        });
+        let patience = Duration::from_secs(1);
+        assert!(
+            slot(limiter.acquire_within(fast, patience).await).is_some(),
+            "a fast endpoint's work waits for its slot"
+        );
+
+        let slow = WebhookId::new();
+        let held = slot(limiter.acquire_within(slow, NO_WAIT).await).expect("slot");
+        let endpoint = limiter.endpoint(slow).expect("endpoint");
+        for _ in 0..16 {
+            // As if each earlier attempt had held its slot for 4 * SLOW_AFTER.
+            endpoint.record_duration(SLOW_AFTER * 4);
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(SLOW_PATIENCE * 4).await;
+            drop(held);
+        });
+        assert!(
+            matches!(limiter.acquire_within(slow, patience).await, Acquired::Busy),
+            "a slow endpoint's work is deferred after SLOW_PATIENCE"
+        );
     }
 
     #[tokio::test]

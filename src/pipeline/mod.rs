@@ -4,6 +4,7 @@
 //! - [`jobs`]: a retry or manual job from the deliveries queue → one attempt; and the
 //!   dead-letter queue → the Failed state.
 //! - [`attempt`]: the one place that makes an attempt and settles its outcome, shared by both.
+//! - [`parking`]: the sweeper that turns parked deliveries (stuck endpoints) back into jobs.
 //!
 //! Every handler returns a [`Disposition`]: `Ack` only once the outcome is durable.
 
@@ -11,6 +12,7 @@ mod attempt;
 pub mod fanout;
 pub mod jobs;
 mod limiter;
+pub mod parking;
 pub mod subscriptions;
 
 pub use limiter::EndpointLimiter;

@@ -34,6 +34,8 @@ pub struct DeliveryWrite {
     /// Attempts made so far, including `attempt`.
     pub attempt_count: u32,
     pub next_attempt_at: Option<OffsetDateTime>,
+    /// Set for a delivery parked in the database: its job is published when this passes.
+    pub parked_until: Option<OffsetDateTime>,
     pub attempt: Option<AttemptRecord>,
 }
 
@@ -63,22 +65,24 @@ WITH new_events AS (
 ),
 written AS (
     INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type, status,
-        attempt_count, last_status, last_error, next_attempt_at)
+        attempt_count, last_status, last_error, next_attempt_at, parked_until)
     SELECT * FROM unnest($5::uuid[], $6::text[], $7::uuid[], $8::text[], $9::text[],
-        $10::text[], $11::int4[], $12::int4[], $13::text[], $14::timestamptz[])
+        $10::text[], $11::int4[], $12::int4[], $13::text[], $14::timestamptz[],
+        $15::timestamptz[])
     ON CONFLICT (event_id, webhook_id) DO UPDATE SET
         status = EXCLUDED.status, attempt_count = EXCLUDED.attempt_count,
         last_status = EXCLUDED.last_status, last_error = EXCLUDED.last_error,
-        next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()
+        next_attempt_at = EXCLUDED.next_attempt_at, parked_until = EXCLUDED.parked_until,
+        updated_at = now()
     WHERE deliveries.attempt_count < EXCLUDED.attempt_count
     RETURNING id
 )
 INSERT INTO attempts (delivery_id, webhook_id, attempt_number, trigger, attempted_at,
     duration_ms, request_headers, response_status, response_headers, response_body,
     response_body_truncated, error_kind, error_message)
-SELECT u.* FROM unnest($15::uuid[], $16::uuid[], $17::int4[], $18::text[],
-    $19::timestamptz[], $20::int4[], $21::jsonb[], $22::int4[], $23::jsonb[], $24::bytea[],
-    $25::bool[], $26::text[], $27::text[])
+SELECT u.* FROM unnest($16::uuid[], $17::uuid[], $18::int4[], $19::text[],
+    $20::timestamptz[], $21::int4[], $22::jsonb[], $23::int4[], $24::jsonb[], $25::bytea[],
+    $26::bool[], $27::text[], $28::text[])
     AS u(delivery_id, webhook_id, attempt_number, trigger, attempted_at, duration_ms,
          request_headers, response_status, response_headers, response_body,
          response_body_truncated, error_kind, error_message)
@@ -109,7 +113,7 @@ impl Storage {
         let events = EventColumns::new(writes);
         let deliveries = DeliveryColumns::new(writes);
         let attempts = AttemptColumns::new(writes);
-        let mut params: Vec<Param<'_>> = Vec::with_capacity(27);
+        let mut params: Vec<Param<'_>> = Vec::with_capacity(28);
         params.extend(events.params());
         params.extend(deliveries.params());
         params.extend(attempts.params());
@@ -173,6 +177,7 @@ struct DeliveryColumns<'a> {
     last_statuses: Vec<Option<i32>>,
     last_errors: Vec<Option<String>>,
     next_at: Vec<Option<OffsetDateTime>>,
+    parked_until: Vec<Option<OffsetDateTime>>,
 }
 
 impl<'a> DeliveryColumns<'a> {
@@ -205,10 +210,11 @@ impl<'a> DeliveryColumns<'a> {
                 .collect(),
             last_errors: rows.iter().map(|w| w.last_error()).collect(),
             next_at: rows.iter().map(|w| w.next_attempt_at).collect(),
+            parked_until: rows.iter().map(|w| w.parked_until).collect(),
         }
     }
 
-    fn params(&self) -> [Param<'_>; 10] {
+    fn params(&self) -> [Param<'_>; 11] {
         [
             &self.ids,
             &self.events,
@@ -220,6 +226,7 @@ impl<'a> DeliveryColumns<'a> {
             &self.last_statuses,
             &self.last_errors,
             &self.next_at,
+            &self.parked_until,
         ]
     }
 }

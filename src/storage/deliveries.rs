@@ -121,7 +121,7 @@ pub(super) fn headers_json(headers: &[(String, String)]) -> serde_json::Value {
     )
 }
 
-fn to_u32(value: i32) -> u32 {
+pub(super) fn to_u32(value: i32) -> u32 {
     u32::try_from(value).unwrap_or(0)
 }
 

@@ -6,6 +6,7 @@ mod changes;
 mod deliveries;
 mod log;
 mod migrate;
+mod parking;
 mod recorder;
 mod webhooks;
 
@@ -22,6 +23,7 @@ pub use deliveries::{
 };
 pub use log::{AttemptView, DeliveryFilter, DeliveryView};
 pub use migrate::{drop_database, ensure_database, migrate};
+pub use parking::ParkedDelivery;
 pub use recorder::{RecordError, Recorder};
 pub use webhooks::{NewWebhook, Webhook, WebhookChanges};
 

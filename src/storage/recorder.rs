@@ -129,6 +129,7 @@ mod tests {
             status: DeliveryStatus::Succeeded,
             attempt_count: 1,
             next_attempt_at: None,
+            parked_until: None,
             attempt: None,
         };
         queue.send((write, done)).expect("recorder queue open");

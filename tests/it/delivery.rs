@@ -294,3 +294,71 @@ async fn a_saturated_endpoint_defers_its_work_and_does_not_hold_back_others() {
     }
     assert_eq!(slow.received().len(), 3);
 }
+
+#[tokio::test]
+async fn a_stuck_endpoints_new_deliveries_wait_in_the_database_then_are_delivered() {
+    use std::time::Duration;
+
+    use crate::harness::{Reply, wait_until};
+    use tesoro_webhooks::retry::RetrySchedule;
+
+    let mut config = crate::harness::test_config();
+    config.delivery.max_in_flight_per_endpoint = 1;
+    config.delivery.timeout = Duration::from_secs(5);
+    // Long enough to see the delivery parked before the sweeper releases it.
+    config.delivery.retry_schedule =
+        RetrySchedule::new(vec![Duration::from_secs(2); 4]).expect("valid schedule");
+    let worker = TestWorker::start_with(config).await;
+    let hanging = TestReceiver::start().await;
+    hanging.script([Reply::Slow(Duration::from_millis(2500), 200)]);
+    let hook = worker
+        .create_webhook("cmp_stuck", &hanging.url(), &["deal.won"])
+        .await;
+    let hook_id = hook["id"].as_str().expect("id");
+    let webhook = uuid::Uuid::parse_str(hook_id).expect("uuid");
+    let (first, _) = worker.publish("deal.won", "cmp_stuck", json!({})).await;
+    hanging.wait_for(1).await;
+    // The only slot has been held, freeing nothing, for over a second: the endpoint is stuck.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (second, _) = worker.publish("deal.won", "cmp_stuck", json!({})).await;
+
+    let (status, attempts) = wait_until("the delivery parked", || async {
+        let row = worker
+            .db
+            .query_opt(
+                "SELECT status, attempt_count FROM deliveries
+                 WHERE event_id = $1 AND webhook_id = $2 AND parked_until IS NOT NULL",
+                &[&second, &webhook],
+            )
+            .await
+            .expect("query");
+        row.map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1)))
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("pending", 0),
+        "parked untried"
+    );
+
+    // The sweeper publishes its job after the first tier's delay; by then the endpoint is free.
+    assert_eq!(
+        worker.wait_for_status(&second, hook_id, "succeeded").await,
+        1
+    );
+    assert_eq!(
+        worker.wait_for_status(&first, hook_id, "succeeded").await,
+        1
+    );
+    let still_parked = worker
+        .db
+        .query_one(
+            "SELECT count(*) FROM deliveries WHERE parked_until IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("query")
+        .get::<_, i64>(0);
+    assert_eq!(still_parked, 0, "unparked once released");
+    assert_eq!(hanging.received().len(), 2, "each delivered once");
+}

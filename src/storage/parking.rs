@@ -1,0 +1,82 @@
+//! The parking lot: deliveries whose endpoint is stuck wait here, as rows with `parked_until`,
+//! instead of as messages in a retry tier. The sweeper claims the due ones, publishes their
+//! jobs, and unparks them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{Storage, StorageError, deliveries::to_u32};
+use crate::domain::{DeliveryId, WebhookId};
+
+/// A parked delivery whose time has come, with what its job needs.
+#[derive(Debug, Clone)]
+pub struct ParkedDelivery {
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub event_id: String,
+    pub event_type: String,
+    pub attempt_count: u32,
+    pub body: Bytes,
+}
+
+/// Claims up to `$1` due rows by moving their `parked_until` `$2` seconds ahead: a sweeper
+/// that dies before publishing leaves them to be claimed again then, and concurrent sweepers
+/// (other workers) skip rows another one holds.
+const CLAIM_DUE: &str = "
+WITH claimed AS (
+    UPDATE deliveries SET parked_until = now() + make_interval(secs => $2)
+    WHERE id IN (
+        SELECT id FROM deliveries
+        WHERE parked_until <= now()
+        ORDER BY parked_until
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, webhook_id, event_id, event_type, attempt_count
+)
+SELECT c.id, c.webhook_id, c.event_id, c.event_type, c.attempt_count, e.body
+FROM claimed c JOIN events e ON e.id = c.event_id";
+
+impl Storage {
+    /// Claims up to `limit` due parked deliveries for `lease`: they are not due again before
+    /// it ends, unless unparked.
+    pub async fn claim_parked(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<ParkedDelivery>, StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(CLAIM_DUE, &[&limit, &lease.as_secs_f64()])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ParkedDelivery {
+                    delivery_id: DeliveryId(row.try_get("id")?),
+                    webhook_id: WebhookId(row.try_get("webhook_id")?),
+                    event_id: row.try_get("event_id")?,
+                    event_type: row.try_get("event_type")?,
+                    attempt_count: to_u32(row.try_get("attempt_count")?),
+                    body: Bytes::from(row.try_get::<_, Vec<u8>>("body")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Unparks deliveries whose jobs are published.
+    pub async fn unpark(&self, ids: &[DeliveryId]) -> Result<(), StorageError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE deliveries SET parked_until = NULL WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+        Ok(())
+    }
+}
