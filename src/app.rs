@@ -149,7 +149,10 @@ impl Worker<'_> {
             storage: self.storage.clone(),
             recorder: self.recorder.clone(),
             subscriptions: self.subscriptions.clone(),
-            limiter: EndpointLimiter::new(self.config.delivery.max_in_flight_per_endpoint),
+            limiter: EndpointLimiter::new(
+                self.config.delivery.max_in_flight_per_endpoint,
+                self.config.delivery.timeout,
+            ),
             in_flight: tokio::sync::Semaphore::new(self.config.delivery.max_in_flight),
             sender: self.sender.clone(),
             publisher: broker.publisher().await?,

@@ -33,6 +33,8 @@ const AVERAGE_SHIFT: u32 = 3;
 
 pub struct EndpointLimiter {
     per_endpoint: usize,
+    /// Attempts averaging half the request timeout or more are hanging.
+    hanging_after: Duration,
     endpoints: Mutex<HashMap<WebhookId, Arc<Endpoint>>>,
     /// The clock `Endpoint::last_freed_ms` counts from.
     origin: Instant,
@@ -56,8 +58,8 @@ impl Endpoint {
             });
     }
 
-    fn is_slow(&self) -> bool {
-        Duration::from_micros(self.average_us.load(Ordering::Relaxed)) >= SLOW_AFTER
+    fn average(&self) -> Duration {
+        Duration::from_micros(self.average_us.load(Ordering::Relaxed))
     }
 }
 
@@ -83,8 +85,19 @@ pub enum Acquired {
     /// Every slot is taken and none freed up within the patience (a slow endpoint's work
     /// waits only briefly).
     Busy,
-    /// Every slot is taken and none has freed for a while: the endpoint is hanging.
+    /// Every slot is taken and none has freed for a while, or the endpoint's attempts run
+    /// into the timeout: it is hanging.
     Stuck,
+}
+
+/// What an endpoint's average attempt says about it.
+#[derive(Debug, PartialEq, Eq)]
+enum Pace {
+    Fast,
+    /// Slow but answering: its excess work is handed off, to be fed to it at its own pace.
+    Slow,
+    /// Its attempts run into the timeout: its excess work is parked.
+    Hanging,
 }
 
 fn millis_since(origin: Instant) -> u64 {
@@ -92,9 +105,11 @@ fn millis_since(origin: Instant) -> u64 {
 }
 
 impl EndpointLimiter {
-    pub fn new(per_endpoint: usize) -> Self {
+    /// `timeout` is the attempts' request timeout.
+    pub fn new(per_endpoint: usize, timeout: Duration) -> Self {
         Self {
             per_endpoint,
+            hanging_after: timeout / 2,
             endpoints: Mutex::new(HashMap::new()),
             origin: Instant::now(),
         }
@@ -114,6 +129,14 @@ impl EndpointLimiter {
                 })
                 .clone(),
         )
+    }
+
+    fn pace(&self, endpoint: &Endpoint) -> Pace {
+        match endpoint.average() {
+            average if average >= self.hanging_after => Pace::Hanging,
+            average if average >= SLOW_AFTER => Pace::Slow,
+            _ => Pace::Fast,
+        }
     }
 
     fn slot(&self, endpoint: &Arc<Endpoint>, permit: OwnedSemaphorePermit) -> Acquired {
@@ -140,10 +163,10 @@ impl EndpointLimiter {
         if Duration::from_millis(idle) >= STUCK_AFTER {
             return Acquired::Stuck;
         }
-        let patience = if endpoint.is_slow() {
-            patience.min(SLOW_PATIENCE)
-        } else {
-            patience
+        let patience = match self.pace(&endpoint) {
+            Pace::Hanging => return Acquired::Stuck,
+            Pace::Slow => patience.min(SLOW_PATIENCE),
+            Pace::Fast => patience,
         };
         match tokio::time::timeout(patience, endpoint.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => self.slot(&endpoint, permit),
@@ -164,10 +187,11 @@ mod tests {
     }
 
     const NO_WAIT: Duration = Duration::from_millis(1);
+    const TIMEOUT: Duration = Duration::from_secs(5);
 
     #[tokio::test]
     async fn bounds_each_endpoint_separately() {
-        let limiter = EndpointLimiter::new(2);
+        let limiter = EndpointLimiter::new(2, TIMEOUT);
         let busy = WebhookId::new();
         let other = WebhookId::new();
         let a = slot(limiter.acquire_within(busy, NO_WAIT).await).expect("first slot");
@@ -186,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn waits_a_bounded_time_for_a_slot() {
-        let limiter = EndpointLimiter::new(1);
+        let limiter = EndpointLimiter::new(1, TIMEOUT);
         let busy = WebhookId::new();
         let held = slot(limiter.acquire_within(busy, NO_WAIT).await).expect("slot");
         let patience = Duration::from_millis(20);
@@ -206,7 +230,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn only_a_slow_endpoint_runs_out_of_patience_early() {
-        let limiter = EndpointLimiter::new(1);
+        let limiter = EndpointLimiter::new(1, TIMEOUT);
         let fast = WebhookId::new();
         let held = slot(limiter.acquire_within(fast, NO_WAIT).await).expect("slot");
         tokio::spawn(async move {
@@ -237,8 +261,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_endpoint_whose_attempts_run_into_the_timeout_is_stuck_at_once() {
+        let limiter = EndpointLimiter::new(1, TIMEOUT);
+        let hanging = WebhookId::new();
+        let _held = slot(limiter.acquire_within(hanging, NO_WAIT).await).expect("slot");
+        let endpoint = limiter.endpoint(hanging).expect("endpoint");
+        for _ in 0..32 {
+            endpoint.record_duration(TIMEOUT);
+        }
+        assert!(matches!(
+            limiter
+                .acquire_within(hanging, Duration::from_secs(1))
+                .await,
+            Acquired::Stuck
+        ));
+    }
+
+    #[tokio::test]
     async fn an_endpoint_that_frees_nothing_for_a_while_is_stuck() {
-        let limiter = EndpointLimiter::new(1);
+        let limiter = EndpointLimiter::new(1, TIMEOUT);
         let hanging = WebhookId::new();
         let _held = slot(limiter.acquire_within(hanging, NO_WAIT).await).expect("slot");
         assert!(matches!(
