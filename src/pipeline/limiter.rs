@@ -131,6 +131,23 @@ impl EndpointLimiter {
         )
     }
 
+    /// How many parked deliveries for `webhook` may be released now: all of them, unless the
+    /// endpoint is hanging; then only as many as it has free slots, as probes: their attempts
+    /// tell when it answers again, and the rest wait in the database meanwhile.
+    pub fn release_budget(&self, webhook: WebhookId) -> usize {
+        let Some(endpoint) = self.known(webhook) else {
+            return usize::MAX;
+        };
+        match self.pace(&endpoint) {
+            Pace::Hanging => endpoint.slots.available_permits(),
+            Pace::Slow | Pace::Fast => usize::MAX,
+        }
+    }
+
+    fn known(&self, webhook: WebhookId) -> Option<Arc<Endpoint>> {
+        self.endpoints.lock().ok()?.get(&webhook).cloned()
+    }
+
     fn pace(&self, endpoint: &Endpoint) -> Pace {
         match endpoint.average() {
             average if average >= self.hanging_after => Pace::Hanging,
@@ -275,6 +292,28 @@ mod tests {
                 .await,
             Acquired::Stuck
         ));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_endpoint_gets_only_probes_released() {
+        let limiter = EndpointLimiter::new(3, TIMEOUT);
+        let hanging = WebhookId::new();
+        assert_eq!(
+            limiter.release_budget(hanging),
+            usize::MAX,
+            "unknown: no limit"
+        );
+        let _held = slot(limiter.acquire_within(hanging, NO_WAIT).await).expect("slot");
+        assert_eq!(
+            limiter.release_budget(hanging),
+            usize::MAX,
+            "fast: no limit"
+        );
+        let endpoint = limiter.endpoint(hanging).expect("endpoint");
+        for _ in 0..32 {
+            endpoint.record_duration(TIMEOUT);
+        }
+        assert_eq!(limiter.release_budget(hanging), 2, "its free slots");
     }
 
     #[tokio::test]

@@ -64,6 +64,34 @@ impl Storage {
             .collect()
     }
 
+    /// Keeps claimed deliveries parked (their endpoint still hangs) for as long again as they
+    /// have existed, between `min` and `max`: a long outage costs a few rewrites of each row,
+    /// not one per sweep.
+    pub async fn hold_parked(
+        &self,
+        ids: &[DeliveryId],
+        min: Duration,
+        max: Duration,
+    ) -> Result<(), StorageError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE deliveries SET
+                     parked_until = now() + LEAST(GREATEST(make_interval(secs => $2),
+                         now() - created_at), make_interval(secs => $3)),
+                     next_attempt_at = now() + LEAST(GREATEST(make_interval(secs => $2),
+                         now() - created_at), make_interval(secs => $3))
+                 WHERE id = ANY($1) AND parked_until IS NOT NULL",
+                &[&ids, &min.as_secs_f64(), &max.as_secs_f64()],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Unparks deliveries whose jobs are published.
     pub async fn unpark(&self, ids: &[DeliveryId]) -> Result<(), StorageError> {
         if ids.is_empty() {

@@ -502,3 +502,44 @@ fn status(code: u16) -> (StatusCode, &'static str) {
         "receiver says hello",
     )
 }
+
+/// A fresh, migrated database and no worker: for storage-level tests. Dropped on drop.
+pub struct TestDatabase {
+    pub storage: storage::Storage,
+    pub db: tokio_postgres::Client,
+    url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let config = test_config();
+        let storage = storage::Storage::connect(&config.database)
+            .await
+            .expect("database created");
+        let (db, connection) = tokio_postgres::connect(&config.database.url, tokio_postgres::NoTls)
+            .await
+            .expect("test connection");
+        tokio::spawn(connection);
+        Self {
+            storage,
+            db,
+            url: config.database.url,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(async {
+                let _ = storage::drop_database(&url).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}

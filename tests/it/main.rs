@@ -6,6 +6,7 @@ mod api;
 mod crash;
 mod delivery;
 mod harness;
+mod parking;
 mod quarantine;
 mod recovery;
 mod retries;
