@@ -5,7 +5,9 @@
 //! publishes `--events` envelopes (as fast as confirms allow, or at `--rate` per second, open
 //! loop), and reports deliveries/s at steady state, publish→receive latency, worker CPU per
 //! 1,000 deliveries and peak RSS. `--baseline` repeats the run with a bare consume → POST → ack
-//! loop in place of the worker: the ceiling of this machine, measured in the same run.
+//! loop in place of the worker: the ceiling of this machine, measured in the same run. With
+//! `--dead-webhooks`, the worker first runs with the dead webhooks disabled, so the healthy
+//! webhooks' deliveries/s with and without them come from the same run.
 
 pub mod baseline;
 mod process;
@@ -26,8 +28,8 @@ use rand::Rng;
 use crate::{
     broker::{Broker, Publisher},
     config::Config,
-    domain::{CompanyId, EndpointUrl, SigningSecret},
-    storage::{self, NewWebhook, Storage},
+    domain::{CompanyId, EndpointUrl, SigningSecret, WebhookId},
+    storage::{self, NewWebhook, Storage, WebhookChanges},
 };
 use process::Measured;
 use receiver::Arrivals;
@@ -148,26 +150,47 @@ async fn measure(
     let (dead_addr, black_hole) = receiver::black_hole().await?;
     let healthy_url = format!("http://{addr}/hook");
     let company = CompanyId::parse(COMPANY).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for (n, url) in (0..args.webhooks)
-        .map(|n| (n, healthy_url.clone()))
-        .chain((0..args.dead_webhooks).map(|n| (n, format!("http://{dead_addr}/dead"))))
-    {
-        storage
-            .create_webhook(NewWebhook {
-                company_id: company.clone(),
-                name: format!("bench {n}"),
-                url: EndpointUrl::parse(&url, true)?,
-                events: vec![EVENT_TYPE.to_owned()],
-                secret: Some(secret.clone()),
-                enabled: true,
-            })
-            .await?;
+    for n in 0..args.webhooks {
+        create_webhook(storage, &company, n, &healthy_url, &secret, true).await?;
+    }
+    // Dead webhooks start disabled: the reference run measures the healthy ones alone.
+    let mut dead = Vec::new();
+    for n in 0..args.dead_webhooks {
+        let url = format!("http://{dead_addr}/dead");
+        dead.push(create_webhook(storage, &company, n, &url, &secret, false).await?);
     }
     broker.declare_topology().await?;
     let publisher = broker.publisher().await?;
+    let events_queue = broker.topology().events_queue.clone();
+    let healthy_deliveries = u64::from(args.events) * u64::from(args.webhooks);
+
+    let without_dead = if dead.is_empty() {
+        None
+    } else {
+        let worker = Measured::spawn(&["run"], &setup.env, config_path)?;
+        let phase = run_phase(
+            worker,
+            broker,
+            &events_queue,
+            &publisher,
+            &setup.config.amqp.events_exchange,
+            args,
+            Run::WithoutDead,
+            &arrivals,
+            healthy_deliveries,
+        )
+        .await?;
+        for id in &dead {
+            let enable = WebhookChanges {
+                enabled: Some(true),
+                ..WebhookChanges::default()
+            };
+            storage.update_webhook(*id, enable).await?;
+        }
+        Some(phase)
+    };
 
     let worker = Measured::spawn(&["run"], &setup.env, config_path)?;
-    let events_queue = broker.topology().events_queue.clone();
     let worker_phase = run_phase(
         worker,
         broker,
@@ -175,8 +198,9 @@ async fn measure(
         &publisher,
         &setup.config.amqp.events_exchange,
         args,
+        Run::Worker,
         &arrivals,
-        u64::from(args.events) * u64::from(args.webhooks),
+        healthy_deliveries,
     )
     .await?;
     black_hole.abort();
@@ -212,6 +236,7 @@ async fn measure(
                 &publisher,
                 &setup.baseline_exchange,
                 &same_deliveries,
+                Run::Baseline,
                 &arrivals,
                 u64::from(same_deliveries.events),
             )
@@ -224,6 +249,7 @@ async fn measure(
         args: args.clone(),
         worker: worker_phase,
         baseline,
+        without_dead,
         signatures_checked: arrivals
             .signatures_checked
             .load(std::sync::atomic::Ordering::Relaxed),
@@ -231,6 +257,36 @@ async fn measure(
             .signatures_bad
             .load(std::sync::atomic::Ordering::Relaxed),
     })
+}
+
+/// The measured runs of one benchmark; each publishes its own event ids.
+#[derive(Debug, Clone, Copy)]
+enum Run {
+    Worker = 0,
+    Baseline = 1,
+    /// The worker with the dead webhooks disabled: what the healthy ones get without them.
+    WithoutDead = 2,
+}
+
+async fn create_webhook(
+    storage: &Storage,
+    company: &CompanyId,
+    n: u32,
+    url: &str,
+    secret: &SigningSecret,
+    enabled: bool,
+) -> anyhow::Result<WebhookId> {
+    let webhook = storage
+        .create_webhook(NewWebhook {
+            company_id: company.clone(),
+            name: format!("bench {n}"),
+            url: EndpointUrl::parse(url, true)?,
+            events: vec![EVENT_TYPE.to_owned()],
+            secret: Some(secret.clone()),
+            enabled,
+        })
+        .await?;
+    Ok(webhook.id)
 }
 
 /// Waits for `process` to consume `queue`, publishes the events, waits for `expected`
@@ -246,6 +302,7 @@ async fn run_phase(
     publisher: &Publisher,
     exchange: &str,
     args: &BenchArgs,
+    run: Run,
     arrivals: &Arc<Arrivals>,
     expected: u64,
 ) -> anyhow::Result<Phase> {
@@ -258,7 +315,7 @@ async fn run_phase(
     }
     arrivals.take();
     let cpu_before = process.cpu_seconds()?;
-    let (published_at, publish_time) = publish(publisher, exchange, args).await?;
+    let (published_at, publish_time) = publish(publisher, exchange, args, run).await?;
     let complete = wait_for(arrivals, expected, &mut process).await;
     let cpu = process.cpu_seconds()? - cpu_before;
     let peak_rss_mb = process.peak_rss_mb()?;
@@ -284,6 +341,7 @@ async fn publish(
     publisher: &Publisher,
     exchange: &str,
     args: &BenchArgs,
+    run: Run,
 ) -> anyhow::Result<(Vec<Instant>, Duration)> {
     let pad = "x".repeat(usize::try_from(args.payload_bytes.as_u64())?.saturating_sub(160));
     let mut published_at = Vec::with_capacity(args.events as usize);
@@ -294,7 +352,7 @@ async fn publish(
             let due = start + Duration::from_secs_f64(f64::from(n) / rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        let id = receiver::event_id(n);
+        let id = receiver::event_id(run as u32, n);
         let body = format!(
             r#"{{"id":"{id}","event":"{EVENT_TYPE}","timestamp":"2026-11-27T08:00:00Z","company_id":"{COMPANY}","data":{{"id":"deal_{n}","pad":"{pad}"}},"previous_data":null}}"#
         );

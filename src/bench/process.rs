@@ -71,7 +71,21 @@ impl Measured {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Stops the process as an operator would (SIGTERM: it finishes and acks what it holds),
+    /// so no unacked work leaks into the next run; kills it if it takes too long.
     pub async fn stop(mut self) {
+        let terminated = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .await
+            .is_ok_and(|status| status.success());
+        if terminated
+            && tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+                .await
+                .is_ok()
+        {
+            return;
+        }
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }

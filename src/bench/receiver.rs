@@ -42,12 +42,18 @@ impl Arrivals {
     }
 }
 
-pub fn event_id(n: u32) -> String {
-    format!("evt_bench_{n}")
+/// Event `n` of run `run`: each run of one benchmark publishes fresh ids, so no run meets
+/// another's deliveries (dedupe would turn its inserts into conflicts).
+pub fn event_id(run: u32, n: u32) -> String {
+    format!("evt_bench_{n}_{run}")
 }
 
 fn event_number(id: &str) -> Option<u32> {
-    id.strip_prefix("evt_bench_")?.parse().ok()
+    id.strip_prefix("evt_bench_")?
+        .split('_')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Starts the healthy receiver; signatures are checked on a sample when `secret` is given.
@@ -72,7 +78,7 @@ pub async fn start(secret: Option<SigningSecret>) -> std::io::Result<(SocketAddr
 async fn receive(State(arrivals): State<Arc<Arrivals>>, headers: HeaderMap, body: Bytes) {
     let at = Instant::now();
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let Some(n) = text("webhook-id").and_then(event_number) else {
+    let Some((id, n)) = text("webhook-id").and_then(|id| Some((id, event_number(id)?))) else {
         return;
     };
     let seq = arrivals.requests.fetch_add(1, Ordering::Relaxed);
@@ -80,12 +86,11 @@ async fn receive(State(arrivals): State<Arc<Arrivals>>, headers: HeaderMap, body
         && seq % SIGNATURE_SAMPLE == 0
         && arrivals.verify.load(Ordering::Relaxed)
     {
-        let id = event_id(n);
         let ok = match (
             text("webhook-timestamp").and_then(|t| t.parse().ok()),
             text("webhook-signature"),
         ) {
-            (Some(ts), Some(signature)) => signing::sign(secret, &id, ts, &body) == signature,
+            (Some(ts), Some(signature)) => signing::sign(secret, id, ts, &body) == signature,
             _ => false,
         };
         arrivals.signatures_checked.fetch_add(1, Ordering::Relaxed);

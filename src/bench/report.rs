@@ -76,6 +76,8 @@ pub struct Report {
     pub args: BenchArgs,
     pub worker: Phase,
     pub baseline: Option<Phase>,
+    /// The worker with the dead webhooks disabled (only with `--dead-webhooks`).
+    pub without_dead: Option<Phase>,
     pub signatures_checked: u64,
     pub signatures_bad: u64,
 }
@@ -89,6 +91,12 @@ impl Report {
     fn ratio(&self) -> Option<f64> {
         let baseline = self.baseline.as_ref()?.deliveries_per_sec;
         (baseline > 0.0).then(|| self.worker.deliveries_per_sec / baseline)
+    }
+
+    /// Healthy deliveries/s with the dead webhooks, against without them.
+    fn kept_with_dead(&self) -> Option<f64> {
+        let without = self.without_dead.as_ref()?.deliveries_per_sec;
+        (without > 0.0).then(|| self.worker.deliveries_per_sec / without)
     }
 
     pub fn to_json(&self) -> Value {
@@ -112,6 +120,10 @@ impl Report {
         });
         if self.args.dead_webhooks > 0 {
             out["healthy_deliveries_per_sec"] = json!(round(w.deliveries_per_sec, 1));
+        }
+        if let (Some(without), Some(kept)) = (&self.without_dead, self.kept_with_dead()) {
+            out["without_dead_deliveries_per_sec"] = json!(round(without.deliveries_per_sec, 1));
+            out["healthy_ratio_to_without_dead"] = json!(round(kept, 3));
         }
         if let (Some(baseline), Some(ratio)) = (&self.baseline, self.ratio()) {
             out["baseline_deliveries_per_sec"] = json!(round(baseline.deliveries_per_sec, 1));
@@ -166,6 +178,13 @@ impl Report {
         out += &row("peak RSS MiB", &|p| format!("{:.1}", p.peak_rss_mb));
         if let Some(ratio) = self.ratio() {
             out += &format!("ratio to baseline: {:.1} %\n", ratio * 100.0);
+        }
+        if let (Some(without), Some(kept)) = (&self.without_dead, self.kept_with_dead()) {
+            out += &format!(
+                "healthy deliveries/s without the dead webhooks: {:.0}; kept with them: {:.1} %\n",
+                without.deliveries_per_sec,
+                kept * 100.0
+            );
         }
         out += &format!(
             "signatures checked: {} ({} bad)\n",
