@@ -115,3 +115,15 @@ pub async fn black_hole() -> std::io::Result<(SocketAddr, tokio::task::JoinHandl
     });
     Ok((addr, task))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_run_has_its_own_ids_with_the_event_number_inside() {
+        assert_ne!(event_id(0, 17), event_id(2, 17));
+        assert_eq!(event_number(&event_id(2, 17)), Some(17));
+        assert_eq!(event_number("evt_other_17"), None);
+    }
+}
