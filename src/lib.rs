@@ -8,9 +8,10 @@
 //!    company's enabled webhooks whose filters match ([`domain::EventFilter`]) in a cache kept
 //!    fresh by PostgreSQL LISTEN/NOTIFY ([`pipeline::Subscriptions`]).
 //! 3. Each first attempt is made inline: [`sender`] signs ([`signing`]) and POSTs it, at most
-//!    `max_in_flight_per_endpoint` at once per webhook (a saturated one is handed to the
-//!    deliveries queue). [`outcome`] classifies the result and picks the next step from the
-//!    [`retry`] schedule.
+//!    `max_in_flight_per_endpoint` at once per webhook (work for a slow one is handed to the
+//!    deliveries queue; for a hanging one it is parked in the database, and
+//!    [`pipeline::parking`] publishes its job when due). [`outcome`] classifies the result and
+//!    picks the next step from the [`retry`] schedule.
 //! 4. A failure publishes a job (headers: delivery, attempt) to a retry tier ([`broker`]): a
 //!    quorum queue whose TTL dead-letters it into `{prefix}.deliveries` when due.
 //!    [`pipeline::jobs`] runs it as the next attempt. After the last tier the delivery is
