@@ -313,7 +313,7 @@ async fn run_phase(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    arrivals.take();
+    arrivals.start_run(run as u32);
     let cpu_before = process.cpu_seconds()?;
     let (published_at, publish_time) = publish(publisher, exchange, args, run).await?;
     let complete = wait_for(arrivals, expected, &mut process).await;

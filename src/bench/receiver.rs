@@ -5,7 +5,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::Instant,
 };
@@ -19,8 +19,11 @@ use crate::{domain::SigningSecret, signing};
 const SIGNATURE_SAMPLE: u64 = 50;
 
 pub struct Arrivals {
-    /// (event number, arrival time); the number is parsed from `webhook-id` (`evt_bench_<n>`).
+    /// (event number, arrival time) of the current run's events; the number is parsed from
+    /// `webhook-id` (`evt_bench_<n>_<run>`).
     pub received: Mutex<Vec<(u32, Instant)>>,
+    /// The run whose deliveries count: a straggler of an earlier run is ignored.
+    run: AtomicU32,
     pub signatures_checked: AtomicU64,
     pub signatures_bad: AtomicU64,
     requests: AtomicU64,
@@ -32,6 +35,12 @@ pub struct Arrivals {
 impl Arrivals {
     pub fn count(&self) -> usize {
         self.received.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// Counts `run`'s deliveries from now on.
+    pub fn start_run(&self, run: u32) {
+        self.run.store(run, Ordering::Relaxed);
+        self.take();
     }
 
     pub fn take(&self) -> Vec<(u32, Instant)> {
@@ -48,18 +57,17 @@ pub fn event_id(run: u32, n: u32) -> String {
     format!("evt_bench_{n}_{run}")
 }
 
-fn event_number(id: &str) -> Option<u32> {
-    id.strip_prefix("evt_bench_")?
-        .split('_')
-        .next()?
-        .parse()
-        .ok()
+/// (event number, run) of a bench event id.
+fn event_number(id: &str) -> Option<(u32, u32)> {
+    let (n, run) = id.strip_prefix("evt_bench_")?.split_once('_')?;
+    Some((n.parse().ok()?, run.parse().ok()?))
 }
 
 /// Starts the healthy receiver; signatures are checked on a sample when `secret` is given.
 pub async fn start(secret: Option<SigningSecret>) -> std::io::Result<(SocketAddr, Arc<Arrivals>)> {
     let arrivals = Arc::new(Arrivals {
         received: Mutex::new(Vec::new()),
+        run: AtomicU32::new(0),
         signatures_checked: AtomicU64::new(0),
         signatures_bad: AtomicU64::new(0),
         requests: AtomicU64::new(0),
@@ -78,9 +86,13 @@ pub async fn start(secret: Option<SigningSecret>) -> std::io::Result<(SocketAddr
 async fn receive(State(arrivals): State<Arc<Arrivals>>, headers: HeaderMap, body: Bytes) {
     let at = Instant::now();
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let Some((id, n)) = text("webhook-id").and_then(|id| Some((id, event_number(id)?))) else {
+    let Some((id, (n, run))) = text("webhook-id").and_then(|id| Some((id, event_number(id)?)))
+    else {
         return;
     };
+    if run != arrivals.run.load(Ordering::Relaxed) {
+        return;
+    }
     let seq = arrivals.requests.fetch_add(1, Ordering::Relaxed);
     if let Some(secret) = &arrivals.secret
         && seq % SIGNATURE_SAMPLE == 0
@@ -123,7 +135,7 @@ mod tests {
     #[test]
     fn each_run_has_its_own_ids_with_the_event_number_inside() {
         assert_ne!(event_id(0, 17), event_id(2, 17));
-        assert_eq!(event_number(&event_id(2, 17)), Some(17));
+        assert_eq!(event_number(&event_id(2, 17)), Some((17, 2)));
         assert_eq!(event_number("evt_other_17"), None);
     }
 }

@@ -62,6 +62,11 @@ pub async fn attempt_and_settle(
     pipeline: &Pipeline,
     attempt: Attempt<'_>,
 ) -> Result<(), PipelineError> {
+    if let Saturated::HandOff = attempt.when_saturated
+        && pipeline.limiter.is_hanging(attempt.webhook.id)
+    {
+        return Box::pin(park(pipeline, defer(attempt))).await;
+    }
     // Never closed, so acquiring only waits.
     let _in_flight = pipeline.in_flight.acquire().await.ok();
     let patience = attempt.when_saturated.patience();
@@ -72,19 +77,20 @@ pub async fn attempt_and_settle(
     {
         Acquired::Slot(slot) => slot,
         Acquired::Busy => return Box::pin(park(pipeline, attempt)).await,
-        // A hanging endpoint's work goes straight to the first tier: handing it off would
-        // only meet the same full slots again.
-        Acquired::Stuck => {
-            let attempt = Attempt {
-                when_saturated: Saturated::Defer,
-                ..attempt
-            };
-            return Box::pin(park(pipeline, attempt)).await;
-        }
+        // A hanging endpoint's work is parked at once: handing it off would only meet the
+        // same full slots again.
+        Acquired::Stuck => return Box::pin(park(pipeline, defer(attempt))).await,
     };
     // Boxed: a fan-out creates every delivery's future up front, and most wait above; only
     // the ones with a slot should pay for the (large) HTTP and recording state.
     Box::pin(send_and_settle(pipeline, attempt, slot)).await
+}
+
+fn defer(attempt: Attempt<'_>) -> Attempt<'_> {
+    Attempt {
+        when_saturated: Saturated::Defer,
+        ..attempt
+    }
 }
 
 async fn send_and_settle(

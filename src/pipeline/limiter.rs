@@ -144,6 +144,14 @@ impl EndpointLimiter {
         }
     }
 
+    /// True when `webhook`'s attempts run into the timeout. Its new deliveries are parked even
+    /// when a slot is free: free slots go to the oldest parked ones, which the sweeper
+    /// releases as probes, so new work cannot starve old.
+    pub fn is_hanging(&self, webhook: WebhookId) -> bool {
+        self.known(webhook)
+            .is_some_and(|endpoint| self.pace(&endpoint) == Pace::Hanging)
+    }
+
     fn known(&self, webhook: WebhookId) -> Option<Arc<Endpoint>> {
         self.endpoints.lock().ok()?.get(&webhook).cloned()
     }
@@ -314,6 +322,8 @@ mod tests {
             endpoint.record_duration(TIMEOUT);
         }
         assert_eq!(limiter.release_budget(hanging), 2, "its free slots");
+        assert!(limiter.is_hanging(hanging));
+        assert!(!limiter.is_hanging(WebhookId::new()), "unknown");
     }
 
     #[tokio::test]

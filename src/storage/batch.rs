@@ -75,6 +75,10 @@ written AS (
         next_attempt_at = EXCLUDED.next_attempt_at, parked_until = EXCLUDED.parked_until,
         updated_at = now()
     WHERE deliveries.attempt_count < EXCLUDED.attempt_count
+        -- Parking an untried delivery that a redelivered event found pending (its earlier
+        -- hand-off may never have been published): without it the row keeps no job.
+        OR (EXCLUDED.parked_until IS NOT NULL AND deliveries.status = 'pending'
+            AND deliveries.attempt_count = EXCLUDED.attempt_count)
     RETURNING id
 )
 INSERT INTO attempts (delivery_id, webhook_id, attempt_number, trigger, attempted_at,
@@ -93,7 +97,8 @@ impl Storage {
     /// Writes every event, delivery state and attempt of `writes` in one statement.
     ///
     /// A delivery row only moves forward: an existing row is updated only by a write with more
-    /// attempts, so a stale or repeated write changes nothing.
+    /// attempts (or one that parks it while it is pending and untried), so a stale or repeated
+    /// write changes nothing.
     pub async fn write_batch(&self, writes: &[DeliveryWrite]) -> Result<(), StorageError> {
         let mut tries = 0;
         loop {

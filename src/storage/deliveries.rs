@@ -195,7 +195,7 @@ impl Storage {
         let client = self.client().await?;
         let changed = client
             .execute(
-                "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL,
+                "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, parked_until = NULL,
                     last_error = COALESCE($3, last_error), updated_at = now()
                  WHERE id = $1 AND attempt_count = $2 AND status <> 'succeeded'",
                 &[&id.0, &to_i32(attempt_number), &reason],

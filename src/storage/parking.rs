@@ -18,6 +18,8 @@ pub struct ParkedDelivery {
     pub event_type: String,
     pub attempt_count: u32,
     pub body: Bytes,
+    /// How long ago the delivery was created.
+    pub age: Duration,
 }
 
 /// Claims up to `$1` due rows by moving their `parked_until` `$2` seconds ahead: a sweeper
@@ -33,9 +35,10 @@ WITH claimed AS (
         LIMIT $1
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING id, webhook_id, event_id, event_type, attempt_count
+    RETURNING id, webhook_id, event_id, event_type, attempt_count, created_at
 )
-SELECT c.id, c.webhook_id, c.event_id, c.event_type, c.attempt_count, e.body
+SELECT c.id, c.webhook_id, c.event_id, c.event_type, c.attempt_count, e.body,
+    extract(epoch FROM now() - c.created_at)::float8 AS age_s
 FROM claimed c JOIN events e ON e.id = c.event_id";
 
 impl Storage {
@@ -59,6 +62,7 @@ impl Storage {
                     event_type: row.try_get("event_type")?,
                     attempt_count: to_u32(row.try_get("attempt_count")?),
                     body: Bytes::from(row.try_get::<_, Vec<u8>>("body")?),
+                    age: Duration::from_secs_f64(row.try_get::<_, f64>("age_s")?.max(0.0)),
                 })
             })
             .collect()

@@ -3,7 +3,12 @@
 
 use std::time::Duration;
 
-use tesoro_webhooks::domain::DeliveryId;
+use bytes::Bytes;
+use tesoro_webhooks::{
+    domain::{DeliveryId, WebhookId},
+    storage::{DeliveryStatus, DeliveryWrite, EventRow},
+};
+use time::OffsetDateTime;
 
 use crate::harness::TestDatabase;
 
@@ -78,4 +83,63 @@ async fn due_deliveries_are_claimed_once_then_held_or_unparked() {
 
     db.storage.unpark(&[new]).await.expect("unpark");
     assert_eq!(parked_for(&db, new).await, None);
+}
+
+/// What the fan-out writes for an untried delivery: pending, parked until `parked_until`.
+fn untried(
+    delivery_id: DeliveryId,
+    webhook_id: WebhookId,
+    parked_until: Option<OffsetDateTime>,
+) -> DeliveryWrite {
+    DeliveryWrite {
+        event: Some(EventRow {
+            id: "evt_redelivered".to_owned(),
+            company_id: "cmp_1".to_owned(),
+            event_type: "deal.won".to_owned(),
+            body: Bytes::from_static(b"{}"),
+        }),
+        delivery_id,
+        event_id: "evt_redelivered".to_owned(),
+        webhook_id,
+        company_id: "cmp_1".to_owned(),
+        event_type: "deal.won".to_owned(),
+        status: DeliveryStatus::Pending,
+        attempt_count: 0,
+        next_attempt_at: Some(OffsetDateTime::now_utc()),
+        parked_until,
+        attempt: None,
+    }
+}
+
+#[tokio::test]
+async fn a_pending_untried_delivery_can_be_parked_and_failing_it_unparks_it() {
+    let db = TestDatabase::create().await;
+    let (delivery, webhook) = (DeliveryId::new(), WebhookId::new());
+    // A hand-off recorded the delivery pending, then its publish failed: the event comes back
+    // and finds the endpoint hanging.
+    db.storage
+        .write_batch(&[untried(delivery, webhook, None)])
+        .await
+        .expect("pending row");
+    let until = OffsetDateTime::now_utc() + time::Duration::minutes(1);
+    db.storage
+        .write_batch(&[untried(delivery, webhook, Some(until))])
+        .await
+        .expect("parked");
+    let parked = parked_for(&db, delivery)
+        .await
+        .expect("parked, so a job will come");
+    assert!((50.0..70.0).contains(&parked), "{parked}");
+
+    assert!(
+        db.storage
+            .mark_failed(delivery, 0, None)
+            .await
+            .expect("failed")
+    );
+    assert_eq!(
+        parked_for(&db, delivery).await,
+        None,
+        "a Failed delivery is not parked"
+    );
 }
