@@ -5,7 +5,9 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AttemptRecord, DeliveryStatus, Storage, StorageError, deliveries::headers_json};
+use tokio_postgres::types::Json;
+
+use super::{AttemptRecord, DeliveryStatus, Storage, StorageError};
 use crate::{
     domain::{DeliveryId, WebhookId},
     outcome::FailureKind,
@@ -236,6 +238,9 @@ impl<'a> DeliveryColumns<'a> {
     }
 }
 
+/// Headers as `[[name, value], ...]`, serialized straight from the pairs (no JSON tree).
+type HeadersJson<'a> = Json<&'a [(String, String)]>;
+
 /// The attempts of a batch, as columns.
 struct AttemptColumns<'a> {
     deliveries: Vec<Uuid>,
@@ -244,9 +249,9 @@ struct AttemptColumns<'a> {
     triggers: Vec<&'static str>,
     times: Vec<OffsetDateTime>,
     durations: Vec<i32>,
-    request_headers: Vec<serde_json::Value>,
+    request_headers: Vec<HeadersJson<'a>>,
     statuses: Vec<Option<i32>>,
-    response_headers: Vec<Option<serde_json::Value>>,
+    response_headers: Vec<Option<HeadersJson<'a>>>,
     bodies: Vec<Option<&'a [u8]>>,
     truncated: Vec<bool>,
     kinds: Vec<Option<&'static str>>,
@@ -270,7 +275,7 @@ impl<'a> AttemptColumns<'a> {
                 .collect(),
             request_headers: attempts
                 .iter()
-                .map(|a| headers_json(&a.request_headers))
+                .map(|a| Json(a.request_headers.as_slice()))
                 .collect(),
             statuses: attempts
                 .iter()
@@ -278,7 +283,7 @@ impl<'a> AttemptColumns<'a> {
                 .collect(),
             response_headers: attempts
                 .iter()
-                .map(|a| a.response_headers.as_deref().map(headers_json))
+                .map(|a| a.response_headers.as_deref().map(Json))
                 .collect(),
             bodies: attempts
                 .iter()

@@ -112,15 +112,6 @@ pub struct JobTarget {
     pub webhook: Webhook,
 }
 
-pub(super) fn headers_json(headers: &[(String, String)]) -> serde_json::Value {
-    serde_json::Value::Array(
-        headers
-            .iter()
-            .map(|(k, v)| serde_json::json!([k, v]))
-            .collect(),
-    )
-}
-
 pub(super) fn to_u32(value: i32) -> u32 {
     u32::try_from(value).unwrap_or(0)
 }
