@@ -164,22 +164,26 @@ async fn measure(
     let events_queue = broker.topology().events_queue.clone();
     let healthy_deliveries = u64::from(args.events) * u64::from(args.webhooks);
 
-    let without_dead = if dead.is_empty() {
-        None
-    } else {
+    let run_worker = async |run: Run| {
         let worker = Measured::spawn(&["run"], &setup.env, config_path)?;
-        let phase = run_phase(
+        run_phase(
             worker,
             broker,
             &events_queue,
             &publisher,
             &setup.config.amqp.events_exchange,
             args,
-            Run::WithoutDead,
+            run,
             &arrivals,
             healthy_deliveries,
         )
-        .await?;
+        .await
+    };
+
+    let without_dead = if dead.is_empty() {
+        None
+    } else {
+        let phase = run_worker(Run::WithoutDead).await?;
         for id in &dead {
             let enable = WebhookChanges {
                 enabled: Some(true),
@@ -189,20 +193,7 @@ async fn measure(
         }
         Some(phase)
     };
-
-    let worker = Measured::spawn(&["run"], &setup.env, config_path)?;
-    let worker_phase = run_phase(
-        worker,
-        broker,
-        &events_queue,
-        &publisher,
-        &setup.config.amqp.events_exchange,
-        args,
-        Run::Worker,
-        &arrivals,
-        healthy_deliveries,
-    )
-    .await?;
+    let worker_phase = run_worker(Run::Worker).await?;
     black_hole.abort();
 
     let baseline = if args.baseline {

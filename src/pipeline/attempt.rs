@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::{
     Pipeline, PipelineError,
-    limiter::{Acquired, Slot},
+    limiter::{Acquired, Slot, Work},
 };
 use crate::{
     broker::Job,
@@ -47,6 +47,14 @@ impl Saturated {
             Saturated::Defer => Duration::from_secs(1),
         }
     }
+
+    /// The fan-out's deliveries are new work; the job consumer's are jobs.
+    fn work(self) -> Work {
+        match self {
+            Saturated::HandOff => Work::New,
+            Saturated::Defer => Work::Job,
+        }
+    }
 }
 
 /// Attempts and settles one delivery:
@@ -62,17 +70,12 @@ pub async fn attempt_and_settle(
     pipeline: &Pipeline,
     attempt: Attempt<'_>,
 ) -> Result<(), PipelineError> {
-    if let Saturated::HandOff = attempt.when_saturated
-        && pipeline.limiter.is_hanging(attempt.webhook.id)
-    {
-        return Box::pin(park(pipeline, defer(attempt))).await;
-    }
     // Never closed, so acquiring only waits.
     let _in_flight = pipeline.in_flight.acquire().await.ok();
-    let patience = attempt.when_saturated.patience();
+    let saturated = attempt.when_saturated;
     let slot = match pipeline
         .limiter
-        .acquire_within(attempt.webhook.id, patience)
+        .acquire_within(attempt.webhook.id, saturated.patience(), saturated.work())
         .await
     {
         Acquired::Slot(slot) => slot,

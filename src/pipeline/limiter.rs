@@ -100,6 +100,17 @@ enum Pace {
     Hanging,
 }
 
+/// What asks for a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// A new event's delivery. A hanging endpoint gets none at all, even with a slot free:
+    /// its free slots go to the oldest parked deliveries, which the sweeper releases as
+    /// probes, so new work cannot starve old.
+    New,
+    /// A job (a retry, a manual retry, or a released parked delivery).
+    Job,
+}
+
 fn millis_since(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
@@ -144,14 +155,6 @@ impl EndpointLimiter {
         }
     }
 
-    /// True when `webhook`'s attempts run into the timeout. Its new deliveries are parked even
-    /// when a slot is free: free slots go to the oldest parked ones, which the sweeper
-    /// releases as probes, so new work cannot starve old.
-    pub fn is_hanging(&self, webhook: WebhookId) -> bool {
-        self.known(webhook)
-            .is_some_and(|endpoint| self.pace(&endpoint) == Pace::Hanging)
-    }
-
     fn known(&self, webhook: WebhookId) -> Option<Arc<Endpoint>> {
         self.endpoints.lock().ok()?.get(&webhook).cloned()
     }
@@ -176,10 +179,18 @@ impl EndpointLimiter {
     /// A slot for one attempt to `webhook`, waiting up to `patience` for one to free up (a
     /// slow endpoint, up to `SLOW_PATIENCE`): a busy but fast endpoint frees slots within
     /// milliseconds, a dead one holds them until its timeouts, and is reported stuck at once.
-    pub async fn acquire_within(&self, webhook: WebhookId, patience: Duration) -> Acquired {
+    pub async fn acquire_within(
+        &self,
+        webhook: WebhookId,
+        patience: Duration,
+        work: Work,
+    ) -> Acquired {
         let Some(endpoint) = self.endpoint(webhook) else {
             return Acquired::Busy;
         };
+        if work == Work::New && self.pace(&endpoint) == Pace::Hanging {
+            return Acquired::Stuck;
+        }
         if let Ok(permit) = endpoint.slots.clone().try_acquire_owned() {
             return self.slot(&endpoint, permit);
         }
@@ -219,16 +230,16 @@ mod tests {
         let limiter = EndpointLimiter::new(2, TIMEOUT);
         let busy = WebhookId::new();
         let other = WebhookId::new();
-        let a = slot(limiter.acquire_within(busy, NO_WAIT).await).expect("first slot");
-        let _b = slot(limiter.acquire_within(busy, NO_WAIT).await).expect("second slot");
+        let a = slot(limiter.acquire_within(busy, NO_WAIT, Work::Job).await).expect("first slot");
+        let _b = slot(limiter.acquire_within(busy, NO_WAIT, Work::Job).await).expect("second slot");
         assert!(matches!(
-            limiter.acquire_within(busy, NO_WAIT).await,
+            limiter.acquire_within(busy, NO_WAIT, Work::Job).await,
             Acquired::Busy
         ));
-        assert!(slot(limiter.acquire_within(other, NO_WAIT).await).is_some());
+        assert!(slot(limiter.acquire_within(other, NO_WAIT, Work::Job).await).is_some());
         drop(a);
         assert!(
-            slot(limiter.acquire_within(busy, NO_WAIT).await).is_some(),
+            slot(limiter.acquire_within(busy, NO_WAIT, Work::Job).await).is_some(),
             "freed slot reused"
         );
     }
@@ -237,10 +248,10 @@ mod tests {
     async fn waits_a_bounded_time_for_a_slot() {
         let limiter = EndpointLimiter::new(1, TIMEOUT);
         let busy = WebhookId::new();
-        let held = slot(limiter.acquire_within(busy, NO_WAIT).await).expect("slot");
+        let held = slot(limiter.acquire_within(busy, NO_WAIT, Work::Job).await).expect("slot");
         let patience = Duration::from_millis(20);
         assert!(matches!(
-            limiter.acquire_within(busy, patience).await,
+            limiter.acquire_within(busy, patience, Work::Job).await,
             Acquired::Busy
         ));
         tokio::spawn(async move {
@@ -248,7 +259,7 @@ mod tests {
             drop(held);
         });
         let waited = limiter
-            .acquire_within(busy, Duration::from_millis(500))
+            .acquire_within(busy, Duration::from_millis(500), Work::Job)
             .await;
         assert!(slot(waited).is_some(), "gets the slot freed meanwhile");
     }
@@ -257,19 +268,19 @@ mod tests {
     async fn only_a_slow_endpoint_runs_out_of_patience_early() {
         let limiter = EndpointLimiter::new(1, TIMEOUT);
         let fast = WebhookId::new();
-        let held = slot(limiter.acquire_within(fast, NO_WAIT).await).expect("slot");
+        let held = slot(limiter.acquire_within(fast, NO_WAIT, Work::Job).await).expect("slot");
         tokio::spawn(async move {
             tokio::time::sleep(SLOW_PATIENCE * 4).await;
             drop(held);
         });
         let patience = Duration::from_secs(1);
         assert!(
-            slot(limiter.acquire_within(fast, patience).await).is_some(),
+            slot(limiter.acquire_within(fast, patience, Work::Job).await).is_some(),
             "a fast endpoint's work waits for its slot"
         );
 
         let slow = WebhookId::new();
-        let held = slot(limiter.acquire_within(slow, NO_WAIT).await).expect("slot");
+        let held = slot(limiter.acquire_within(slow, NO_WAIT, Work::Job).await).expect("slot");
         let endpoint = limiter.endpoint(slow).expect("endpoint");
         for _ in 0..16 {
             // As if each earlier attempt had held its slot for 4 * SLOW_AFTER.
@@ -280,7 +291,10 @@ mod tests {
             drop(held);
         });
         assert!(
-            matches!(limiter.acquire_within(slow, patience).await, Acquired::Busy),
+            matches!(
+                limiter.acquire_within(slow, patience, Work::Job).await,
+                Acquired::Busy
+            ),
             "a slow endpoint's work is deferred after SLOW_PATIENCE"
         );
     }
@@ -289,14 +303,14 @@ mod tests {
     async fn an_endpoint_whose_attempts_run_into_the_timeout_is_stuck_at_once() {
         let limiter = EndpointLimiter::new(1, TIMEOUT);
         let hanging = WebhookId::new();
-        let _held = slot(limiter.acquire_within(hanging, NO_WAIT).await).expect("slot");
+        let _held = slot(limiter.acquire_within(hanging, NO_WAIT, Work::Job).await).expect("slot");
         let endpoint = limiter.endpoint(hanging).expect("endpoint");
         for _ in 0..32 {
             endpoint.record_duration(TIMEOUT);
         }
         assert!(matches!(
             limiter
-                .acquire_within(hanging, Duration::from_secs(1))
+                .acquire_within(hanging, Duration::from_secs(1), Work::Job)
                 .await,
             Acquired::Stuck
         ));
@@ -311,7 +325,7 @@ mod tests {
             usize::MAX,
             "unknown: no limit"
         );
-        let _held = slot(limiter.acquire_within(hanging, NO_WAIT).await).expect("slot");
+        let _held = slot(limiter.acquire_within(hanging, NO_WAIT, Work::Job).await).expect("slot");
         assert_eq!(
             limiter.release_budget(hanging),
             usize::MAX,
@@ -322,22 +336,31 @@ mod tests {
             endpoint.record_duration(TIMEOUT);
         }
         assert_eq!(limiter.release_budget(hanging), 2, "its free slots");
-        assert!(limiter.is_hanging(hanging));
-        assert!(!limiter.is_hanging(WebhookId::new()), "unknown");
+        assert!(
+            matches!(
+                limiter.acquire_within(hanging, NO_WAIT, Work::New).await,
+                Acquired::Stuck
+            ),
+            "no slot for new work, free ones notwithstanding"
+        );
+        assert!(
+            slot(limiter.acquire_within(hanging, NO_WAIT, Work::Job).await).is_some(),
+            "a job (a probe) gets one"
+        );
     }
 
     #[tokio::test]
     async fn an_endpoint_that_frees_nothing_for_a_while_is_stuck() {
         let limiter = EndpointLimiter::new(1, TIMEOUT);
         let hanging = WebhookId::new();
-        let _held = slot(limiter.acquire_within(hanging, NO_WAIT).await).expect("slot");
+        let _held = slot(limiter.acquire_within(hanging, NO_WAIT, Work::Job).await).expect("slot");
         assert!(matches!(
-            limiter.acquire_within(hanging, NO_WAIT).await,
+            limiter.acquire_within(hanging, NO_WAIT, Work::Job).await,
             Acquired::Busy
         ));
         std::thread::sleep(STUCK_AFTER + Duration::from_millis(10));
         assert!(matches!(
-            limiter.acquire_within(hanging, NO_WAIT).await,
+            limiter.acquire_within(hanging, NO_WAIT, Work::Job).await,
             Acquired::Stuck
         ));
     }

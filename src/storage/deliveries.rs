@@ -321,7 +321,7 @@ impl Storage {
         from: DeliveryStatus,
     ) -> Result<u64, StorageError> {
         let client = self.client().await?;
-        let ids: Vec<Uuid> = ids.iter().map(|d| d.0).collect();
+        let ids = super::delivery_uuids(ids);
         Ok(client
             .execute(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = now(),

@@ -41,6 +41,11 @@ pub enum StorageError {
     Corrupt(String),
 }
 
+/// Delivery ids as the `uuid[]` a statement takes.
+fn delivery_uuids(ids: &[crate::domain::DeliveryId]) -> Vec<uuid::Uuid> {
+    ids.iter().map(|id| id.0).collect()
+}
+
 /// tokio-postgres prints a server error as just "db error"; the server's message says which.
 fn describe_db_error(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {

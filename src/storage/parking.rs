@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Storage, StorageError, deliveries::to_u32};
+use super::{Storage, StorageError, deliveries::to_u32, delivery_uuids};
 use crate::domain::{DeliveryId, WebhookId};
 
 /// A parked delivery whose time has come, with what its job needs.
@@ -80,7 +80,7 @@ impl Storage {
         if ids.is_empty() {
             return Ok(());
         }
-        let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+        let ids = delivery_uuids(ids);
         let client = self.client().await?;
         client
             .execute(
@@ -101,7 +101,7 @@ impl Storage {
         if ids.is_empty() {
             return Ok(());
         }
-        let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+        let ids = delivery_uuids(ids);
         let client = self.client().await?;
         client
             .execute(

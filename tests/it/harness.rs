@@ -371,21 +371,13 @@ impl Drop for TestWorker {
             let _ = process.child.wait();
         }
         let config = self.config.clone();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            runtime.block_on(async {
-                if let Ok(broker) = Broker::connect(&config.amqp.url, app::topology(&config)).await
-                {
-                    let _ = broker.delete_topology(true).await;
-                    broker.close().await;
-                }
-                let _ = storage::drop_database(&config.database.url).await;
-            });
+        clean_up(async move {
+            if let Ok(broker) = Broker::connect(&config.amqp.url, app::topology(&config)).await {
+                let _ = broker.delete_topology(true).await;
+                broker.close().await;
+            }
+            let _ = storage::drop_database(&config.database.url).await;
         });
-        let _ = cleanup.join();
     }
 }
 
@@ -531,15 +523,21 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let url = self.url.clone();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            runtime.block_on(async {
-                let _ = storage::drop_database(&url).await;
-            });
+        clean_up(async move {
+            let _ = storage::drop_database(&url).await;
         });
-        let _ = cleanup.join();
     }
+}
+
+/// Runs `work` to completion from `Drop`, which may run inside the test's runtime (where
+/// blocking on it is not allowed): on a thread of its own, with a runtime of its own.
+fn clean_up(work: impl Future<Output = ()> + Send + 'static) {
+    let cleanup = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cleanup runtime")
+            .block_on(work);
+    });
+    let _ = cleanup.join();
 }
