@@ -16,8 +16,10 @@ use crate::config::DatabaseConfig;
 
 /// Writes per transaction at most.
 const MAX_BATCH: usize = 512;
-/// How long the first write of a batch waits for others to join it.
-const LINGER: Duration = Duration::from_millis(1);
+/// How long the first write of a batch waits for others to join it. At 10k writes/s, 1 ms
+/// gave batches of 33 writes (median) and 5 ms about three times that, for 8-10 % less
+/// PostgreSQL CPU per delivery; past 5 ms the gain was lost in the noise.
+const LINGER: Duration = Duration::from_millis(5);
 /// Transactions in flight at once: one commits while the next batch gathers and encodes.
 /// Also the size of the recorder's own connection pool.
 const CONCURRENT_FLUSHES: usize = 2;
