@@ -10,3 +10,4 @@ mod parking;
 mod quarantine;
 mod recovery;
 mod retries;
+mod schema;
