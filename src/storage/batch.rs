@@ -93,7 +93,7 @@ INSERT INTO attempts (delivery_id, webhook_id, attempt_number, trigger, attempte
 SELECT u.* FROM (
     SELECT unnest($16::uuid[]) AS delivery_id, unnest($17::uuid[]), unnest($18::int4[]),
         unnest($19::text[]), unnest($20::timestamptz[]), unnest($21::int4[]),
-        unnest($22::jsonb[]), unnest($23::int4[]), unnest($24::jsonb[]), unnest($25::bytea[]),
+        unnest($22::json[]), unnest($23::int4[]), unnest($24::json[]), unnest($25::bytea[]),
         unnest($26::bool[]), unnest($27::text[]), unnest($28::text[])
 ) AS u
 JOIN written ON written.id = u.delivery_id

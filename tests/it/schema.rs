@@ -27,3 +27,24 @@ async fn listing_indexes_are_ascending() {
         );
     }
 }
+
+/// Headers are stored as sent (`json`), not parsed into a `jsonb` tree on every insert: the
+/// log only ever reads them back whole.
+#[tokio::test]
+async fn attempt_headers_are_stored_as_json_text() {
+    let db = TestDatabase::create().await;
+    let types: Vec<String> = db
+        .db
+        .query(
+            "SELECT data_type FROM information_schema.columns
+             WHERE table_name = 'attempts'
+               AND column_name IN ('request_headers', 'response_headers')",
+            &[],
+        )
+        .await
+        .expect("columns")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(types, ["json", "json"]);
+}
