@@ -8,7 +8,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     api::{self, ApiState},
-    broker::{Broker, BrokerError, Publisher, Topology},
+    broker::{AckMode, Broker, BrokerError, Publisher, Topology},
     config::Config,
     domain::Catalog,
     pipeline::{EndpointLimiter, Pipeline, Subscriptions, fanout, jobs, parking},
@@ -169,6 +169,7 @@ impl Worker<'_> {
             let events = broker.consume(
                 &topology.events_queue,
                 prefetch,
+                AckMode::Coalesced,
                 &stop,
                 &tracker,
                 move |m| fanout::handle_event(p.clone(), m),
@@ -177,6 +178,7 @@ impl Worker<'_> {
             let deliveries = broker.consume(
                 &topology.deliveries_queue,
                 prefetch,
+                AckMode::Coalesced,
                 &stop,
                 &tracker,
                 move |m| jobs::handle_job(p.clone(), m),
@@ -185,6 +187,7 @@ impl Worker<'_> {
             let dead = broker.consume(
                 &topology.dead_queue,
                 DEAD_PREFETCH,
+                AckMode::Coalesced,
                 &stop,
                 &tracker,
                 move |m| jobs::handle_dead(p.clone(), m),

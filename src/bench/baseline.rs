@@ -8,7 +8,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     app,
-    broker::{Broker, Disposition},
+    broker::{AckMode, Broker, Disposition},
     config::Config,
     sender::Sender,
 };
@@ -26,6 +26,7 @@ pub async fn run(config: &Config, queue: &str, url: &str) -> anyhow::Result<()> 
         .consume(
             queue,
             config.amqp.prefetch,
+            AckMode::Each,
             &never,
             &tracker,
             move |message| {

@@ -1,6 +1,7 @@
 //! RabbitMQ: the one module that speaks lapin. Topology, publishing with confirms, and the
 //! consume loop that acks only once a handler reports a durable outcome.
 
+mod acks;
 mod job;
 mod message;
 mod publisher;
@@ -19,6 +20,7 @@ use lapin::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use acks::Acks;
 pub use job::{Job, JobError};
 pub use message::Message;
 pub use publisher::Publisher;
@@ -97,6 +99,7 @@ impl Broker {
         &self,
         queue: &str,
         prefetch: u16,
+        ack_mode: AckMode,
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
         handler: H,
@@ -117,6 +120,10 @@ impl Broker {
                 FieldTable::default(),
             )
             .await?;
+        let coalesced = match ack_mode {
+            AckMode::Coalesced => Some(Acks::start(tracker)),
+            AckMode::Each => None,
+        };
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => {
@@ -133,13 +140,17 @@ impl Broker {
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(BrokerError::ConsumerCancelled(queue.to_owned())),
             };
-            let acker = delivery.acker.clone();
+            let settler = Settler {
+                acker: delivery.acker.clone(),
+                tag: delivery.delivery_tag,
+                coalesced: coalesced.clone(),
+            };
             let message = Message::from(delivery);
             let handler = handler.clone();
             let shutdown = shutdown.clone();
             tracker.spawn(async move {
                 let disposition = handler(message).await;
-                settle(acker, disposition, &shutdown).await;
+                settler.settle(disposition, &shutdown).await;
             });
         }
     }
@@ -256,26 +267,44 @@ pub enum Disposition {
 /// Wait before handing back a message whose handling failed.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-async fn settle(acker: Acker, disposition: Disposition, shutdown: &CancellationToken) {
-    let settled = match disposition {
-        Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
-        Disposition::Retry => {
-            tokio::select! {
-                () = tokio::time::sleep(RETRY_PAUSE) => {}
-                () = shutdown.cancelled() => {}
-            }
-            acker
-                .nack(BasicNackOptions {
+/// How a consumer's acks reach the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// One `basic.ack` per message as its handler finishes (the benchmark's bare loop).
+    Each,
+    /// Coalesced per channel into `multiple` acks (see `acks`): the worker's consumers.
+    Coalesced,
+}
+
+/// Settles one delivery once its handler is done.
+struct Settler {
+    acker: Acker,
+    tag: u64,
+    coalesced: Option<Acks>,
+}
+
+impl Settler {
+    async fn settle(self, disposition: Disposition, shutdown: &CancellationToken) {
+        match disposition {
+            Disposition::Ack => match &self.coalesced {
+                Some(acks) => acks.ack(self.tag, self.acker),
+                None => acks::report(self.acker.ack(BasicAckOptions::default()).await),
+            },
+            Disposition::Retry => {
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY_PAUSE) => {}
+                    () = shutdown.cancelled() => {}
+                }
+                let requeue = BasicNackOptions {
                     requeue: true,
                     ..Default::default()
-                })
-                .await
+                };
+                acks::report(self.acker.nack(requeue).await);
+                // Only now, with the nack on the wire, may a `multiple` ack pass this tag.
+                if let Some(acks) = &self.coalesced {
+                    acks.nacked(self.tag);
+                }
+            }
         }
-    };
-    // A lost ack is safe: the broker redelivers and the dedupe check skips finished work.
-    match settled {
-        Ok(true) => {}
-        Ok(false) => tracing::debug!("ack not sent: channel gone, message will be redelivered"),
-        Err(e) => tracing::debug!(error = %e, "ack failed, message will be redelivered"),
     }
 }

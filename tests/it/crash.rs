@@ -4,7 +4,7 @@ use std::{process::Stdio, time::Duration};
 
 use serde_json::json;
 
-use crate::harness::{Reply, TestReceiver, TestWorker, wait_until};
+use crate::harness::{Reply, TestReceiver, TestWorker, queue_count, wait_until};
 
 #[tokio::test]
 async fn a_duplicate_publish_is_sent_with_the_same_webhook_id_and_logged_once() {
@@ -71,27 +71,6 @@ fn close_connections(prefix: &str) {
     }
 }
 
-/// Ready plus unacknowledged messages in `queue`.
-fn queue_depth(queue: &str) -> u64 {
-    let output = std::process::Command::new("rabbitmqctl")
-        .args([
-            "list_queues",
-            "--no-table-headers",
-            "--silent",
-            "name",
-            "messages",
-        ])
-        .output()
-        .expect("rabbitmqctl list_queues");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| {
-            let mut fields = line.split_whitespace();
-            (fields.next() == Some(queue)).then(|| fields.next()?.parse().ok())?
-        })
-        .expect("queue listed")
-}
-
 #[tokio::test]
 async fn a_connection_lost_before_the_ack_redelivers_without_a_second_post() {
     let mut config = crate::harness::test_config();
@@ -121,7 +100,7 @@ async fn a_connection_lost_before_the_ack_redelivers_without_a_second_post() {
     wait_until("the redelivered event to be consumed", || {
         let queue = events_queue.clone();
         async move {
-            let depth = tokio::task::spawn_blocking(move || queue_depth(&queue))
+            let depth = tokio::task::spawn_blocking(move || queue_count(&queue, "messages"))
                 .await
                 .expect("queue depth");
             (depth == 0).then_some(())

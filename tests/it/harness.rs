@@ -49,6 +49,28 @@ where
     }
 }
 
+/// One of `rabbitmqctl list_queues`' counters for `queue`: `messages` (ready plus
+/// unacknowledged), `messages_ready` or `messages_unacknowledged`.
+pub fn queue_count(queue: &str, counter: &str) -> u64 {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "--no-table-headers",
+            "--silent",
+            "name",
+            counter,
+        ])
+        .output()
+        .expect("rabbitmqctl list_queues");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some(queue)).then(|| fields.next()?.parse().ok())?
+        })
+        .expect("queue listed")
+}
+
 fn random_suffix() -> String {
     let n: u64 = rand::rng().random();
     format!("{n:016x}")

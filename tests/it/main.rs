@@ -2,6 +2,7 @@
 //! in-process with a random queue prefix, its own events exchange and its own database, and
 //! receives webhooks on real HTTP servers on 127.0.0.1. See `harness`.
 
+mod acks;
 mod api;
 mod crash;
 mod delivery;

@@ -1,0 +1,74 @@
+//! Coalesced acks, against the real broker: every settled message is acked, and a slow
+//! delivery does not hold back the acks of the messages behind it.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{Reply, TestReceiver, TestWorker, queue_count, test_config, wait_until};
+
+async fn count(queue: &str, counter: &'static str) -> u64 {
+    let queue = queue.to_owned();
+    tokio::task::spawn_blocking(move || queue_count(&queue, counter))
+        .await
+        .expect("rabbitmqctl")
+}
+
+#[tokio::test]
+async fn every_settled_message_is_acked_and_the_queue_drains() {
+    let mut worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_acks", &receiver.url(), &["deal.won"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+    let mut events = Vec::new();
+    for _ in 0..40 {
+        events.push(worker.publish("deal.won", "cmp_acks", json!({})).await.0);
+    }
+    for event in &events {
+        worker.wait_for_status(event, webhook_id, "succeeded").await;
+    }
+    let queue = worker.broker.topology().events_queue.clone();
+    // A `multiple` ack on a wrong tag would close the channel and hand the messages back.
+    wait_until("every event acked", || async {
+        (count(&queue, "messages").await == 0).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(
+        count(&queue, "messages").await,
+        0,
+        "nothing handed back at stop"
+    );
+    assert_eq!(receiver.received().len(), 40, "no event delivered twice");
+}
+
+#[tokio::test]
+async fn acks_behind_a_slow_delivery_go_out_while_it_is_in_flight() {
+    let mut config = test_config();
+    config.delivery.timeout = Duration::from_secs(15);
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    receiver.script([Reply::Slow(Duration::from_secs(8), 200)]);
+    worker
+        .create_webhook("cmp_acks_slow", &receiver.url(), &["deal.won"])
+        .await;
+    worker.publish("deal.won", "cmp_acks_slow", json!({})).await;
+    receiver.wait_for(1).await;
+    for _ in 0..20 {
+        worker.publish("deal.won", "cmp_acks_slow", json!({})).await;
+    }
+    receiver.wait_for(21).await;
+    let queue = worker.broker.topology().events_queue.clone();
+    // The first message's tag is still open, so no `multiple` ack can cover the twenty
+    // behind it; they are acked one by one instead of waiting the eight seconds.
+    wait_until("only the slow delivery unacked", || async {
+        (count(&queue, "messages_unacknowledged").await == 1).then_some(())
+    })
+    .await;
+    wait_until("the slow delivery acked too", || async {
+        (count(&queue, "messages").await == 0).then_some(())
+    })
+    .await;
+}
