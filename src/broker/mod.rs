@@ -149,7 +149,7 @@ impl Broker {
             let handler = handler.clone();
             let shutdown = shutdown.clone();
             tracker.spawn(async move {
-                let disposition = handler(message).await;
+                let disposition = settle_even_on_panic(handler(message)).await;
                 settler.settle(disposition, &shutdown).await;
             });
         }
@@ -266,6 +266,20 @@ pub enum Disposition {
 
 /// Wait before handing back a message whose handling failed.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// A handler that panics (a bug) hands its message back like any failure. Left unsettled, its
+/// delivery tag would stay open until the channel closes: its prefetch slot lost, and the ack
+/// coalescer, which can only pass settled tags, keeping every later tag in memory.
+async fn settle_even_on_panic(handling: impl Future<Output = Disposition>) -> Disposition {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(handling).catch_unwind().await {
+        Ok(disposition) => disposition,
+        Err(_) => {
+            tracing::error!("message handler panicked; handing the message back");
+            Disposition::Retry
+        }
+    }
+}
 
 /// How a consumer's acks reach the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

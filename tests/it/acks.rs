@@ -1,9 +1,17 @@
 //! Coalesced acks, against the real broker: every settled message is acked, and a slow
 //! delivery does not hold back the acks of the messages behind it.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use serde_json::json;
+use tesoro_webhooks::broker::{AckMode, Disposition};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::harness::{Reply, TestReceiver, TestWorker, queue_count, test_config, wait_until};
 
@@ -71,4 +79,60 @@ async fn acks_behind_a_slow_delivery_go_out_while_it_is_in_flight() {
         (count(&queue, "messages").await == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_hands_its_message_back() {
+    let worker = TestWorker::start().await;
+    let name = format!("{}.panic-tap", worker.config.amqp.prefix);
+    worker.broker.declare_tap(&name, &name).await.expect("tap");
+    for body in [&b"first"[..], b"second"] {
+        worker
+            .publisher()
+            .publish_raw(&name, "test", body)
+            .await
+            .expect("publish");
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let calls = calls.clone();
+        move |_message| {
+            let calls = calls.clone();
+            async move {
+                // A bug on the first message only.
+                assert_ne!(calls.fetch_add(1, Ordering::SeqCst), 0, "handler bug");
+                Disposition::Ack
+            }
+        }
+    };
+    let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let consuming = worker
+        .broker
+        .consume(&name, 10, AckMode::Coalesced, &stop, &tracker, handler);
+    // Unsettled, the first message would stay unacked until the channel closed, and never
+    // come back.
+    let settled = async {
+        wait_until("the first message handed back and redelivered", || async {
+            (calls.load(Ordering::SeqCst) >= 3).then_some(())
+        })
+        .await;
+        wait_until("both messages acked", || async {
+            (count(&name, "messages").await == 0).then_some(())
+        })
+        .await;
+    };
+    tokio::select! {
+        ended = consuming => panic!("consumer ended: {ended:?}"),
+        () = settled => {}
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "handled once more, no more"
+    );
+    worker
+        .broker
+        .delete_tap(&name, &name)
+        .await
+        .expect("delete tap");
 }
