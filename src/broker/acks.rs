@@ -39,9 +39,11 @@ pub(super) struct Acks {
 }
 
 impl Acks {
-    /// Starts the coalescer of one channel, whose delivery tags start at 1. It runs (on
-    /// `tracker`, so shutdown waits for it) until every `Acks` handle is dropped, then sends
-    /// what is left.
+    /// Starts the coalescer of one channel, whose delivery tags start at 1: a channel opened
+    /// once and never recovered in place (lapin's auto-recover, which would restart the tags
+    /// under the same channel, is off; a lost connection means a new channel and a new
+    /// coalescer). It runs (on `tracker`, so shutdown waits for it) until every `Acks` handle
+    /// is dropped, then sends what is left.
     pub(super) fn start(tracker: &TaskTracker) -> Self {
         let (queue, settled) = mpsc::unbounded_channel();
         tracker.spawn(run(settled));
@@ -79,7 +81,7 @@ async fn run(mut settled: mpsc::UnboundedReceiver<Settled>) {
             Settled::Ack(tag, acker) => window.ack(tag, acker, Instant::now()),
             Settled::Nacked(tag) => window.nacked(tag),
         }
-        if flush_at.is_none() && window.oldest().is_some() {
+        if flush_at.is_none() && window.has_pending() {
             flush_at = Some(Instant::now() + LINGER);
         }
     }
@@ -138,6 +140,10 @@ impl<A> AckWindow<A> {
     fn nacked(&mut self, tag: u64) {
         self.settled_ahead.insert(tag);
         self.advance_over_settled();
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// When the oldest unsent ack was decided.
