@@ -43,10 +43,13 @@ impl Acks {
     /// once and never recovered in place (lapin's auto-recover, which would restart the tags
     /// under the same channel, is off; a lost connection means a new channel and a new
     /// coalescer). It runs (on `tracker`, so shutdown waits for it) until every `Acks` handle
-    /// is dropped, then sends what is left.
-    pub(super) fn start(tracker: &TaskTracker) -> Self {
+    /// is dropped, then sends what is left, keeping `channel` open until it has.
+    pub(super) fn start(tracker: &TaskTracker, channel: lapin::Channel) -> Self {
         let (queue, settled) = mpsc::unbounded_channel();
-        tracker.spawn(run(settled));
+        tracker.spawn(async move {
+            run(settled).await;
+            drop(channel);
+        });
         Self { queue }
     }
 

@@ -121,13 +121,14 @@ impl Broker {
             )
             .await?;
         let coalesced = match ack_mode {
-            AckMode::Coalesced => Some(Acks::start(tracker)),
+            AckMode::Coalesced => Some(Acks::start(tracker, channel.clone())),
             AckMode::Each => None,
         };
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => {
-                    // Stop new deliveries; in-flight handlers still ack on this channel.
+                    // Stop new deliveries; in-flight handlers still ack on this channel, which
+                    // their settlers keep open.
                     let _ = channel
                         .basic_cancel(consumer.tag(), BasicCancelOptions::default())
                         .await;
@@ -144,6 +145,7 @@ impl Broker {
                 acker: delivery.acker.clone(),
                 tag: delivery.delivery_tag,
                 coalesced: coalesced.clone(),
+                _channel: channel.clone(),
             };
             let message = Message::from(delivery);
             let handler = handler.clone();
@@ -295,6 +297,10 @@ struct Settler {
     acker: Acker,
     tag: u64,
     coalesced: Option<Acks>,
+    /// lapin closes a channel when its last handle is dropped, and `consume` returns on
+    /// shutdown while handlers are still running: without this handle the channel closed
+    /// under them and every message in flight at a graceful stop was handed back.
+    _channel: lapin::Channel,
 }
 
 impl Settler {

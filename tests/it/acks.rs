@@ -136,3 +136,25 @@ async fn a_panicking_handler_hands_its_message_back() {
         .await
         .expect("delete tap");
 }
+
+#[tokio::test]
+async fn messages_in_flight_at_a_graceful_stop_are_acked_not_handed_back() {
+    let mut worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    receiver.set_default(Reply::Slow(Duration::from_millis(1500), 200));
+    worker
+        .create_webhook("cmp_acks_stop", &receiver.url(), &["deal.won"])
+        .await;
+    for _ in 0..5 {
+        worker.publish("deal.won", "cmp_acks_stop", json!({})).await;
+    }
+    receiver.wait_for(5).await;
+    // Every attempt is in flight: the stop lets them finish, record, and ack.
+    worker.stop().await;
+    let queue = worker.broker.topology().events_queue.clone();
+    // The worker's connection is closed: anything it left unacked is back in the queue.
+    assert!(
+        worker.fetch(&queue).await.is_none(),
+        "a message was handed back"
+    );
+}
