@@ -44,9 +44,9 @@ async fn every_settled_message_is_acked_and_the_queue_drains() {
     })
     .await;
     worker.stop().await;
-    assert_eq!(
-        count(&queue, "messages").await,
-        0,
+    // rabbitmqctl's counters lag; a basic.get does not.
+    assert!(
+        worker.fetch(&queue).await.is_none(),
         "nothing handed back at stop"
     );
     assert_eq!(receiver.received().len(), 40, "no event delivered twice");
