@@ -48,3 +48,56 @@ async fn attempt_headers_are_stored_as_json_text() {
         .collect();
     assert_eq!(types, ["json", "json"]);
 }
+
+/// An attempt is found by (delivery_id, attempt_number); `id` is only a paging cursor, served
+/// by attempts_webhook_idx. An index on `id` alone would be one more insert per attempt.
+#[tokio::test]
+async fn attempts_are_keyed_by_delivery_and_number_with_no_index_on_id_alone() {
+    let db = TestDatabase::create().await;
+    let definitions: Vec<String> = db
+        .db
+        .query(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'attempts' ORDER BY indexname",
+            &[],
+        )
+        .await
+        .expect("pg_indexes")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        definitions.iter().all(|d| !d.ends_with("(id)")),
+        "no index on attempts (id): {definitions:?}"
+    );
+    assert!(
+        definitions
+            .iter()
+            .any(|d| d.starts_with("CREATE UNIQUE INDEX attempts_pkey")
+                && d.ends_with("(delivery_id, attempt_number)")),
+        "the primary key is (delivery_id, attempt_number): {definitions:?}"
+    );
+}
+
+/// Ids are compared byte by byte ("C" collation), not through the locale, in the indexes every
+/// batch of outcomes inserts into.
+#[tokio::test]
+async fn id_columns_use_the_c_collation() {
+    let db = TestDatabase::create().await;
+    let rows = db
+        .db
+        .query(
+            "SELECT table_name::text, column_name::text, collation_name::text
+             FROM information_schema.columns
+             WHERE (table_name, column_name) IN
+                 (('events', 'id'), ('deliveries', 'event_id'), ('deliveries', 'company_id'))",
+            &[],
+        )
+        .await
+        .expect("columns");
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let (table, column, collation): (String, String, Option<String>) =
+            (row.get(0), row.get(1), row.get(2));
+        assert_eq!(collation.as_deref(), Some("C"), "{table}.{column}");
+    }
+}
