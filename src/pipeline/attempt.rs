@@ -260,7 +260,11 @@ fn to_record(job: &Job, webhook: &Webhook, result: AttemptResult) -> AttemptReco
         Some((kind, message)) => (Some(kind), Some(message)),
         None => (None, None),
     };
-    let response = result.response;
+    let (response_status, response_headers, response_body, response_body_truncated) =
+        match result.response {
+            Some(r) => (Some(r.status), Some(r.headers), Some(r.body), r.truncated),
+            None => (None, None, None, false),
+        };
     AttemptRecord {
         delivery_id: job.delivery_id,
         webhook_id: webhook.id,
@@ -269,10 +273,10 @@ fn to_record(job: &Job, webhook: &Webhook, result: AttemptResult) -> AttemptReco
         attempted_at: result.started_at,
         duration: result.duration,
         request_headers: result.request_headers,
-        response_status: response.as_ref().map(|r| r.status),
-        response_body_truncated: response.as_ref().is_some_and(|r| r.truncated),
-        response_headers: response.as_ref().map(|r| r.headers.clone()),
-        response_body: response.map(|r| r.body),
+        response_status,
+        response_body_truncated,
+        response_headers,
+        response_body,
         error_kind,
         error_message,
     }

@@ -36,7 +36,8 @@ pub struct AttemptRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct AttemptResponse {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    /// As the attempt log keeps them: see [`headers_json`].
+    pub headers: String,
     pub body: Vec<u8>,
     pub truncated: bool,
 }
@@ -45,7 +46,8 @@ pub struct AttemptResponse {
 pub struct AttemptResult {
     pub started_at: OffsetDateTime,
     pub duration: Duration,
-    pub request_headers: Vec<(String, String)>,
+    /// As the attempt log keeps them: see [`headers_json`].
+    pub request_headers: String,
     pub response: Option<AttemptResponse>,
     /// Set when no response status arrived in time; the message is the cause chain.
     pub failure: Option<(FailureKind, String)>,
@@ -103,7 +105,7 @@ impl Sender {
         let started_at = OffsetDateTime::now_utc();
         let clock = std::time::Instant::now();
         let headers = signed_headers(&request, started_at.unix_timestamp());
-        let request_headers = header_pairs(&headers);
+        let request_headers = headers_json(&headers);
         let mut result = AttemptResult {
             started_at,
             duration: Duration::ZERO,
@@ -151,7 +153,7 @@ impl Sender {
     /// Reads the response body up to the cap; the rest is discarded unread.
     async fn capture(&self, mut response: reqwest::Response) -> AttemptResponse {
         let status = response.status().as_u16();
-        let headers = header_pairs(response.headers());
+        let headers = headers_json(response.headers());
         let mut body = Vec::new();
         let mut truncated = false;
         loop {
@@ -207,16 +209,22 @@ fn signed_headers(request: &AttemptRequest<'_>, timestamp: i64) -> HeaderMap {
     headers
 }
 
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+/// Headers as the attempt log keeps them: a JSON array of `[name, value]` pairs, in order,
+/// written straight from the map (no string pair per header on the way). A value that is not
+/// UTF-8 is kept lossily.
+pub fn headers_json(headers: &HeaderMap) -> String {
+    struct Pairs<'a>(&'a HeaderMap);
+    impl serde::Serialize for Pairs<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_seq(
+                self.0.iter().map(|(name, value)| {
+                    (name.as_str(), String::from_utf8_lossy(value.as_bytes()))
+                }),
             )
-        })
-        .collect()
+        }
+    }
+    // Serializing strings into a String cannot fail.
+    serde_json::to_string(&Pairs(headers)).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// Maps a transport error to its kind by type, walking the cause chain.
@@ -270,4 +278,32 @@ fn error_chain(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_json_is_an_array_of_name_value_pairs_in_order() {
+        let mut headers = HeaderMap::new();
+        headers.insert("webhook-id", HeaderValue::from_static("evt_1"));
+        headers.append("x-quoted", HeaderValue::from_static("say \"hi\""));
+        headers.append("x-quoted", HeaderValue::from_static("twice"));
+        headers.insert(
+            "x-binary",
+            HeaderValue::from_bytes(b"caf\xe9").expect("obs-text is a valid header value"),
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&headers_json(&headers)).expect("valid JSON");
+        assert_eq!(
+            json,
+            serde_json::json!([
+                ["webhook-id", "evt_1"],
+                ["x-quoted", "say \"hi\""],
+                ["x-quoted", "twice"],
+                ["x-binary", "caf\u{fffd}"],
+            ])
+        );
+    }
 }

@@ -5,8 +5,6 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use tokio_postgres::types::Json;
-
 use super::{AttemptRecord, DeliveryStatus, Storage, StorageError};
 use crate::{
     domain::{DeliveryId, WebhookId},
@@ -93,7 +91,8 @@ INSERT INTO attempts (delivery_id, webhook_id, attempt_number, trigger, attempte
 SELECT u.* FROM (
     SELECT unnest($16::uuid[]) AS delivery_id, unnest($17::uuid[]), unnest($18::int4[]),
         unnest($19::text[]), unnest($20::timestamptz[]), unnest($21::int4[]),
-        unnest($22::json[]), unnest($23::int4[]), unnest($24::json[]), unnest($25::bytea[]),
+        unnest($22::text[])::json, unnest($23::int4[]), unnest($24::text[])::json,
+        unnest($25::bytea[]),
         unnest($26::bool[]), unnest($27::text[]), unnest($28::text[])
 ) AS u
 JOIN written ON written.id = u.delivery_id
@@ -242,9 +241,6 @@ impl<'a> DeliveryColumns<'a> {
     }
 }
 
-/// Headers as `[[name, value], ...]`, serialized straight from the pairs (no JSON tree).
-type HeadersJson<'a> = Json<&'a [(String, String)]>;
-
 /// The attempts of a batch, as columns.
 struct AttemptColumns<'a> {
     deliveries: Vec<Uuid>,
@@ -253,9 +249,10 @@ struct AttemptColumns<'a> {
     triggers: Vec<&'static str>,
     times: Vec<OffsetDateTime>,
     durations: Vec<i32>,
-    request_headers: Vec<HeadersJson<'a>>,
+    /// JSON text, sent as text: PostgreSQL checks it as it casts it to `json`.
+    request_headers: Vec<&'a str>,
     statuses: Vec<Option<i32>>,
-    response_headers: Vec<Option<HeadersJson<'a>>>,
+    response_headers: Vec<Option<&'a str>>,
     bodies: Vec<Option<&'a [u8]>>,
     truncated: Vec<bool>,
     kinds: Vec<Option<&'static str>>,
@@ -279,7 +276,7 @@ impl<'a> AttemptColumns<'a> {
                 .collect(),
             request_headers: attempts
                 .iter()
-                .map(|a| Json(a.request_headers.as_slice()))
+                .map(|a| a.request_headers.as_str())
                 .collect(),
             statuses: attempts
                 .iter()
@@ -287,7 +284,7 @@ impl<'a> AttemptColumns<'a> {
                 .collect(),
             response_headers: attempts
                 .iter()
-                .map(|a| a.response_headers.as_deref().map(Json))
+                .map(|a| a.response_headers.as_deref())
                 .collect(),
             bodies: attempts
                 .iter()

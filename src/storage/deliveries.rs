@@ -95,9 +95,11 @@ pub struct AttemptRecord {
     pub trigger: Trigger,
     pub attempted_at: OffsetDateTime,
     pub duration: Duration,
-    pub request_headers: Vec<(String, String)>,
+    /// JSON: an array of `[name, value]` pairs.
+    pub request_headers: String,
     pub response_status: Option<u16>,
-    pub response_headers: Option<Vec<(String, String)>>,
+    /// JSON, as `request_headers`.
+    pub response_headers: Option<String>,
     pub response_body: Option<Vec<u8>>,
     pub response_body_truncated: bool,
     pub error_kind: Option<FailureKind>,
