@@ -7,7 +7,7 @@ mod resolver;
 use std::{error::Error as _, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use time::OffsetDateTime;
 
 use crate::{
@@ -184,29 +184,36 @@ impl Sender {
     }
 }
 
+/// Header names built once: a name made from a `&str` is copied into a fresh buffer on every
+/// insert, a static one is not.
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const TESORO_EVENT: HeaderName = HeaderName::from_static("x-tesoro-event");
+const TESORO_ATTEMPT: HeaderName = HeaderName::from_static("x-tesoro-attempt");
+
 /// The Standard Webhooks headers plus our informational ones.
 fn signed_headers(request: &AttemptRequest<'_>, timestamp: i64) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(7);
-    let mut put = |name: &'static str, value: &str| {
-        // Ids were validated as printable when parsed; a value that still fails is skipped
-        // rather than sent malformed.
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
-    };
-    put("webhook-id", request.event_id.as_str());
-    put("webhook-timestamp", &timestamp.to_string());
+    put_text(&mut headers, WEBHOOK_ID, request.event_id.as_str());
+    headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
     if let Some(secret) = request.secret {
-        put(
-            "webhook-signature",
-            &signing::sign(secret, request.event_id.as_str(), timestamp, &request.body),
-        );
+        let signature = signing::sign(secret, request.event_id.as_str(), timestamp, &request.body);
+        put_text(&mut headers, WEBHOOK_SIGNATURE, &signature);
     }
-    put("x-tesoro-event", request.event_type);
-    put("x-tesoro-attempt", &request.attempt_number.to_string());
+    put_text(&mut headers, TESORO_EVENT, request.event_type);
+    headers.insert(TESORO_ATTEMPT, HeaderValue::from(request.attempt_number));
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
     headers
+}
+
+/// Ids were validated as printable when parsed; a value that still fails is skipped rather than
+/// sent malformed.
+fn put_text(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
 }
 
 /// Headers as the attempt log keeps them: a JSON array of `[name, value]` pairs, in order,
