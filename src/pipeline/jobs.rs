@@ -12,8 +12,8 @@ use crate::{
     metrics,
 };
 
-/// A job whose delivery row is still missing after this many deliveries is not waiting for a
-/// batch commit: it names a delivery that was never recorded, and is moved aside.
+/// A job whose delivery row, or the attempt before its own, is still missing after this many
+/// deliveries is not waiting for a batch commit: it is moved aside.
 const MAX_WAITS_FOR_ROW: u32 = 5;
 
 pub async fn handle_job(pipeline: Arc<Pipeline>, message: Message) -> Disposition {
@@ -27,7 +27,10 @@ pub async fn handle_job(pipeline: Arc<Pipeline>, message: Message) -> Dispositio
     };
     match run_job(&pipeline, &job, message.body.clone()).await {
         Err(PipelineError::NotYetRecorded) if message.delivery_count() >= MAX_WAITS_FOR_ROW => {
-            let reason = format!("delivery {} was never recorded", job.delivery_id);
+            let reason = format!(
+                "delivery {} was never recorded up to the attempt before attempt {}",
+                job.delivery_id, job.attempt
+            );
             pipeline
                 .quarantine(&message, "unknown_delivery", &reason)
                 .await
@@ -47,8 +50,15 @@ async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(
         tracing::info!(delivery = %job.delivery_id, "job for a deleted webhook dropped");
         return Ok(());
     };
+    // A failed attempt publishes the next job before its own outcome is committed: a job that
+    // outruns that commit (a tier shorter than a batch's gathering and commit) finds fewer
+    // attempts than it follows, and waits for them as for a missing row. Skipping it as
+    // stale would lose the retry.
+    if target.attempt_count + 1 < job.attempt {
+        return Err(PipelineError::NotYetRecorded);
+    }
     // A job runs only as the very next attempt: a redelivered or duplicated job, or one
-    // overtaken by another, finds a different count and is skipped.
+    // overtaken by another, finds as many attempts as it would make, or more, and is skipped.
     if target.attempt_count + 1 != job.attempt {
         tracing::debug!(
             delivery = %job.delivery_id,

@@ -52,7 +52,8 @@ pub enum PipelineError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Record(#[from] RecordError),
-    /// A job arrived before its delivery's row was committed; it is handed back to wait.
+    /// A job arrived before its delivery's row, or the attempt before its own, was committed;
+    /// it is handed back to wait.
     #[error("the delivery of this job is not recorded yet")]
     NotYetRecorded,
 }

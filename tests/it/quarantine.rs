@@ -160,3 +160,63 @@ async fn unusable_delivery_jobs_are_quarantined() {
     assert!(reasons[1].starts_with("unknown_delivery"), "{reasons:?}");
     assert!(receiver.received().is_empty());
 }
+
+/// A failed attempt publishes its next job before its own outcome is committed. A job that
+/// finds fewer attempts recorded than it follows must wait for them (and be moved aside if they
+/// never come), not be acked as a stale duplicate: that would lose the retry for good.
+#[tokio::test]
+async fn a_job_ahead_of_the_recorded_attempts_waits_instead_of_being_dropped() {
+    use tesoro_webhooks::{
+        broker::Job,
+        domain::{DeliveryId, EventId, WebhookId},
+        storage::Trigger,
+    };
+    let worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_ahead", &receiver.url(), &["deal.won"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+    let (event_id, body) = worker
+        .publish("deal.won", "cmp_ahead", json!({"id": "deal_1"}))
+        .await;
+    let recorded = worker
+        .wait_for_status(&event_id, webhook_id, "succeeded")
+        .await;
+    assert_eq!(recorded, 1);
+    let delivery_id: uuid::Uuid = worker
+        .db
+        .query_one(
+            "SELECT id FROM deliveries WHERE event_id = $1",
+            &[&event_id],
+        )
+        .await
+        .expect("delivery")
+        .get(0);
+
+    // As if attempt 2 had been made and had published its job for attempt 3, with attempt 2's
+    // outcome not committed yet (here it never will be).
+    let job = Job {
+        delivery_id: DeliveryId(delivery_id),
+        webhook_id: WebhookId::parse(webhook_id).expect("uuid"),
+        event_id: EventId::parse(&event_id).expect("id"),
+        event_type: "deal.won".into(),
+        attempt: 3,
+        series_attempt: 3,
+        trigger: Trigger::Automatic,
+    };
+    worker
+        .publisher()
+        .enqueue(&job, &body)
+        .await
+        .expect("enqueue");
+
+    let quarantine = worker.broker.topology().quarantine_queue.clone();
+    let message = wait_until("the waiting job to be moved aside", || {
+        worker.fetch(&quarantine)
+    })
+    .await;
+    let reason = message.reason().expect("reason");
+    assert!(reason.starts_with("unknown_delivery"), "{reason}");
+    assert_eq!(receiver.received().len(), 1, "no attempt made out of turn");
+}
