@@ -115,8 +115,10 @@ async fn a_connection_lost_before_the_ack_redelivers_without_a_second_post() {
 async fn kill_dash_nine_mid_stream_then_restart_delivers_every_event() {
     let mut worker = TestWorker::start_process(crate::harness::test_config()).await;
     let receiver = TestReceiver::start().await;
-    // A little latency per request keeps deliveries in flight when the process dies.
-    receiver.set_default(Reply::Slow(Duration::from_millis(50), 200));
+    // Latency per request keeps deliveries in flight when the process dies, and keeps the
+    // worker (32 attempts in flight to one endpoint: at most 128 deliveries/s) well behind the
+    // publishing of 400 events, however slowly a loaded machine confirms those publishes.
+    receiver.set_default(Reply::Slow(Duration::from_millis(250), 200));
     let webhook = worker
         .create_webhook("cmp_kill", &receiver.url(), &["deal.*"])
         .await;
