@@ -2,6 +2,11 @@
 //! block the valid events behind them.
 
 use serde_json::json;
+use tesoro_webhooks::{
+    broker::Job,
+    domain::{DeliveryId, EventId, WebhookId},
+    storage::Trigger,
+};
 
 use crate::harness::{TestReceiver, TestWorker, wait_until};
 
@@ -112,11 +117,6 @@ async fn quarantine_commands_list_requeue_and_drop() {
 
 #[tokio::test]
 async fn unusable_delivery_jobs_are_quarantined() {
-    use tesoro_webhooks::{
-        broker::Job,
-        domain::{DeliveryId, EventId, WebhookId},
-        storage::Trigger,
-    };
     let worker = TestWorker::start().await;
     let receiver = TestReceiver::start().await;
     let webhook = worker
@@ -166,11 +166,6 @@ async fn unusable_delivery_jobs_are_quarantined() {
 /// never come), not be acked as a stale duplicate: that would lose the retry for good.
 #[tokio::test]
 async fn a_job_ahead_of_the_recorded_attempts_waits_instead_of_being_dropped() {
-    use tesoro_webhooks::{
-        broker::Job,
-        domain::{DeliveryId, EventId, WebhookId},
-        storage::Trigger,
-    };
     let worker = TestWorker::start().await;
     let receiver = TestReceiver::start().await;
     let webhook = worker
