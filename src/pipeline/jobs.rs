@@ -1,6 +1,6 @@
 //! The deliveries queue (retry and manual jobs) and the dead-letter queue (Failed state).
 
-use std::sync::Arc;
+use std::{cmp::Ordering, sync::Arc};
 
 use super::{
     Pipeline, PipelineError,
@@ -14,7 +14,7 @@ use crate::{
 
 /// A job whose delivery row, or the attempt before its own, is still missing after this many
 /// deliveries is not waiting for a batch commit: it is moved aside.
-const MAX_WAITS_FOR_ROW: u32 = 5;
+const MAX_WAITS_FOR_RECORD: u32 = 5;
 
 pub async fn handle_job(pipeline: Arc<Pipeline>, message: Message) -> Disposition {
     let job = match message.job() {
@@ -26,7 +26,7 @@ pub async fn handle_job(pipeline: Arc<Pipeline>, message: Message) -> Dispositio
         }
     };
     match run_job(&pipeline, &job, message.body.clone()).await {
-        Err(PipelineError::NotYetRecorded) if message.delivery_count() >= MAX_WAITS_FOR_ROW => {
+        Err(PipelineError::NotYetRecorded) if message.delivery_count() >= MAX_WAITS_FOR_RECORD => {
             let reason = format!(
                 "delivery {} was never recorded up to the attempt before attempt {}",
                 job.delivery_id, job.attempt
@@ -50,24 +50,24 @@ async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(
         tracing::info!(delivery = %job.delivery_id, "job for a deleted webhook dropped");
         return Ok(());
     };
-    // A failed attempt publishes the next job before its own outcome is committed: a job that
-    // outruns that commit (a tier shorter than a batch's gathering and commit) finds fewer
-    // attempts than it follows, and waits for them as for a missing row. Skipping it as
-    // stale would lose the retry.
-    if target.attempt_count + 1 < job.attempt {
-        return Err(PipelineError::NotYetRecorded);
-    }
-    // A job runs only as the very next attempt: a redelivered or duplicated job, or one
-    // overtaken by another, finds as many attempts as it would make, or more, and is skipped.
-    if target.attempt_count + 1 != job.attempt {
-        tracing::debug!(
-            delivery = %job.delivery_id,
-            job_attempt = job.attempt,
-            recorded = target.attempt_count,
-            "stale job skipped"
-        );
-        metrics::count(metrics::STALE_JOBS);
-        return Ok(());
+    // A job runs only as the very next attempt.
+    match (target.attempt_count + 1).cmp(&job.attempt) {
+        Ordering::Equal => {}
+        // A failed attempt publishes the next job before its own outcome is committed: a job
+        // that outruns that commit (a tier shorter than a batch's gathering and commit) waits
+        // for it as for a missing row. Skipping it as stale would lose the retry.
+        Ordering::Less => return Err(PipelineError::NotYetRecorded),
+        // A redelivered or duplicated job, or one overtaken by another.
+        Ordering::Greater => {
+            tracing::debug!(
+                delivery = %job.delivery_id,
+                job_attempt = job.attempt,
+                recorded = target.attempt_count,
+                "stale job skipped"
+            );
+            metrics::count(metrics::STALE_JOBS);
+            return Ok(());
+        }
     }
     if !target.webhook.enabled {
         pipeline

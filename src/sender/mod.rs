@@ -36,7 +36,7 @@ pub struct AttemptRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct AttemptResponse {
     pub status: u16,
-    /// As the attempt log keeps them: see [`headers_json`].
+    /// As the attempt log keeps them: see `headers_json`.
     pub headers: String,
     pub body: Vec<u8>,
     pub truncated: bool,
@@ -46,7 +46,7 @@ pub struct AttemptResponse {
 pub struct AttemptResult {
     pub started_at: OffsetDateTime,
     pub duration: Duration,
-    /// As the attempt log keeps them: see [`headers_json`].
+    /// As the attempt log keeps them: see `headers_json`.
     pub request_headers: String,
     pub response: Option<AttemptResponse>,
     /// Set when no response status arrived in time; the message is the cause chain.
@@ -219,7 +219,7 @@ fn put_text(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 /// Headers as the attempt log keeps them: a JSON array of `[name, value]` pairs, in order,
 /// written straight from the map (no string pair per header on the way). A value that is not
 /// UTF-8 is kept lossily.
-pub fn headers_json(headers: &HeaderMap) -> String {
+fn headers_json(headers: &HeaderMap) -> String {
     struct Pairs<'a>(&'a HeaderMap);
     impl serde::Serialize for Pairs<'_> {
         fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

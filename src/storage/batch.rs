@@ -92,8 +92,7 @@ SELECT u.* FROM (
     SELECT unnest($16::uuid[]) AS delivery_id, unnest($17::uuid[]), unnest($18::int4[]),
         unnest($19::text[]), unnest($20::timestamptz[]), unnest($21::int4[]),
         unnest($22::text[])::json, unnest($23::int4[]), unnest($24::text[])::json,
-        unnest($25::bytea[]),
-        unnest($26::bool[]), unnest($27::text[]), unnest($28::text[])
+        unnest($25::bytea[]), unnest($26::bool[]), unnest($27::text[]), unnest($28::text[])
 ) AS u
 JOIN written ON written.id = u.delivery_id
 ON CONFLICT (delivery_id, attempt_number) DO NOTHING";

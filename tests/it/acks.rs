@@ -15,13 +15,6 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::harness::{Reply, TestReceiver, TestWorker, queue_count, test_config, wait_until};
 
-async fn count(queue: &str, counter: &'static str) -> u64 {
-    let queue = queue.to_owned();
-    tokio::task::spawn_blocking(move || queue_count(&queue, counter))
-        .await
-        .expect("rabbitmqctl")
-}
-
 #[tokio::test]
 async fn every_settled_message_is_acked_and_the_queue_drains() {
     let mut worker = TestWorker::start().await;
@@ -40,7 +33,7 @@ async fn every_settled_message_is_acked_and_the_queue_drains() {
     let queue = worker.broker.topology().events_queue.clone();
     // A `multiple` ack on a wrong tag would close the channel and hand the messages back.
     wait_until("every event acked", || async {
-        (count(&queue, "messages").await == 0).then_some(())
+        (queue_count(&queue, "messages").await == 0).then_some(())
     })
     .await;
     worker.stop().await;
@@ -72,11 +65,11 @@ async fn acks_behind_a_slow_delivery_go_out_while_it_is_in_flight() {
     // The first message's tag is still open, so no `multiple` ack can cover the twenty
     // behind it; they are acked one by one instead of waiting the eight seconds.
     wait_until("only the slow delivery unacked", || async {
-        (count(&queue, "messages_unacknowledged").await == 1).then_some(())
+        (queue_count(&queue, "messages_unacknowledged").await == 1).then_some(())
     })
     .await;
     wait_until("the slow delivery acked too", || async {
-        (count(&queue, "messages").await == 0).then_some(())
+        (queue_count(&queue, "messages").await == 0).then_some(())
     })
     .await;
 }
@@ -117,7 +110,7 @@ async fn a_panicking_handler_hands_its_message_back() {
         })
         .await;
         wait_until("both messages acked", || async {
-            (count(&name, "messages").await == 0).then_some(())
+            (queue_count(&name, "messages").await == 0).then_some(())
         })
         .await;
     };

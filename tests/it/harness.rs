@@ -50,8 +50,16 @@ where
 }
 
 /// One of `rabbitmqctl list_queues`' counters for `queue`: `messages` (ready plus
-/// unacknowledged), `messages_ready` or `messages_unacknowledged`.
-pub fn queue_count(queue: &str, counter: &str) -> u64 {
+/// unacknowledged), `messages_ready` or `messages_unacknowledged`. rabbitmqctl blocks for a
+/// second or so, so it runs off the runtime's threads.
+pub async fn queue_count(queue: &str, counter: &'static str) -> u64 {
+    let queue = queue.to_owned();
+    tokio::task::spawn_blocking(move || rabbitmqctl_queue_count(&queue, counter))
+        .await
+        .expect("rabbitmqctl")
+}
+
+fn rabbitmqctl_queue_count(queue: &str, counter: &str) -> u64 {
     let output = std::process::Command::new("rabbitmqctl")
         .args([
             "list_queues",
