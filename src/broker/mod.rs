@@ -7,11 +7,15 @@ mod message;
 mod publisher;
 mod topology;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use futures_util::StreamExt;
 use lapin::{
-    Acker, Connection, ConnectionProperties,
+    Acker, Channel, Connection, ConnectionProperties,
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
         BasicNackOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
@@ -44,6 +48,11 @@ pub enum BrokerError {
 pub struct Broker {
     connection: Connection,
     topology: Arc<Topology>,
+    /// Channels that outlive the call that opened them (consumers, publishers), closed by
+    /// `close` before the connection. Left to lapin, dropping a channel's last handle queues
+    /// its close, which can then run after the connection began closing; lapin reports that
+    /// as a connection error, logged at ERROR on every graceful stop.
+    open_channels: Mutex<Vec<Channel>>,
 }
 
 impl Broker {
@@ -55,7 +64,18 @@ impl Broker {
         Ok(Self {
             connection,
             topology: Arc::new(topology),
+            open_channels: Mutex::new(Vec::new()),
         })
+    }
+
+    /// A channel that `close` will close before the connection.
+    async fn open_channel(&self) -> Result<Channel, BrokerError> {
+        let channel = self.connection.create_channel().await?;
+        self.open_channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(channel.clone());
+        Ok(channel)
     }
 
     pub fn topology(&self) -> &Topology {
@@ -82,7 +102,7 @@ impl Broker {
     /// A publisher on its own confirm-mode channel, kept apart from consumer channels so a
     /// publishing error cannot close a consumer.
     pub async fn publisher(&self) -> Result<Publisher, BrokerError> {
-        let channel = self.connection.create_channel().await?;
+        let channel = self.open_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
@@ -108,7 +128,7 @@ impl Broker {
         H: Fn(Message) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Disposition> + Send + 'static,
     {
-        let channel = self.connection.create_channel().await?;
+        let channel = self.open_channel().await?;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
@@ -251,7 +271,20 @@ impl Broker {
         Ok(moved)
     }
 
+    /// Closes the long-lived channels, then the connection. Call it once their users are
+    /// done: a consumer's in-flight handlers still ack on its channel.
     pub async fn close(&self) {
+        let channels = std::mem::take(
+            &mut *self
+                .open_channels
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for channel in channels {
+            if channel.status().connected() {
+                let _ = channel.close(200, "shutdown".into()).await;
+            }
+        }
         let _ = self.connection.close(200, "shutdown".into()).await;
     }
 }

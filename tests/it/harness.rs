@@ -113,11 +113,14 @@ pub struct TestWorker {
     process: Option<WorkerProcess>,
 }
 
-/// The worker binary in a child process, for tests that kill it.
+/// The worker binary in a child process, for tests that kill or stop it.
 pub struct WorkerProcess {
     child: std::process::Child,
     /// Deleted when dropped, so it lives as long as the process that reads it.
     _config_file: tempfile::TempPath,
+    /// Its stderr (the log, at warn level): a file, which never blocks the writer as an
+    /// unread pipe would.
+    log: tempfile::NamedTempFile,
 }
 
 impl TestWorker {
@@ -336,18 +339,20 @@ pub struct CliOutput {
 impl WorkerProcess {
     fn spawn(config: &Config, port: u16) -> Self {
         let config_file = config_file(config, port);
+        let log = tempfile::NamedTempFile::new().expect("log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
             .arg("run")
             .arg("--config")
             .arg(&config_file)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log.reopen().expect("log file handle"))
             .spawn()
             .expect("spawn worker binary");
         Self {
             child,
             _config_file: config_file,
+            log,
         }
     }
 }
@@ -376,6 +381,24 @@ impl TestWorker {
         let process = self.process.as_mut().expect("a process worker");
         process.child.kill().expect("kill -9");
         process.child.wait().expect("reap");
+    }
+
+    /// SIGTERM the worker process, as a deploy does; waits for it to exit. Returns its exit
+    /// status and what it logged.
+    pub async fn terminate_process(&mut self) -> (std::process::ExitStatus, String) {
+        let process = self.process.as_mut().expect("a process worker");
+        let signalled = std::process::Command::new("kill")
+            .args(["-TERM", &process.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(signalled.success(), "kill -TERM failed");
+        let status = wait_until("the worker process to exit", || {
+            let exited = process.child.try_wait().expect("poll the worker process");
+            async move { exited }
+        })
+        .await;
+        let log = std::fs::read_to_string(process.log.path()).expect("read the worker log");
+        (status, log)
     }
 
     /// Starts the binary again with the same configuration and port.

@@ -12,3 +12,4 @@ mod quarantine;
 mod recovery;
 mod retries;
 mod schema;
+mod stop;

@@ -1,0 +1,28 @@
+//! A graceful stop: on SIGTERM the worker binary finishes its work and exits 0, logging nothing
+//! at error level, so a routine deploy never looks like an incident.
+
+use serde_json::json;
+
+use crate::harness::{TestReceiver, TestWorker, test_config};
+
+#[tokio::test]
+async fn sigterm_ends_the_worker_with_success_and_no_error_logged() {
+    let mut worker = TestWorker::start_process(test_config()).await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_stop", &receiver.url(), &["deal.won"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+    // One delivery first, so the consumers, the ack coalescer and the publisher are all in use.
+    let (event_id, _) = worker.publish("deal.won", "cmp_stop", json!({})).await;
+    worker
+        .wait_for_status(&event_id, webhook_id, "succeeded")
+        .await;
+
+    let (status, log) = worker.terminate_process().await;
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    assert!(
+        !log.contains("ERROR"),
+        "a graceful stop logged an error:\n{log}"
+    );
+}
