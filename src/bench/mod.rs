@@ -128,6 +128,7 @@ pub async fn run(
         .await;
     let _ = broker.delete_topology(true).await;
     broker.close().await;
+    storage.close();
     let _ = storage::drop_database(&setup.config.database.url).await;
     let report = result?;
     if args.json {

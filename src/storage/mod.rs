@@ -85,6 +85,12 @@ impl Storage {
         Self::open_pool(config, config.pool_size, PlanCache::Adaptive)
     }
 
+    /// Ends the pooled connections that are idle (the rest end when returned), so a database
+    /// dropped next does not terminate them mid-session (which each reports as an error).
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
     /// A pool of `connections` for the recorder's batch statement alone, planned once per
     /// connection.
     fn open_for_batches(config: &DatabaseConfig, connections: usize) -> Result<Self, StorageError> {
