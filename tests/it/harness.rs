@@ -118,7 +118,7 @@ pub struct WorkerProcess {
     child: std::process::Child,
     /// Deleted when dropped, so it lives as long as the process that reads it.
     _config_file: tempfile::TempPath,
-    /// Its stderr (the log, at warn level): a file, which never blocks the writer as an
+    /// Its stderr (the log, at info level): a file, which never blocks the writer as an
     /// unread pipe would.
     log: tempfile::NamedTempFile,
 }
@@ -344,7 +344,7 @@ impl WorkerProcess {
             .arg("run")
             .arg("--config")
             .arg(&config_file)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(log.reopen().expect("log file handle"))
             .spawn()

@@ -1,5 +1,6 @@
 //! A graceful stop: on SIGTERM the worker binary finishes its work and exits 0, logging nothing
-//! at error level, so a routine deploy never looks like an incident.
+//! at error level, so a routine deploy never looks like an incident. Its log, written to a
+//! file, is plain text.
 
 use serde_json::json;
 
@@ -21,8 +22,13 @@ async fn sigterm_ends_the_worker_with_success_and_no_error_logged() {
 
     let (status, log) = worker.terminate_process().await;
     assert!(status.success(), "exit status {status}; log:\n{log}");
+    assert!(log.contains("worker stopped"), "log:\n{log}");
     assert!(
         !log.contains("ERROR"),
         "a graceful stop logged an error:\n{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "terminal colour codes in a log file:\n{log}"
     );
 }
