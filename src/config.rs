@@ -119,11 +119,19 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
-        if self.amqp.prefix.is_empty() || self.amqp.prefix.contains(char::is_whitespace) {
-            return invalid("amqp.prefix", "must be non-empty without spaces");
+        if let Err(why) = crate::broker::check_url(&self.amqp.url) {
+            return invalid("amqp.url", &format!("not an AMQP URL ({why})"));
         }
-        if self.amqp.events_exchange.is_empty() {
-            return invalid("amqp.events_exchange", "must not be empty");
+        // Queue names are the prefix plus at most ~40 bytes (".retry.<delay>"); AMQP names
+        // stop at 255 bytes.
+        if self.amqp.prefix.is_empty()
+            || self.amqp.prefix.contains(char::is_whitespace)
+            || self.amqp.prefix.len() > 200
+        {
+            return invalid("amqp.prefix", "must be 1 to 200 bytes, without spaces");
+        }
+        if self.amqp.events_exchange.is_empty() || self.amqp.events_exchange.len() > 255 {
+            return invalid("amqp.events_exchange", "must be 1 to 255 bytes");
         }
         if self.amqp.prefetch == 0 {
             return invalid("amqp.prefetch", "must be at least 1");
@@ -215,6 +223,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_key() {
+        let long_prefix = format!("[amqp]\nprefix = \"{}\"", "p".repeat(201));
+        let long_exchange = format!("[amqp]\nevents_exchange = \"{}\"", "e".repeat(256));
         let cases = [
             ("[delivery]\nretry_schedule = []", "retry_schedule"),
             (
@@ -224,6 +234,14 @@ mod tests {
             ("[delivery]\ntimeout = \"soon\"", "timeout"),
             ("[delivery]\ntimeout = \"0s\"", "delivery.timeout"),
             ("[amqp]\nprefix = \"\"", "amqp.prefix"),
+            (&long_prefix, "amqp.prefix"),
+            (&long_exchange, "amqp.events_exchange"),
+            ("[amqp]\nurl = \"localhost:5672\"", "amqp.url"),
+            ("[amqp]\nurl = \"http://127.0.0.1\"", "amqp.url"),
+            (
+                "[delivery]\nretry_schedule = [\"1m\", \"1000000h\"]",
+                "retry_schedule delay 2 is longer than 30 days",
+            ),
             ("[amqp]\nprefetch = 0", "amqp.prefetch"),
             ("[api]\nlisten = \"not an address\"", "listen"),
             ("[api]\nadmin_token = \" \"", "api.admin_token"),

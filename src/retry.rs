@@ -5,11 +5,16 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// Delays before attempts 2, 3, ...: `delays[i]` is the wait after the failure of attempt `i + 1`.
-/// Guaranteed non-empty, non-zero (at millisecond precision, RabbitMQ's TTL unit) and
-/// non-decreasing.
+/// Guaranteed non-empty, non-zero (at millisecond precision, RabbitMQ's TTL unit), at most
+/// `MAX_DELAY` and non-decreasing.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "Vec<humantime_serde::Serde<Duration>>")]
 pub struct RetrySchedule(Vec<Duration>);
+
+/// The longest delay a schedule may hold. A retry weeks later helps nobody, and RabbitMQ
+/// refuses a queue TTL somewhere past a year (10,000 h declares, 100,000 h does not), which
+/// would surface only at start as a broker error about a queue.
+pub const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScheduleError {
@@ -17,6 +22,8 @@ pub enum ScheduleError {
     Empty,
     #[error("retry_schedule delay {0} is shorter than 1ms")]
     TooShort(usize),
+    #[error("retry_schedule delay {0} is longer than 30 days")]
+    TooLong(usize),
     #[error("retry_schedule must not decrease (delay {0} is shorter than the one before)")]
     Decreasing(usize),
 }
@@ -28,6 +35,9 @@ impl RetrySchedule {
         }
         if let Some(i) = delays.iter().position(|d| d.as_millis() == 0) {
             return Err(ScheduleError::TooShort(i + 1));
+        }
+        if let Some(i) = delays.iter().position(|d| *d > MAX_DELAY) {
+            return Err(ScheduleError::TooLong(i + 1));
         }
         if let Some(i) = delays.windows(2).position(|w| w[1] < w[0]) {
             return Err(ScheduleError::Decreasing(i + 2));
@@ -76,6 +86,18 @@ mod tests {
 
     fn ms(v: &[u64]) -> Vec<Duration> {
         v.iter().copied().map(Duration::from_millis).collect()
+    }
+
+    #[test]
+    fn rejects_a_delay_past_thirty_days() {
+        assert!(RetrySchedule::new(vec![MAX_DELAY]).is_ok());
+        assert_eq!(
+            RetrySchedule::new(vec![
+                Duration::from_secs(60),
+                MAX_DELAY + Duration::from_secs(1)
+            ]),
+            Err(ScheduleError::TooLong(2))
+        );
     }
 
     #[test]
