@@ -227,8 +227,11 @@ async fn publish(config: &Config, args: PublishArgs) -> anyhow::Result<()> {
 fn parse_time(flag: &str, value: Option<&str>) -> anyhow::Result<Option<OffsetDateTime>> {
     value
         .map(|v| {
-            OffsetDateTime::parse(v, &Rfc3339)
-                .with_context(|| format!("--{flag} must be an RFC 3339 time, got {v:?}"))
+            crate::domain::parse_utc(v).with_context(|| {
+                format!(
+                    "--{flag} must be an RFC 3339 time, at most the year 9999 in UTC, got {v:?}"
+                )
+            })
         })
         .transpose()
 }

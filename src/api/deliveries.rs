@@ -2,24 +2,19 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-    response::IntoResponse,
-};
+use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde::Deserialize;
 use serde_json::json;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::OffsetDateTime;
 
 use super::{
     ApiState,
     error::ApiError,
-    extract::{ApiJson, ApiQuery},
+    extract::{ApiJson, ApiPath, ApiQuery},
 };
 use crate::{
     broker::Publisher,
-    domain::{CompanyId, DeliveryId, WebhookId},
+    domain::{CompanyId, DeliveryId, WebhookId, parse_utc},
     recovery::{self, RecoveryError, RetryResult},
     storage::{DeliveryFilter, DeliveryStatus, ReplayScope, Window},
 };
@@ -75,8 +70,11 @@ pub fn parse_time(
 ) -> Result<Option<OffsetDateTime>, ApiError> {
     value
         .map(|text| {
-            OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
-                ApiError::invalid_field(field, format!("{field} must be an RFC 3339 time"))
+            parse_utc(text).ok_or_else(|| {
+                ApiError::invalid_field(
+                    field,
+                    format!("{field} must be an RFC 3339 time, at most the year 9999 in UTC"),
+                )
             })
         })
         .transpose()
@@ -134,7 +132,7 @@ fn scoped<T>(
 
 pub async fn webhook_attempts(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<AttemptsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = webhook_id(&id)?;
@@ -182,7 +180,19 @@ pub async fn list(
                 })
             })
             .transpose()?,
-        event_type: query.event_type,
+        event_type: query
+            .event_type
+            .map(|t| {
+                if state.catalog.contains(&t) {
+                    Ok(t)
+                } else {
+                    Err(ApiError::invalid_field(
+                        "event_type",
+                        "event_type must be an event type of GET /v1/event-types",
+                    ))
+                }
+            })
+            .transpose()?,
         since: window.since,
         until: window.until,
         before: query
@@ -206,7 +216,7 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = delivery_id(&id)?;
@@ -239,7 +249,7 @@ impl From<RecoveryError> for ApiError {
 
 pub async fn retry(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = delivery_id(&id)?;
@@ -256,7 +266,7 @@ pub async fn retry(
 
 pub async fn recover(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RecoverBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = webhook_id(&id)?;

@@ -1,5 +1,5 @@
-//! The API's error body: `{"error": {"code", "message", "field"}}`, with 400, 401, 404 or 422
-//! for bad input and 503 when storage is unavailable. Never a 500 for anything a client sent.
+//! The API's error body: `{"error": {"code", "message", "field"}}`, with 400, 401, 404, 405,
+//! 413 or 422 for bad input and 503 when storage is unavailable. Never a 500 for anything a client sent.
 
 use axum::{
     Json,
@@ -53,6 +53,19 @@ impl ApiError {
             format!("{what} not found"),
             None,
         )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+            None,
+        )
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message, None)
     }
 
     pub fn invalid_field(field: &'static str, message: impl Into<String>) -> Self {

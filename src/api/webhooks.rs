@@ -2,12 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-    response::IntoResponse,
-};
+use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -15,7 +10,7 @@ use time::OffsetDateTime;
 use super::{
     ApiState,
     error::ApiError,
-    extract::{ApiJson, ApiQuery, present},
+    extract::{ApiJson, ApiPath, ApiQuery, present},
 };
 use crate::{
     domain::{CompanyId, EndpointUrl, SigningSecret, WebhookId},
@@ -147,7 +142,7 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let webhook = state
         .storage
@@ -159,7 +154,7 @@ pub async fn get(
 
 pub async fn update(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = webhook_id(&id)?;
@@ -185,7 +180,7 @@ pub async fn update(
 
 pub async fn delete(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let company = state.storage.delete_webhook(webhook_id(&id)?).await?;
     let company = company.ok_or_else(|| ApiError::not_found("webhook"))?;
@@ -201,12 +196,15 @@ fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ApiError> {
     value.ok_or_else(|| ApiError::invalid_field(field, format!("{field} is required")))
 }
 
+/// A label for people: 1 to 200 characters, none of them control characters (PostgreSQL
+/// refuses NUL in text, and a newline or escape in a name breaks every list that shows it).
 fn check_name(name: String) -> Result<String, ApiError> {
     let name = name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
+    {
         return Err(ApiError::invalid_field(
             "name",
-            format!("name must be 1 to {MAX_NAME_LEN} characters"),
+            format!("name must be 1 to {MAX_NAME_LEN} characters, none of them control characters"),
         ));
     }
     Ok(name)

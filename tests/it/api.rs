@@ -136,6 +136,9 @@ async fn bad_input_gets_a_json_4xx_naming_the_field() {
         (without("company_id"), 422, "company_id"),
         (with("company_id", json!("")), 422, "company_id"),
         (with("name", json!("   ")), 422, "name"),
+        // PostgreSQL refuses NUL in text; it used to come back as a 503.
+        (with("name", json!("a\u{0}b")), 422, "name"),
+        (with("name", json!("two\nlines")), 422, "name"),
         (with("unexpected", json!(1)), 422, "body"),
     ];
     for (body, status, field) in cases {
@@ -201,6 +204,80 @@ async fn bad_input_gets_a_json_4xx_naming_the_field() {
         (status, body["error"]["code"].clone()),
         (404, json!("not_found"))
     );
+}
+
+#[tokio::test]
+async fn hostile_queries_methods_paths_and_sizes_get_a_json_4xx() {
+    let worker = TestWorker::start().await;
+    let (status, webhook) = worker.api("POST", "/v1/webhooks", Some(valid())).await;
+    assert_eq!(status, 201, "{webhook}");
+    let id = webhook["id"].as_str().expect("id");
+
+    // Valid RFC 3339 times that are in the year 10000 once in UTC: they used to panic the
+    // handler (no response at all). A NUL or an unknown type in the event type filter.
+    let listing = format!("/v1/deliveries?webhook_id={id}");
+    let cases = [
+        (
+            format!("{listing}&until=9999-12-31T23:59:59-01:00"),
+            "until",
+        ),
+        (
+            format!("{listing}&since=9999-12-31T23:59:59-00:01"),
+            "since",
+        ),
+        (format!("{listing}&event_type=deal.won%00"), "event_type"),
+        (format!("{listing}&event_type=deal.exploded"), "event_type"),
+    ];
+    for (path, field) in cases {
+        let (status, body) = worker.api("GET", &path, None).await;
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{path}: {body}"
+        );
+    }
+    let recover = format!("/v1/webhooks/{id}/recover");
+    for (body, field) in [
+        (json!({"since": "9999-12-31T23:59:59-01:00"}), "since"),
+        (
+            json!({"since": "2026-01-01T00:00:00Z", "until": "9999-12-31T23:59:59-01:00"}),
+            "until",
+        ),
+    ] {
+        let (status, error) = worker.api("POST", &recover, Some(body.clone())).await;
+        assert_eq!(
+            (status, error["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{body}: {error}"
+        );
+    }
+
+    // A method the route does not take, and a path id that is not UTF-8: JSON errors too.
+    let (status, body) = worker.api("DELETE", "/v1/event-types", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{body}"
+    );
+    let (status, body) = worker.api("GET", "/v1/webhooks/%ff%fe", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+
+    // A body over the limit (2 MB).
+    let response = worker
+        .http
+        .post(worker.url("/v1/webhooks"))
+        .bearer_auth(TOKEN)
+        .body(vec![b' '; 3 << 20])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.expect("json error");
+    assert_eq!(body["error"]["code"], "too_large");
 }
 
 #[tokio::test]

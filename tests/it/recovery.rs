@@ -297,6 +297,16 @@ async fn replay_rejects_bad_arguments_with_one_line() {
             "--since",
             "yesterday",
         ],
+        // RFC 3339, but in the year 10000 once in UTC.
+        vec![
+            "replay",
+            "--failed",
+            "--company",
+            "c",
+            "--since",
+            "9999-12-31T23:59:59-01:00",
+            "--dry-run",
+        ],
         vec![
             "replay",
             "--failed",
