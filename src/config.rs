@@ -20,7 +20,7 @@ pub const ENV_PREFIX: &str = "TESORO_WEBHOOKS__";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config file {0} does not exist")]
+    #[error("config file {0} does not exist or is not a file")]
     MissingFile(String),
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -213,6 +213,9 @@ mod tests {
         let err = Config::load_from(Some(Path::new("/nonexistent/x.toml")), no_env())
             .expect_err("must fail");
         assert!(err.to_string().contains("/nonexistent/x.toml"), "{err}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let err = Config::load_from(Some(dir.path()), no_env()).expect_err("a directory");
+        assert!(err.to_string().contains("is not a file"), "{err}");
     }
 
     fn load_str(toml: &str) -> Result<Config, ConfigError> {
