@@ -1,6 +1,8 @@
 //! The API's error body: `{"error": {"code", "message", "field"}}`, with 400, 401, 404, 405,
 //! 413 or 422 for bad input and 503 when storage is unavailable. Never a 500 for anything a client sent.
 
+use std::borrow::Cow;
+
 use axum::{
     Json,
     http::{HeaderValue, StatusCode, header::WWW_AUTHENTICATE},
@@ -15,7 +17,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    field: Option<&'static str>,
+    field: Option<Cow<'static, str>>,
 }
 
 impl ApiError {
@@ -33,7 +35,7 @@ impl ApiError {
             StatusCode::BAD_REQUEST,
             "missing_parameter",
             message,
-            Some(field),
+            Some(field.into()),
         )
     }
 
@@ -68,12 +70,12 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message, None)
     }
 
-    pub fn invalid_field(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid_field(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
             message,
-            Some(field),
+            Some(field.into()),
         )
     }
 
@@ -81,7 +83,7 @@ impl ApiError {
         status: StatusCode,
         code: &'static str,
         message: impl Into<String>,
-        field: Option<&'static str>,
+        field: Option<Cow<'static, str>>,
     ) -> Self {
         Self {
             status,

@@ -1,5 +1,7 @@
 //! Extractors whose rejections are our JSON errors instead of axum's plain-text ones.
 
+use std::borrow::Cow;
+
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Path, Query, Request},
@@ -24,15 +26,33 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 ApiError::bad_request(e.body_text())
             }
         })?;
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
-            use serde_json::error::Category;
-            match e.classify() {
-                Category::Data => ApiError::invalid_field("body", e.to_string()),
-                Category::Syntax | Category::Eof | Category::Io => {
-                    ApiError::invalid_json(e.to_string())
-                }
-            }
-        })
+        let mut json = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            let field = top_level_field(e.path());
+            json_error(field, e.into_inner())
+        })?;
+        json.end().map_err(|e| json_error("body".into(), e))?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// The body's member where deserializing failed (`events` for `"events": "deal.won"`, the
+/// name itself for an unknown member), or `body` when it failed at the top.
+fn top_level_field(path: &serde_path_to_error::Path) -> Cow<'static, str> {
+    match path.iter().next() {
+        Some(serde_path_to_error::Segment::Map { key }) => key.clone().into(),
+        _ => "body".into(),
+    }
+}
+
+/// Malformed JSON is a 400; well-formed JSON of the wrong shape a 422 naming `field`.
+fn json_error(field: Cow<'static, str>, error: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Data => ApiError::invalid_field(field, error.to_string()),
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::invalid_json(error.to_string())
+        }
     }
 }
 

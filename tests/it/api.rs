@@ -130,7 +130,10 @@ async fn bad_input_gets_a_json_4xx_naming_the_field() {
         (without("events"), 422, "events"),
         (with("events", json!(["deal.exploded"])), 422, "events"),
         (with("events", json!(["boat.*"])), 422, "events"),
-        (with("events", json!("deal.won")), 422, "body"),
+        // A wrong type names its member, not the whole body.
+        (with("events", json!("deal.won")), 422, "events"),
+        (with("company_id", json!(1)), 422, "company_id"),
+        (json!(["not", "an", "object"]), 422, "body"),
         (with("secret", json!("not-a-secret")), 422, "secret"),
         (with("secret", json!("whsec_c2hvcnQ=")), 422, "secret"),
         (without("company_id"), 422, "company_id"),
@@ -139,7 +142,7 @@ async fn bad_input_gets_a_json_4xx_naming_the_field() {
         // PostgreSQL refuses NUL in text; it used to come back as a 503.
         (with("name", json!("a\u{0}b")), 422, "name"),
         (with("name", json!("two\nlines")), 422, "name"),
-        (with("unexpected", json!(1)), 422, "body"),
+        (with("unexpected", json!(1)), 422, "unexpected"),
     ];
     for (body, status, field) in cases {
         let (got, error) = worker.api("POST", "/v1/webhooks", Some(body.clone())).await;
