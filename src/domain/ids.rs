@@ -10,6 +10,8 @@ use uuid::Uuid;
 pub enum IdError {
     #[error("must be a non-empty string of at most 255 printable characters")]
     Malformed,
+    #[error("must be a UUID")]
+    NotUuid,
 }
 
 /// An opaque id from the CRM: non-empty, at most 255 characters, no control characters
@@ -81,7 +83,7 @@ macro_rules! uuid_id {
             }
 
             pub fn parse(value: &str) -> Result<Self, IdError> {
-                Uuid::parse_str(value).map(Self).map_err(|_| IdError::Malformed)
+                Uuid::parse_str(value).map(Self).map_err(|_| IdError::NotUuid)
             }
         }
 
@@ -125,6 +127,7 @@ mod tests {
     fn uuid_ids_round_trip() {
         let id = WebhookId::new();
         assert_eq!(WebhookId::parse(&id.to_string()), Ok(id));
-        assert!(DeliveryId::parse("nope").is_err());
+        assert_eq!(DeliveryId::parse("nope"), Err(IdError::NotUuid));
+        assert_eq!(IdError::NotUuid.to_string(), "must be a UUID");
     }
 }
