@@ -167,7 +167,14 @@ pub async fn list(
 ) -> Result<impl IntoResponse, ApiError> {
     let window = window(query.since.as_deref(), query.until.as_deref())?;
     let filter = DeliveryFilter {
-        webhook_id: query.webhook_id.as_deref().map(webhook_id).transpose()?,
+        // A filter, not a resource: a malformed id is a bad field, not a missing webhook.
+        webhook_id: query
+            .webhook_id
+            .map(|id| {
+                WebhookId::parse(&id)
+                    .map_err(|e| ApiError::invalid_field("webhook_id", format!("webhook_id {e}")))
+            })
+            .transpose()?,
         company_id: company(query.company_id)?,
         status: query
             .status

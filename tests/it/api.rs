@@ -230,6 +230,7 @@ async fn hostile_queries_methods_paths_and_sizes_get_a_json_4xx() {
         ),
         (format!("{listing}&event_type=deal.won%00"), "event_type"),
         (format!("{listing}&event_type=deal.exploded"), "event_type"),
+        ("/v1/deliveries?webhook_id=nope".to_owned(), "webhook_id"),
     ];
     for (path, field) in cases {
         let (status, body) = worker.api("GET", &path, None).await;
