@@ -158,6 +158,7 @@ async fn send_and_settle(
             NextStep::GiveUp => {
                 let reason = describe_failure(&result);
                 pipeline.publisher.dead_letter(&job, &body, &reason).await?;
+                metrics::count(metrics::DELIVERIES_FAILED);
                 (DeliveryStatus::Failed, None)
             }
         };

@@ -104,11 +104,17 @@ pub async fn handle_dead(pipeline: Arc<Pipeline>, message: Message) -> Dispositi
         .storage
         .mark_failed(job.delivery_id, job.attempt, reason.as_deref())
         .await;
+    // The attempt that gave up counted the failure and records Failed itself; this is the
+    // confirmation, so a redelivered or stray dead job changes no count.
     match result {
-        Ok(_) => {
-            metrics::count(metrics::DELIVERIES_FAILED);
+        Ok(true) => {
             tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id,
                 attempts = job.attempt, "delivery failed after its last retry");
+            Disposition::Ack
+        }
+        Ok(false) => {
+            tracing::debug!(delivery = %job.delivery_id, attempts = job.attempt,
+                "dead job for a delivery not at that attempt (recorded later, or unknown)");
             Disposition::Ack
         }
         Err(e) => disposition("dead", Err(e.into())),

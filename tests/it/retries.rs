@@ -5,7 +5,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Reply, TestReceiver, TestWorker};
+use tesoro_webhooks::{
+    broker::Job,
+    domain::{DeliveryId, EventId, WebhookId},
+    storage::Trigger,
+};
+
+use crate::harness::{Reply, TestReceiver, TestWorker, test_config, wait_until};
 
 #[tokio::test]
 async fn a_dead_endpoint_gets_five_attempts_then_the_delivery_is_failed() {
@@ -176,5 +182,81 @@ async fn an_internal_address_is_refused_when_the_guard_is_on() {
     assert_eq!(
         first.get::<_, Option<String>>("error_kind").as_deref(),
         Some("blocked_target")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_delivery_counts_once_whatever_reaches_the_dead_queue() {
+    // The worker binary, so its /metrics count only this test's deliveries.
+    let worker = TestWorker::start_process(test_config()).await;
+    let receiver = TestReceiver::start().await;
+    receiver.set_default(Reply::Status(500));
+    let webhook = worker
+        .create_webhook("cmp_failed_count", &receiver.url(), &["deal.lost"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+    let (event_id, body) = worker
+        .publish("deal.lost", "cmp_failed_count", json!({}))
+        .await;
+    let attempts = worker
+        .wait_for_status(&event_id, webhook_id, "failed")
+        .await;
+
+    // Its dead job once more, as a redelivery would bring it back.
+    let row = worker
+        .db
+        .query_one(
+            "SELECT id FROM deliveries WHERE event_id = $1",
+            &[&event_id],
+        )
+        .await
+        .expect("delivery id");
+    let attempt = u32::try_from(attempts).expect("attempts");
+    let job = Job {
+        delivery_id: DeliveryId(row.get(0)),
+        webhook_id: WebhookId::parse(webhook_id).expect("uuid"),
+        event_id: EventId::parse(&event_id).expect("id"),
+        event_type: "deal.lost".into(),
+        attempt,
+        series_attempt: attempt,
+        trigger: Trigger::Automatic,
+    };
+    worker
+        .publisher()
+        .dead_letter(&job, &body, "test: the same dead job again")
+        .await
+        .expect("dead letter");
+    // The dead consumer confirms Failed again, writing the reason it was given.
+    wait_until("the second dead job to be handled", || async {
+        let row = worker
+            .db
+            .query_one(
+                "SELECT last_error FROM deliveries WHERE event_id = $1",
+                &[&event_id],
+            )
+            .await
+            .ok()?;
+        (row.get::<_, Option<String>>(0).as_deref() == Some("test: the same dead job again"))
+            .then_some(())
+    })
+    .await;
+
+    let metrics = worker
+        .http
+        .get(worker.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let failed: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("tesoro_webhooks_deliveries_failed_total"))
+        .collect();
+    assert_eq!(
+        failed,
+        ["tesoro_webhooks_deliveries_failed_total 1"],
+        "{metrics}"
     );
 }
