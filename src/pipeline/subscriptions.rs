@@ -5,12 +5,13 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -20,12 +21,22 @@ use crate::{
 
 const RELISTEN_PAUSE: Duration = Duration::from_secs(1);
 
+type Webhooks = Arc<[Webhook]>;
+/// One query for a company's webhooks, awaited by every event that missed the cache while it
+/// ran: a restart with a backlog, or a change to a busy company's webhooks, costs one query
+/// per company instead of one per event in flight.
+type Load = Shared<BoxFuture<'static, Result<Webhooks, Arc<StorageError>>>>;
+
+enum Entry {
+    Loaded(Webhooks),
+    Loading(Load),
+}
+
 pub struct Subscriptions {
     storage: Storage,
-    cache: RwLock<HashMap<CompanyId, Arc<[Webhook]>>>,
-    /// Bumped by every invalidation; a load that started before one is not cached, so a
-    /// change that lands during a load cannot leave stale webhooks behind.
-    generation: AtomicU64,
+    /// Never held across an await. An invalidation removes the entry, so a load that started
+    /// before a change still answers the events that awaited it but is not kept.
+    cache: Mutex<HashMap<CompanyId, Entry>>,
     /// True while the LISTEN connection is up: only then may the cache be trusted.
     listening: AtomicBool,
 }
@@ -34,39 +45,74 @@ impl Subscriptions {
     pub fn new(storage: Storage) -> Self {
         Self {
             storage,
-            cache: RwLock::new(HashMap::new()),
-            generation: AtomicU64::new(0),
+            cache: Mutex::new(HashMap::new()),
             listening: AtomicBool::new(false),
         }
     }
 
+    /// True while changes are followed, so the cache is in use.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
     /// The company's webhooks, from the cache when it can be trusted.
-    pub async fn of_company(&self, company: &CompanyId) -> Result<Arc<[Webhook]>, StorageError> {
-        let trusted = self.listening.load(Ordering::Acquire);
-        if trusted && let Some(hit) = self.cache.read().ok().and_then(|c| c.get(company).cloned()) {
-            return Ok(hit);
+    pub async fn of_company(&self, company: &CompanyId) -> Result<Webhooks, StorageError> {
+        if !self.is_listening() {
+            return Ok(self.storage.company_webhooks(company).await?.into());
         }
-        let generation = self.generation.load(Ordering::Acquire);
-        let loaded: Arc<[Webhook]> = self.storage.company_webhooks(company).await?.into();
-        if trusted
-            && let Ok(mut cache) = self.cache.write()
-            && self.generation.load(Ordering::Acquire) == generation
+        let load = match self.cached_or_loading(company) {
+            Entry::Loaded(hit) => return Ok(hit),
+            Entry::Loading(load) => load,
+        };
+        let loaded = load.clone().await;
+        let mut cache = self.lock();
+        if let Some(Entry::Loading(current)) = cache.get(company)
+            && current.ptr_eq(&load)
         {
-            cache.insert(company.clone(), loaded.clone());
+            match &loaded {
+                Ok(webhooks) => cache.insert(company.clone(), Entry::Loaded(webhooks.clone())),
+                // The next event tries again.
+                Err(_) => cache.remove(company),
+            };
         }
-        Ok(loaded)
+        loaded.map_err(StorageError::Shared)
+    }
+
+    /// The cached webhooks, or the load in flight for them (started here if there is none).
+    fn cached_or_loading(&self, company: &CompanyId) -> Entry {
+        let mut cache = self.lock();
+        match cache.get(company) {
+            Some(Entry::Loaded(hit)) => Entry::Loaded(hit.clone()),
+            Some(Entry::Loading(load)) => Entry::Loading(load.clone()),
+            None => {
+                let storage = self.storage.clone();
+                let owned = company.clone();
+                let load = async move {
+                    match storage.company_webhooks(&owned).await {
+                        Ok(webhooks) => Ok(Webhooks::from(webhooks)),
+                        Err(e) => Err(Arc::new(e)),
+                    }
+                }
+                .boxed()
+                .shared();
+                cache.insert(company.clone(), Entry::Loading(load.clone()));
+                Entry::Loading(load)
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CompanyId, Entry>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Drops one company's entry, or everything.
     pub fn invalidate(&self, company: Option<&str>) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut cache) = self.cache.write() {
-            match company.and_then(|c| CompanyId::parse(c).ok()) {
-                Some(company) => {
-                    cache.remove(&company);
-                }
-                None => cache.clear(),
+        let mut cache = self.lock();
+        match company.and_then(|c| CompanyId::parse(c).ok()) {
+            Some(company) => {
+                cache.remove(&company);
             }
+            None => cache.clear(),
         }
     }
 

@@ -39,6 +39,9 @@ pub enum StorageError {
     Url(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// One failure that several callers awaited together (a shared load).
+    #[error(transparent)]
+    Shared(std::sync::Arc<StorageError>),
 }
 
 /// Delivery ids as the `uuid[]` a statement takes.

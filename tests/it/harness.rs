@@ -552,7 +552,7 @@ fn status(code: u16) -> (StatusCode, &'static str) {
 pub struct TestDatabase {
     pub storage: storage::Storage,
     pub db: tokio_postgres::Client,
-    url: String,
+    pub url: String,
 }
 
 impl TestDatabase {

@@ -13,3 +13,4 @@ mod recovery;
 mod retries;
 mod schema;
 mod stop;
+mod subscriptions;
