@@ -44,10 +44,10 @@ pub enum BrokerError {
     NoTier(Duration),
 }
 
-/// Checks that `url` is an AMQP URL lapin can connect with (`amqp://` or `amqps://`), so a
-/// bad one is a config error at start instead of an IO error at the first connection.
-pub fn check_url(url: &str) -> Result<(), String> {
-    url.parse::<lapin::uri::AMQPUri>().map(|_| ())
+/// Whether `url` is an AMQP URL lapin can connect with (`amqp://` or `amqps://`), so a bad
+/// one is a config error at start instead of an IO error at the first connection.
+pub fn is_amqp_url(url: &str) -> bool {
+    url.parse::<lapin::uri::AMQPUri>().is_ok()
 }
 
 /// A connection and the topology it serves.

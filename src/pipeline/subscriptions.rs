@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashMap,
+    panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
@@ -87,14 +88,20 @@ impl Subscriptions {
             None => {
                 let storage = self.storage.clone();
                 let owned = company.clone();
-                let load = async move {
-                    match storage.company_webhooks(&owned).await {
-                        Ok(webhooks) => Ok(Webhooks::from(webhooks)),
-                        Err(e) => Err(Arc::new(e)),
-                    }
-                }
-                .boxed()
-                .shared();
+                // A panic inside a Shared future poisons it: every later poll panics, and a
+                // waiter parked meanwhile is never woken. Caught here, it is an error like
+                // any other, shared by the waiters and not cached.
+                let load = AssertUnwindSafe(async move { storage.company_webhooks(&owned).await })
+                    .catch_unwind()
+                    .map(|loaded| match loaded {
+                        Ok(Ok(webhooks)) => Ok(Webhooks::from(webhooks)),
+                        Ok(Err(e)) => Err(Arc::new(e)),
+                        Err(_) => Err(Arc::new(StorageError::Corrupt(
+                            "loading a company's webhooks panicked".into(),
+                        ))),
+                    })
+                    .boxed()
+                    .shared();
                 cache.insert(company.clone(), Entry::Loading(load.clone()));
                 Entry::Loading(load)
             }

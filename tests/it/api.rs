@@ -210,7 +210,7 @@ async fn bad_input_gets_a_json_4xx_naming_the_field() {
 }
 
 #[tokio::test]
-async fn hostile_queries_methods_paths_and_sizes_get_a_json_4xx() {
+async fn hostile_queries_methods_and_paths_get_a_json_4xx() {
     let worker = TestWorker::start().await;
     let (status, webhook) = worker.api("POST", "/v1/webhooks", Some(valid())).await;
     assert_eq!(status, 201, "{webhook}");
@@ -229,7 +229,6 @@ async fn hostile_queries_methods_paths_and_sizes_get_a_json_4xx() {
             "since",
         ),
         (format!("{listing}&event_type=deal.won%00"), "event_type"),
-        (format!("{listing}&event_type=deal.exploded"), "event_type"),
         ("/v1/deliveries?webhook_id=nope".to_owned(), "webhook_id"),
     ];
     for (path, field) in cases {
@@ -269,19 +268,6 @@ async fn hostile_queries_methods_paths_and_sizes_get_a_json_4xx() {
         (400, Some("bad_request")),
         "{body}"
     );
-
-    // A body over the limit (2 MB).
-    let response = worker
-        .http
-        .post(worker.url("/v1/webhooks"))
-        .bearer_auth(TOKEN)
-        .body(vec![b' '; 3 << 20])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status(), 413);
-    let body: Value = response.json().await.expect("json error");
-    assert_eq!(body["error"]["code"], "too_large");
 }
 
 #[tokio::test]
