@@ -94,3 +94,30 @@ where
     use serde::Deserialize;
     Option::<T>::deserialize(deserializer).map(Some)
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, response::IntoResponse};
+
+    use super::*;
+
+    /// In process: over HTTP the server may reset the connection with the rest of the body
+    /// unread, before the client reads the 413.
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_a_json_413() {
+        let request = Request::builder()
+            .method("POST")
+            .body(Body::from(vec![b' '; 3 << 20]))
+            .expect("request");
+        let Err(error) = ApiJson::<serde_json::Value>::from_request(request, &()).await else {
+            panic!("a 3 MiB body passed the 2 MB limit");
+        };
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error"]["code"], "too_large");
+    }
+}
