@@ -14,11 +14,20 @@ pub enum IdError {
     NotUuid,
 }
 
-/// An opaque id from the CRM: non-empty, at most 255 characters, no control characters
-/// (it travels in HTTP headers and AMQP short strings).
+/// Non-empty, at most 255 bytes, no control characters: what an opaque string from outside
+/// must be to travel in HTTP headers and AMQP short strings, and to be stored as text
+/// (PostgreSQL refuses NUL).
+pub fn is_short_text(value: &str) -> bool {
+    !value.trim().is_empty() && value.len() <= 255 && !value.chars().any(char::is_control)
+}
+
+/// An opaque id from the CRM: see `is_short_text`.
 fn check_external(value: &str) -> Result<(), IdError> {
-    let ok = !value.trim().is_empty() && value.len() <= 255 && !value.chars().any(char::is_control);
-    if ok { Ok(()) } else { Err(IdError::Malformed) }
+    if is_short_text(value) {
+        Ok(())
+    } else {
+        Err(IdError::Malformed)
+    }
 }
 
 macro_rules! external_id {

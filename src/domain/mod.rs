@@ -9,6 +9,6 @@ mod timestamp;
 
 pub use catalog::{Catalog, EventFilter, FilterError, entry_matches};
 pub use endpoint::{EndpointUrl, UrlError, host_is_internal, is_internal_ip};
-pub use ids::{CompanyId, DeliveryId, EventId, IdError, WebhookId};
+pub use ids::{CompanyId, DeliveryId, EventId, IdError, WebhookId, is_short_text};
 pub use secret::{SecretError, SigningSecret};
 pub use timestamp::parse_utc;
