@@ -84,8 +84,22 @@ pub struct DeliveryConfig {
     /// Attempts in flight per webhook before further work for it is deferred.
     pub max_in_flight_per_endpoint: usize,
     pub max_response_body: ByteSize,
+    /// Events (envelopes as published) longer than this are quarantined, not delivered.
+    pub max_event_size: ByteSize,
     pub allow_private_targets: bool,
 }
+
+impl DeliveryConfig {
+    /// `max_event_size` in bytes (validated to fit).
+    pub fn max_event_size(&self) -> usize {
+        usize::try_from(self.max_event_size.as_u64()).unwrap_or(usize::MAX)
+    }
+}
+
+/// Bounds of `delivery.max_event_size`: below 1 KiB hardly any event fits; above 64 MiB one
+/// event per prefetch slot could take gigabytes, and each attempt's log keeps its event.
+const MIN_EVENT_SIZE: u64 = 1024;
+const MAX_EVENT_SIZE: u64 = 64 * 1024 * 1024;
 
 impl Config {
     /// Defaults, then `file`, then the environment; validated.
@@ -152,6 +166,9 @@ impl Config {
         if self.delivery.timeout.is_zero() {
             return invalid("delivery.timeout", "must be greater than zero");
         }
+        if !(MIN_EVENT_SIZE..=MAX_EVENT_SIZE).contains(&self.delivery.max_event_size.as_u64()) {
+            return invalid("delivery.max_event_size", "must be 1KiB to 64MiB");
+        }
         Ok(())
     }
 }
@@ -176,6 +193,7 @@ mod tests {
             &[60, 300, 1800, 7200].map(Duration::from_secs)
         );
         assert_eq!(config.delivery.max_response_body.as_u64(), 64 * 1024);
+        assert_eq!(config.delivery.max_event_size(), 1024 * 1024);
         assert!(!config.delivery.allow_private_targets);
     }
 
@@ -255,6 +273,14 @@ mod tests {
                 "max_in_flight_per_endpoint",
             ),
             ("[delivery]\ntimeuot = \"1s\"", "timeuot"),
+            (
+                "[delivery]\nmax_event_size = \"1000B\"",
+                "delivery.max_event_size",
+            ),
+            (
+                "[delivery]\nmax_event_size = \"65MiB\"",
+                "delivery.max_event_size",
+            ),
         ];
         for (toml, key) in cases {
             let err = load_str(toml).expect_err(toml);

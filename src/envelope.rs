@@ -15,6 +15,8 @@ pub enum InvalidEnvelope {
     MissingField(&'static str),
     #[error("unknown event type {0:?}")]
     UnknownEventType(String),
+    #[error("the event is {size} bytes, over delivery.max_event_size ({max} bytes)")]
+    TooLarge { size: usize, max: usize },
 }
 
 impl InvalidEnvelope {
@@ -23,6 +25,7 @@ impl InvalidEnvelope {
             InvalidEnvelope::NotJson(_) => "not_json",
             InvalidEnvelope::MissingField(_) => "missing_field",
             InvalidEnvelope::UnknownEventType(_) => "unknown_event_type",
+            InvalidEnvelope::TooLarge { .. } => "too_large",
         }
     }
 }
@@ -42,9 +45,20 @@ struct RawHead {
     company_id: Option<serde_json::Value>,
 }
 
-/// Parses and checks an envelope. The whole body must be valid JSON (serde reads past the
-/// fields we ignore), `id`, `company_id` and `event` non-empty strings, `event` in the catalog.
-pub fn parse(body: &[u8], catalog: &Catalog) -> Result<EnvelopeHead, InvalidEnvelope> {
+/// Parses and checks an envelope. It must be at most `max_bytes` long (each copy in flight and
+/// each stored event costs its size), and valid JSON as a whole (serde reads past the fields we
+/// ignore), with `id`, `company_id` and `event` non-empty strings, `event` in the catalog.
+pub fn parse(
+    body: &[u8],
+    catalog: &Catalog,
+    max_bytes: usize,
+) -> Result<EnvelopeHead, InvalidEnvelope> {
+    if body.len() > max_bytes {
+        return Err(InvalidEnvelope::TooLarge {
+            size: body.len(),
+            max: max_bytes,
+        });
+    }
     // serde also maps a JSON array onto a struct, field by field; an envelope is an object.
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(InvalidEnvelope::NotJson("expected a JSON object".into()));
@@ -78,7 +92,7 @@ mod tests {
     use super::*;
 
     fn check(body: &str) -> Result<EnvelopeHead, InvalidEnvelope> {
-        parse(body.as_bytes(), &Catalog::builtin())
+        parse(body.as_bytes(), &Catalog::builtin(), 1 << 20)
     }
 
     #[test]
@@ -122,5 +136,33 @@ mod tests {
         for (body, code) in cases {
             assert_eq!(check(body).expect_err(body).code(), code, "{body}");
         }
+    }
+
+    #[test]
+    fn the_size_limit_counts_the_whole_body_and_comes_first() {
+        let valid = r#"{"id":"e","event":"deal.won","company_id":"c"}"#;
+        let catalog = Catalog::builtin();
+        assert!(
+            parse(valid.as_bytes(), &catalog, valid.len()).is_ok(),
+            "at the limit"
+        );
+        let over = parse(valid.as_bytes(), &catalog, valid.len() - 1).expect_err("over");
+        assert_eq!(over.code(), "too_large");
+        assert_eq!(
+            over.to_string(),
+            format!(
+                "the event is {} bytes, over delivery.max_event_size ({} bytes)",
+                valid.len(),
+                valid.len() - 1
+            )
+        );
+        // Not parsed at all: an oversized body is refused for its size whatever it holds.
+        let junk = "x".repeat(64);
+        assert_eq!(
+            parse(junk.as_bytes(), &catalog, 32)
+                .expect_err("junk")
+                .code(),
+            "too_large"
+        );
     }
 }

@@ -19,7 +19,7 @@ use crate::{
 };
 
 pub async fn handle_event(pipeline: Arc<Pipeline>, message: Message) -> Disposition {
-    let head = match envelope::parse(&message.body, &pipeline.catalog) {
+    let head = match envelope::parse(&message.body, &pipeline.catalog, pipeline.max_event_size) {
         Ok(head) => head,
         Err(invalid) => {
             let reason = invalid.to_string();

@@ -42,6 +42,8 @@ pub struct Pipeline {
     pub publisher: Publisher,
     pub schedule: RetrySchedule,
     pub catalog: Catalog,
+    /// Events longer than this are quarantined (`delivery.max_event_size`).
+    pub max_event_size: usize,
 }
 
 #[derive(Debug, thiserror::Error)]

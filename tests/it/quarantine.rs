@@ -8,7 +8,7 @@ use tesoro_webhooks::{
     storage::Trigger,
 };
 
-use crate::harness::{TestReceiver, TestWorker, wait_until};
+use crate::harness::{TestReceiver, TestWorker, test_config, wait_until};
 
 #[tokio::test]
 async fn malformed_messages_are_quarantined_with_their_reason() {
@@ -73,6 +73,55 @@ async fn malformed_messages_are_quarantined_with_their_reason() {
             .await
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn events_over_the_size_limit_are_quarantined_not_delivered() {
+    let mut config = test_config();
+    config.delivery.max_event_size = bytesize::ByteSize::kib(4);
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_big", &receiver.url(), &["deal.won"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+
+    let (too_big, too_big_body) = worker
+        .publish(
+            "deal.won",
+            "cmp_big",
+            json!({"notes": "n".repeat(5 * 1024)}),
+        )
+        .await;
+    let (fits, _) = worker
+        .publish(
+            "deal.won",
+            "cmp_big",
+            json!({"notes": "n".repeat(3 * 1024)}),
+        )
+        .await;
+    worker.wait_for_status(&fits, webhook_id, "succeeded").await;
+
+    let queue = &worker.broker.topology().quarantine_queue;
+    let message = wait_until("the oversized event in quarantine", || worker.fetch(queue)).await;
+    assert_eq!(message.body.as_ref(), too_big_body.as_slice(), "kept whole");
+    let reason = message.reason().expect("reason header");
+    assert!(reason.starts_with("too_large: the event is "), "{reason}");
+    assert!(reason.contains("(4096 bytes)"), "{reason}");
+    let delivered = receiver.received();
+    assert_eq!(delivered.len(), 1, "only the event within the limit");
+    let envelope: serde_json::Value = serde_json::from_slice(&delivered[0].body).expect("json");
+    assert_eq!(envelope["id"], fits.as_str());
+    let deliveries: i64 = worker
+        .db
+        .query_one(
+            "SELECT count(*) FROM deliveries WHERE event_id = $1",
+            &[&too_big],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(deliveries, 0, "no delivery made of the oversized event");
 }
 
 #[tokio::test]
