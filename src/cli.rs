@@ -126,7 +126,17 @@ impl Cli {
             Command::Publish(args) => publish(&config, args).await,
             Command::Replay(args) => replay(&config, args).await,
             Command::Quarantine(command) => quarantine(&config, command).await,
-            Command::Bench(args) => crate::bench::run(config, self.config.as_deref(), args).await,
+            Command::Bench(args) => {
+                let interrupted = CancellationToken::new();
+                tokio::spawn({
+                    let interrupted = interrupted.clone();
+                    async move {
+                        stop_signal().await;
+                        interrupted.cancel();
+                    }
+                });
+                crate::bench::run(config, self.config.as_deref(), args, interrupted).await
+            }
             Command::BenchBaseline { queue, url } => {
                 crate::bench::baseline::run(&config, &queue, &url).await
             }
@@ -142,13 +152,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("api.admin_token is the default; set TESORO_WEBHOOKS__API__ADMIN_TOKEN");
     }
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            stop_signal().await;
+            tracing::info!("shutting down: finishing in-flight deliveries");
+            shutdown.cancel();
+        }
+    });
     app::run(config, listener, shutdown).await?;
     Ok(())
 }
 
-/// Cancels `shutdown` on SIGINT or SIGTERM.
-async fn cancel_on_signal(shutdown: CancellationToken) {
+/// Returns on SIGINT or SIGTERM.
+async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let terminate = async {
@@ -165,8 +182,6 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = ctrl_c => {}
         () = terminate => {}
     }
-    tracing::info!("shutting down: finishing in-flight deliveries");
-    shutdown.cancel();
 }
 
 /// Builds the envelope of DESIGN §2 with a fresh event id.

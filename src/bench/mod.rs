@@ -24,6 +24,7 @@ use std::{
 use anyhow::{Context, bail};
 use bytesize::ByteSize;
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     broker::{Broker, Publisher},
@@ -72,6 +73,8 @@ pub struct BenchArgs {
 struct Setup {
     config: Config,
     env: Vec<(String, String)>,
+    /// The run's own database, as named in `config.database.url`.
+    database: String,
     baseline_exchange: String,
     baseline_queue: String,
 }
@@ -82,8 +85,9 @@ impl Setup {
         let prefix = format!("bench_{suffix}");
         config.amqp.prefix = prefix.clone();
         config.amqp.events_exchange = format!("{prefix}.crm-events");
+        let database = format!("tw_bench_{suffix}");
         let mut db = url::Url::parse(&config.database.url).context("database.url")?;
-        db.set_path(&format!("/tw_bench_{suffix}"));
+        db.set_path(&format!("/{database}"));
         config.database.url = db.to_string();
         config.delivery.allow_private_targets = true;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -101,6 +105,7 @@ impl Setup {
         .map(|(k, v)| (format!("{}{k}", crate::config::ENV_PREFIX), v))
         .collect();
         Ok(Self {
+            database,
             baseline_exchange: format!("{prefix}.baseline-events"),
             baseline_queue: format!("{prefix}.baseline"),
             config,
@@ -109,19 +114,30 @@ impl Setup {
     }
 }
 
+/// Runs the benchmark and removes what it created, also when `interrupted` fires first (Ctrl-C):
+/// a run left behind would keep its quorum queues, their messages and its database.
 pub async fn run(
     config: Config,
     config_path: Option<&Path>,
     args: BenchArgs,
+    interrupted: CancellationToken,
 ) -> anyhow::Result<()> {
     if args.events == 0 || args.webhooks == 0 {
         bail!("--events and --webhooks must be at least 1");
     }
     let setup = Setup::new(config)?;
+    eprintln!(
+        "bench: prefix {}, database {} (removed at the end, or on Ctrl-C)",
+        setup.config.amqp.prefix, setup.database
+    );
     let storage = Storage::connect(&setup.config.database).await?;
     let broker =
         Broker::connect(&setup.config.amqp.url, crate::app::topology(&setup.config)).await?;
-    let result = measure(&setup, config_path, &args, &storage, &broker).await;
+    // Dropping the measurement on an interrupt kills its children (`kill_on_drop`).
+    let result = tokio::select! {
+        result = measure(&setup, config_path, &args, &storage, &broker) => result,
+        () = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted")),
+    };
     // Remove what the run created, whatever happened.
     let _ = broker
         .delete_tap(&setup.baseline_exchange, &setup.baseline_queue)
@@ -130,7 +146,12 @@ pub async fn run(
     broker.close().await;
     storage.close();
     let _ = storage::drop_database(&setup.config.database.url).await;
-    let report = result?;
+    let report = result.map_err(|e| {
+        e.context(format!(
+            "no figures; the run's queues, exchanges and database ({}) were removed",
+            setup.config.amqp.prefix
+        ))
+    })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
