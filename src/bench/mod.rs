@@ -100,6 +100,8 @@ impl Setup {
             ("DATABASE__URL", config.database.url.clone()),
             ("DELIVERY__ALLOW_PRIVATE_TARGETS", "true".into()),
             ("API__LISTEN", format!("127.0.0.1:{port}")),
+            // Its own token: the default one makes the worker warn on every run.
+            ("API__ADMIN_TOKEN", format!("bench-{suffix}")),
         ]
         .into_iter()
         .map(|(k, v)| (format!("{}{k}", crate::config::ENV_PREFIX), v))
