@@ -158,7 +158,7 @@ impl Worker<'_> {
             publisher: broker.publisher().await?,
             schedule: self.config.delivery.retry_schedule.clone(),
             catalog: Catalog::builtin(),
-            max_event_size: self.config.delivery.max_event_size(),
+            max_event_size: self.config.delivery.max_event_bytes(),
         });
         let tracker = TaskTracker::new();
         // Consumers stop on shutdown or when a sibling fails, which `stop` signals.

@@ -226,6 +226,13 @@ async fn publish(config: &Config, args: PublishArgs) -> anyhow::Result<()> {
         .map(|p| json_argument("previous", p))
         .transpose()?;
     let (id, body) = envelope(&args.event, &args.company, data, previous)?;
+    // The worker's own check: what it would quarantine is refused here.
+    crate::envelope::parse(
+        &body,
+        &Catalog::builtin(),
+        config.delivery.max_event_bytes(),
+    )
+    .map_err(|invalid| anyhow::anyhow!("{invalid}; not published"))?;
     let broker = crate::broker::Broker::connect(&config.amqp.url, app::topology(config)).await?;
     // Declaring first means an event published before any worker ran waits in its queue.
     broker.declare_topology().await?;

@@ -91,13 +91,13 @@ pub struct DeliveryConfig {
 
 impl DeliveryConfig {
     /// `max_event_size` in bytes (validated to fit).
-    pub fn max_event_size(&self) -> usize {
+    pub fn max_event_bytes(&self) -> usize {
         usize::try_from(self.max_event_size.as_u64()).unwrap_or(usize::MAX)
     }
 }
 
-/// Bounds of `delivery.max_event_size`: below 1 KiB hardly any event fits; above 64 MiB one
-/// event per prefetch slot could take gigabytes, and each attempt's log keeps its event.
+/// Bounds of `delivery.max_event_size`: below 1 KiB hardly any event fits; above 64 MiB the
+/// events in flight (one per delivery, one per retry job) could take gigabytes.
 const MIN_EVENT_SIZE: u64 = 1024;
 const MAX_EVENT_SIZE: u64 = 64 * 1024 * 1024;
 
@@ -193,7 +193,7 @@ mod tests {
             &[60, 300, 1800, 7200].map(Duration::from_secs)
         );
         assert_eq!(config.delivery.max_response_body.as_u64(), 64 * 1024);
-        assert_eq!(config.delivery.max_event_size(), 1024 * 1024);
+        assert_eq!(config.delivery.max_event_bytes(), 1024 * 1024);
         assert!(!config.delivery.allow_private_targets);
     }
 

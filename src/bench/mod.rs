@@ -100,8 +100,12 @@ impl Setup {
             ("DATABASE__URL", config.database.url.clone()),
             ("DELIVERY__ALLOW_PRIVATE_TARGETS", "true".into()),
             ("API__LISTEN", format!("127.0.0.1:{port}")),
-            // Its own token: the default one makes the worker warn on every run.
-            ("API__ADMIN_TOKEN", format!("bench-{suffix}")),
+            // Its own token, not guessable from the names the run prints: the default one
+            // makes the worker warn, and its API accepts internal webhook targets.
+            (
+                "API__ADMIN_TOKEN",
+                format!("{:032x}", rand::rng().random::<u128>()),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (format!("{}{k}", crate::config::ENV_PREFIX), v))
@@ -116,8 +120,13 @@ impl Setup {
     }
 }
 
-/// Runs the benchmark and removes what it created, also when `interrupted` fires first (Ctrl-C):
-/// a run left behind would keep its quorum queues, their messages and its database.
+/// How long removing a run's queues, exchanges and database may take before the bench gives
+/// up and names what it left behind.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the benchmark and removes what it created, however it ends: with figures, with an
+/// error, or when `interrupted` (SIGINT, SIGTERM) fires first. A run left behind would keep its
+/// quorum queues, their messages and its database.
 pub async fn run(
     config: Config,
     config_path: Option<&Path>,
@@ -127,39 +136,102 @@ pub async fn run(
     if args.events == 0 || args.webhooks == 0 {
         bail!("--events and --webhooks must be at least 1");
     }
+    // The envelope is the padding plus ~170 bytes of fields.
+    let envelope_bytes = args.payload_bytes.as_u64().saturating_add(256);
+    if envelope_bytes > config.delivery.max_event_size.as_u64() {
+        bail!(
+            "--payload-bytes {}: the events would be over delivery.max_event_size ({}), and \
+             the worker would quarantine them; raise it with --config",
+            args.payload_bytes,
+            config.delivery.max_event_size
+        );
+    }
     let setup = Setup::new(config)?;
     eprintln!(
-        "bench: prefix {}, database {} (removed at the end, or on Ctrl-C)",
+        "bench: queues and exchanges {}.*, database {} (removed at the end, also on Ctrl-C or \
+         SIGTERM)",
         setup.config.amqp.prefix, setup.database
     );
-    let storage = Storage::connect(&setup.config.database).await?;
-    let broker =
-        Broker::connect(&setup.config.amqp.url, crate::app::topology(&setup.config)).await?;
+    let mut opened = Opened::default();
     // Dropping the measurement on an interrupt kills its children (`kill_on_drop`).
     let result = tokio::select! {
-        result = measure(&setup, config_path, &args, &storage, &broker) => result,
+        biased;
         () = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted")),
+        result = connect_and_measure(&setup, config_path, &args, &mut opened) => result,
     };
-    // Remove what the run created, whatever happened.
-    let _ = broker
-        .delete_tap(&setup.baseline_exchange, &setup.baseline_queue)
-        .await;
-    let _ = broker.delete_topology(true).await;
-    broker.close().await;
-    storage.close();
-    let _ = storage::drop_database(&setup.config.database.url).await;
-    let report = result.map_err(|e| {
-        e.context(format!(
-            "no figures; the run's queues, exchanges and database ({}) were removed",
-            setup.config.amqp.prefix
-        ))
-    })?;
+    let left_behind = tokio::time::timeout(CLEANUP_TIMEOUT, remove(&setup, opened))
+        .await
+        .unwrap_or_else(|_| vec![format!("(removal timed out after {CLEANUP_TIMEOUT:?})")]);
+    let cleanup = if left_behind.is_empty() {
+        format!(
+            "removed {}.* and database {}",
+            setup.config.amqp.prefix, setup.database
+        )
+    } else {
+        format!("could not remove: {}", left_behind.join("; "))
+    };
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => bail!("{e:#}; no figures ({cleanup})"),
+    };
+    if !left_behind.is_empty() {
+        eprintln!("bench: {cleanup}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
         print!("{}", report.table());
     }
     Ok(())
+}
+
+/// The connections a run opened, kept outside the measurement so they outlive an interrupt.
+#[derive(Default)]
+struct Opened {
+    storage: Option<Storage>,
+    broker: Option<Broker>,
+}
+
+async fn connect_and_measure(
+    setup: &Setup,
+    config_path: Option<&Path>,
+    args: &BenchArgs,
+    opened: &mut Opened,
+) -> anyhow::Result<Report> {
+    // Creates and migrates the run's database.
+    let storage = opened
+        .storage
+        .insert(Storage::connect(&setup.config.database).await?);
+    let broker = opened.broker.insert(
+        Broker::connect(&setup.config.amqp.url, crate::app::topology(&setup.config)).await?,
+    );
+    measure(setup, config_path, args, storage, broker).await
+}
+
+/// Removes the run's queues, exchanges and database; returns what could not be removed.
+async fn remove(setup: &Setup, opened: Opened) -> Vec<String> {
+    let mut left_behind = Vec::new();
+    // Without a connection of ours the run declared nothing (its worker starts after it).
+    if let Some(broker) = opened.broker {
+        if let Err(e) = broker
+            .delete_tap(&setup.baseline_exchange, &setup.baseline_queue)
+            .await
+        {
+            left_behind.push(format!("{}: {e}", setup.baseline_queue));
+        }
+        if let Err(e) = broker.delete_topology(true).await {
+            left_behind.push(format!("{}.*: {e}", setup.config.amqp.prefix));
+        }
+        broker.close().await;
+    }
+    if let Some(storage) = opened.storage {
+        storage.close();
+    }
+    // Also when connecting failed half-way: the database may exist already.
+    if let Err(e) = storage::drop_database(&setup.config.database.url).await {
+        left_behind.push(format!("database {}: {e}", setup.database));
+    }
+    left_behind
 }
 
 async fn measure(

@@ -317,11 +317,12 @@ fn config_file(config: &Config, port: u16) -> tempfile::TempPath {
         "[amqp]\nprefix = \"{}\"\nevents_exchange = \"{}\"\n\
          [database]\nurl = \"{}\"\n\
          [api]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\
-         [delivery]\nretry_schedule = [{}]\nallow_private_targets = true\n",
+         [delivery]\nretry_schedule = [{}]\nallow_private_targets = true\nmax_event_size = {}\n",
         config.amqp.prefix,
         config.amqp.events_exchange,
         config.database.url,
         delays.join(", "),
+        config.delivery.max_event_size.as_u64(),
     );
     let mut file = tempfile::NamedTempFile::new().expect("config file");
     std::io::Write::write_all(&mut file, toml.as_bytes()).expect("write config");

@@ -122,6 +122,28 @@ async fn events_over_the_size_limit_are_quarantined_not_delivered() {
         .expect("count")
         .get(0);
     assert_eq!(deliveries, 0, "no delivery made of the oversized event");
+
+    // `publish` applies the same limit instead of handing the worker an event to quarantine.
+    let data = json!({"notes": "n".repeat(5 * 1024)}).to_string();
+    let refused = worker
+        .cli(&[
+            "publish",
+            "--event",
+            "deal.won",
+            "--company",
+            "cmp_big",
+            "--data",
+            &data,
+        ])
+        .await;
+    assert!(!refused.success, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("over delivery.max_event_size (4096 bytes); not published"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[tokio::test]
