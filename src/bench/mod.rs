@@ -120,6 +120,14 @@ impl Setup {
     }
 }
 
+/// A run stopped by SIGINT or SIGTERM before it had figures. The binary exits with 130, as a
+/// shell reports a command ended by Ctrl-C, so scripts can tell it from a failed run.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; no figures ({cleanup})")]
+pub struct Interrupted {
+    cleanup: String,
+}
+
 /// How long removing a run's queues, exchanges and database may take before the bench gives
 /// up and names what it left behind.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -156,8 +164,8 @@ pub async fn run(
     // Dropping the measurement on an interrupt kills its children (`kill_on_drop`).
     let result = tokio::select! {
         biased;
-        () = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted")),
-        result = connect_and_measure(&setup, config_path, &args, &mut opened) => result,
+        () = interrupted.cancelled() => None,
+        result = connect_and_measure(&setup, config_path, &args, &mut opened) => Some(result),
     };
     let left_behind = tokio::time::timeout(CLEANUP_TIMEOUT, remove(&setup, opened))
         .await
@@ -171,8 +179,9 @@ pub async fn run(
         format!("could not remove: {}", left_behind.join("; "))
     };
     let report = match result {
-        Ok(report) => report,
-        Err(e) => bail!("{e:#}; no figures ({cleanup})"),
+        Some(Ok(report)) => report,
+        Some(Err(e)) => bail!("{e:#}; no figures ({cleanup})"),
+        None => return Err(Interrupted { cleanup }.into()),
     };
     if !left_behind.is_empty() {
         eprintln!("bench: {cleanup}");
