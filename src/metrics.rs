@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_histogram, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 pub const EVENTS_RECEIVED: &str = "tesoro_webhooks_events_received_total";
 pub const EVENTS_UNMATCHED: &str = "tesoro_webhooks_events_unmatched_total";
@@ -17,6 +17,7 @@ pub const STALE_JOBS: &str = "tesoro_webhooks_stale_jobs_total";
 pub const DEFERRED: &str = "tesoro_webhooks_deferred_total";
 pub const HANDLER_ERRORS: &str = "tesoro_webhooks_handler_errors_total";
 pub const RECORD_BATCH_SIZE: &str = "tesoro_webhooks_record_batch_size";
+pub const DELIVERIES_PARKED: &str = "tesoro_webhooks_deliveries_parked";
 
 /// Registers descriptions (the `# HELP` lines). Called once by the exporter's owner.
 pub fn describe() {
@@ -55,6 +56,11 @@ pub fn describe() {
         DEFERRED,
         "Deliveries handed off or parked untried because their endpoint was saturated."
     );
+    describe_gauge!(
+        DELIVERIES_PARKED,
+        "Deliveries parked in the database while their endpoint hangs (the database's count, \
+         the same on every worker), read at each scrape."
+    );
     describe_histogram!(
         RECORD_BATCH_SIZE,
         "Delivery outcomes written per PostgreSQL transaction."
@@ -64,6 +70,10 @@ pub fn describe() {
 pub fn attempt(result: &'static str, duration: Duration) {
     counter!(ATTEMPTS, "result" => result).increment(1);
     histogram!(ATTEMPT_DURATION).record(duration.as_secs_f64());
+}
+
+pub fn parked(deliveries: u64) {
+    gauge!(DELIVERIES_PARKED).set(deliveries as f64);
 }
 
 pub fn quarantined(reason: &'static str) {

@@ -82,7 +82,16 @@ async fn require_token(
     }
 }
 
+/// How long a scrape waits for the parking lot's count before rendering without it (the
+/// gauge then keeps its last value), so /metrics answers while the database does not.
+const PARKED_COUNT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn render_metrics(State(state): State<Arc<ApiState>>) -> String {
+    match tokio::time::timeout(PARKED_COUNT_TIMEOUT, state.storage.count_parked()).await {
+        Ok(Ok(parked)) => crate::metrics::parked(parked),
+        Ok(Err(e)) => tracing::debug!(error = %e, "cannot count parked deliveries"),
+        Err(_) => tracing::debug!("counting parked deliveries timed out"),
+    }
     state.metrics.run_upkeep();
     state.metrics.render()
 }

@@ -10,7 +10,7 @@ use tesoro_webhooks::{
 };
 use time::OffsetDateTime;
 
-use crate::harness::TestDatabase;
+use crate::harness::{TestDatabase, TestWorker, test_config};
 
 /// A pending delivery parked until a second ago, created `age_s` seconds ago.
 async fn park(db: &TestDatabase, event: &str, age_s: f64) -> DeliveryId {
@@ -141,5 +141,61 @@ async fn a_pending_untried_delivery_can_be_parked_and_failing_it_unparks_it() {
         parked_for(&db, delivery).await,
         None,
         "a Failed delivery is not parked"
+    );
+}
+
+/// The `tesoro_webhooks_deliveries_parked` line of the worker's /metrics.
+async fn parked_gauge(worker: &TestWorker) -> String {
+    let metrics = worker
+        .http
+        .get(worker.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    metrics
+        .lines()
+        .find(|line| line.starts_with("tesoro_webhooks_deliveries_parked "))
+        .unwrap_or_else(|| panic!("no parked gauge in:\n{metrics}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn metrics_count_the_parked_deliveries_at_each_scrape() {
+    // The worker binary: its /metrics are its own, not shared with other tests' workers.
+    let worker = TestWorker::start_process(test_config()).await;
+    assert_eq!(
+        parked_gauge(&worker).await,
+        "tesoro_webhooks_deliveries_parked 0"
+    );
+
+    // Parked for an hour, so the sweeper leaves them where they are.
+    for event in ["evt_p1", "evt_p2", "evt_p3"] {
+        worker
+            .db
+            .execute(
+                "INSERT INTO events (id, company_id, event_type, body)
+                 VALUES ($1, 'cmp_1', 'deal.won', '{}')",
+                &[&event],
+            )
+            .await
+            .expect("event");
+        worker
+            .db
+            .execute(
+                "INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type,
+                     next_attempt_at, parked_until)
+                 VALUES (gen_random_uuid(), $1, gen_random_uuid(), 'cmp_1', 'deal.won',
+                     now() + interval '1 hour', now() + interval '1 hour')",
+                &[&event],
+            )
+            .await
+            .expect("delivery");
+    }
+    assert_eq!(
+        parked_gauge(&worker).await,
+        "tesoro_webhooks_deliveries_parked 3"
     );
 }
