@@ -65,30 +65,45 @@ impl Acks {
 
 async fn run(mut settled: mpsc::UnboundedReceiver<Settled>) {
     let mut window = AckWindow::new(1);
-    let mut flush_at: Option<Instant> = None;
-    loop {
-        let next = match flush_at {
-            Some(at) => tokio::select! {
-                next = settled.recv() => next,
-                () = tokio::time::sleep_until(at) => {
-                    let flush = window.flush(Instant::now());
-                    flush_at = window.oldest().map(|since| (since + HOLD).min(Instant::now() + LINGER));
-                    send(flush).await;
-                    continue;
-                }
-            },
-            None => settled.recv().await,
-        };
-        let Some(next) = next else { break };
-        match next {
-            Settled::Ack(tag, acker) => window.ack(tag, acker, Instant::now()),
-            Settled::Nacked(tag) => window.nacked(tag),
-        }
-        if flush_at.is_none() && window.has_pending() {
-            flush_at = Some(Instant::now() + LINGER);
+    // Idle until a delivery settles; then flush every LINGER while any ack is pending. In
+    // between it sleeps on the timer, not on the channel, so the deliveries settling meanwhile
+    // queue up without waking it one by one (at moderate rates, a wake-up per message).
+    while let Some(first) = settled.recv().await {
+        apply(&mut window, first);
+        let mut flush_at = Instant::now() + LINGER;
+        loop {
+            tokio::time::sleep_until(flush_at).await;
+            let open = drain(&mut settled, &mut window);
+            send(window.flush(Instant::now())).await;
+            if !open {
+                send(window.flush_all()).await;
+                return;
+            }
+            match window.oldest() {
+                Some(since) => flush_at = (since + HOLD).min(Instant::now() + LINGER),
+                None => break,
+            }
         }
     }
     send(window.flush_all()).await;
+}
+
+fn apply(window: &mut AckWindow<Acker>, settled: Settled) {
+    match settled {
+        Settled::Ack(tag, acker) => window.ack(tag, acker, Instant::now()),
+        Settled::Nacked(tag) => window.nacked(tag),
+    }
+}
+
+/// Takes in what has queued; false once every handle is gone.
+fn drain(settled: &mut mpsc::UnboundedReceiver<Settled>, window: &mut AckWindow<Acker>) -> bool {
+    loop {
+        match settled.try_recv() {
+            Ok(next) => apply(window, next),
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
 }
 
 async fn send(flush: Flush<Acker>) {
@@ -143,10 +158,6 @@ impl<A> AckWindow<A> {
     fn nacked(&mut self, tag: u64) {
         self.settled_ahead.insert(tag);
         self.advance_over_settled();
-    }
-
-    fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
     }
 
     /// When the oldest unsent ack was decided.

@@ -92,30 +92,27 @@ async fn run(storage: Storage, mut pending: mpsc::UnboundedReceiver<(DeliveryWri
     }
 }
 
-/// `first` and the writes that arrive within `LINGER` of it, up to `MAX_BATCH`.
+/// `first` and the writes that arrive within `LINGER` of it, up to `MAX_BATCH`. It sleeps
+/// through the linger and then takes what queued meanwhile, instead of waking for each write
+/// as it arrives: at moderate rates that was a task wake-up per delivery. A backlog that
+/// already fills the batch goes at once.
 async fn gather(
     first: (DeliveryWrite, Done),
     pending: &mut mpsc::UnboundedReceiver<(DeliveryWrite, Done)>,
 ) -> Vec<(DeliveryWrite, Done)> {
+    let deadline = tokio::time::Instant::now() + LINGER;
     let mut batch = vec![first];
-    let linger = tokio::time::sleep(LINGER);
-    tokio::pin!(linger);
-    while batch.len() < MAX_BATCH {
-        // Drain what is already queued without touching the timer.
-        if let Ok(next) = pending.try_recv() {
+    loop {
+        while batch.len() < MAX_BATCH {
+            // Empty, or closed: what is here goes, and `run` sees the close next.
+            let Ok(next) = pending.try_recv() else { break };
             batch.push(next);
-            continue;
         }
-        tokio::select! {
-            biased;
-            next = pending.recv() => match next {
-                Some(next) => batch.push(next),
-                None => break,
-            },
-            () = &mut linger => break,
+        if batch.len() >= MAX_BATCH || tokio::time::Instant::now() >= deadline {
+            return batch;
         }
+        tokio::time::sleep_until(deadline).await;
     }
-    batch
 }
 
 #[cfg(test)]
