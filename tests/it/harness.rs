@@ -202,6 +202,19 @@ impl TestWorker {
         format!("{}{path}", self.base_url)
     }
 
+    /// The text of /metrics. In-process workers share one recorder: only a process worker's
+    /// figures are its own.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// An admin API call with the token; returns status and JSON body (Null when empty).
     pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");

@@ -146,15 +146,7 @@ async fn a_pending_untried_delivery_can_be_parked_and_failing_it_unparks_it() {
 
 /// The `tesoro_webhooks_deliveries_parked` line of the worker's /metrics.
 async fn parked_gauge(worker: &TestWorker) -> String {
-    let metrics = worker
-        .http
-        .get(worker.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = worker.metrics().await;
     metrics
         .lines()
         .find(|line| line.starts_with("tesoro_webhooks_deliveries_parked "))

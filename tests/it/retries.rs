@@ -234,15 +234,7 @@ async fn a_failed_delivery_counts_once_whatever_reaches_the_dead_queue() {
         .await;
     worker.wait_for_status(&second, webhook_id, "failed").await;
 
-    let metrics = worker
-        .http
-        .get(worker.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = worker.metrics().await;
     let failed: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("tesoro_webhooks_deliveries_failed_total"))
