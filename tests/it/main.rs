@@ -4,6 +4,7 @@
 
 mod acks;
 mod api;
+mod bench;
 mod crash;
 mod delivery;
 mod harness;

@@ -1,14 +1,10 @@
 //! A graceful stop: on SIGTERM the worker binary finishes its work and exits 0, logging nothing
 //! at error level, so a routine deploy never looks like an incident. Its log, written to a
-//! file, is plain text. An interrupted benchmark still removes what it created.
-
-use std::{process::Stdio, time::Duration};
+//! file, is plain text.
 
 use serde_json::json;
-use tesoro_webhooks::{app, broker::Broker};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::harness::{TestReceiver, TestWorker, test_config, wait_until};
+use crate::harness::{TestReceiver, TestWorker, test_config};
 
 #[tokio::test]
 async fn sigterm_ends_the_worker_with_success_and_no_error_logged() {
@@ -35,132 +31,4 @@ async fn sigterm_ends_the_worker_with_success_and_no_error_logged() {
         !log.contains('\u{1b}'),
         "terminal colour codes in a log file:\n{log}"
     );
-}
-
-#[tokio::test]
-async fn an_interrupted_bench_removes_its_queues_exchanges_and_database() {
-    let config = test_config();
-    // Long enough (1,000 s at 100/s) that only the interrupt can end it.
-    let mut bench = Bench(
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
-            .args(["bench", "--events", "100000", "--rate", "100"])
-            .env("TESORO_WEBHOOKS__AMQP__URL", &config.amqp.url)
-            .env("TESORO_WEBHOOKS__DATABASE__URL", &config.database.url)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the bench"),
-    );
-    let mut stderr = BufReader::new(bench.0.stderr.take().expect("stderr")).lines();
-    let first = stderr
-        .next_line()
-        .await
-        .expect("read")
-        .expect("a first line");
-    // "bench: queues and exchanges bench_<suffix>.*, database tw_bench_<suffix> (...)"
-    let prefix = first
-        .split_whitespace()
-        .find_map(|word| word.strip_suffix(".*,"))
-        .unwrap_or_else(|| panic!("no prefix in {first:?}"))
-        .to_owned();
-    let database = format!("tw_{prefix}");
-    let events_queue = format!("{prefix}.events");
-
-    let broker = Broker::connect(&config.amqp.url, app::topology(&config))
-        .await
-        .expect("broker");
-    wait_until("the bench's worker to consume", || {
-        if let Some(status) = bench.0.try_wait().expect("poll the bench") {
-            panic!("the bench ended early ({status})");
-        }
-        let (broker, queue) = (&broker, &events_queue);
-        async move { (broker.consumers(queue).await.ok()? > 0).then_some(()) }
-    })
-    .await;
-    assert!(
-        !broker_objects(&prefix).await.is_empty(),
-        "the listing sees the run's queues"
-    );
-
-    bench.interrupt();
-    let status = tokio::time::timeout(Duration::from_secs(60), bench.0.wait())
-        .await
-        .expect("the bench exits after an interrupt")
-        .expect("wait");
-    // Its children share the pipe, so it closes only once none is left running.
-    let mut rest = String::new();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(line) = stderr.next_line().await.expect("read") {
-            rest.push_str(&line);
-            rest.push('\n');
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("a child of the bench outlived it; stderr:\n{rest}"));
-    assert_eq!(status.code(), Some(130), "an interrupt's exit status");
-    assert!(
-        rest.contains("interrupted; no figures (removed"),
-        "stderr:\n{rest}"
-    );
-
-    let left = broker_objects(&prefix).await;
-    assert!(left.is_empty(), "left behind: {left:?}");
-    let mut admin_url = url::Url::parse(&config.database.url).expect("database.url");
-    admin_url.set_path("/postgres");
-    let (admin, connection) = tokio_postgres::connect(admin_url.as_str(), tokio_postgres::NoTls)
-        .await
-        .expect("postgres");
-    tokio::spawn(connection);
-    let databases = admin
-        .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
-        .await
-        .expect("query");
-    assert!(databases.is_empty(), "database {database} still exists");
-    broker.close().await;
-}
-
-/// The bench process; interrupted if the test ends first, so that it still cleans up.
-struct Bench(tokio::process::Child);
-
-impl Bench {
-    fn interrupt(&self) {
-        let pid = self.0.id().expect("pid").to_string();
-        let signalled = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("run kill");
-        assert!(signalled.success(), "kill -INT failed");
-    }
-}
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            self.interrupt();
-        }
-    }
-}
-
-/// Queues and exchanges whose names start with `prefix`.
-async fn broker_objects(prefix: &str) -> Vec<String> {
-    let prefix = prefix.to_owned();
-    tokio::task::spawn_blocking(move || {
-        ["list_queues", "list_exchanges"]
-            .into_iter()
-            .flat_map(|listing| {
-                let output = std::process::Command::new("rabbitmqctl")
-                    .args([listing, "--no-table-headers", "--silent", "name"])
-                    .output()
-                    .expect("rabbitmqctl");
-                String::from_utf8_lossy(&output.stdout)
-                    .lines()
-                    .filter(|name| name.starts_with(&prefix))
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    })
-    .await
-    .expect("rabbitmqctl")
 }
