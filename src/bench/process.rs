@@ -1,6 +1,10 @@
 //! The process under test: spawned as a child so its CPU time and peak memory are its own.
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{
+    path::Path,
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use tokio::process::{Child, Command};
@@ -30,13 +34,15 @@ impl Measured {
         for (key, value) in env {
             command.env(key, value);
         }
-        let child = command
+        command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the process under test")?;
+            .stderr(Stdio::inherit());
+        Self::start(command)
+    }
+
+    fn start(mut command: Command) -> anyhow::Result<Self> {
+        let child = command.spawn().context("starting the process under test")?;
         let pid = child.id().context("child has no pid")?;
         Ok(Self { child, pid })
     }
@@ -88,5 +94,39 @@ impl Measured {
         }
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// Dropped before it was stopped (the run was interrupted or failed): kill the process and
+/// reap it before the bench goes on to delete the run's queues, so nothing the process still
+/// had to send can declare them again afterwards. Blocking, but briefly: a killed process is
+/// gone within milliseconds.
+impl Drop for Measured {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = self.child.start_kill();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_process_is_killed_and_reaped_at_once() {
+        let mut command = Command::new("sleep");
+        command.arg("30");
+        let process = Measured::start(command).expect("spawn sleep");
+        let proc_dir = format!("/proc/{}", process.pid);
+        assert!(Path::new(&proc_dir).exists());
+        drop(process);
+        // Neither running nor a zombie waiting to be reaped.
+        assert!(!Path::new(&proc_dir).exists(), "{proc_dir} still exists");
     }
 }
