@@ -316,10 +316,11 @@ async fn quarantine(config: &Config, command: QuarantineCommand) -> anyhow::Resu
             for (n, message) in messages.iter().enumerate() {
                 let (exchange, key) = message.origin();
                 let reason = message.reason().unwrap_or_else(|| "(no reason)".into());
+                let id = message.message_id().unwrap_or("(none)");
                 let body = String::from_utf8_lossy(&message.body);
                 let preview: String = body.chars().take(300).collect();
                 println!(
-                    "#{}  {reason}\n    from {exchange}/{key}\n    {preview}",
+                    "#{}  {reason}\n    from {exchange}/{key}, message id {id}\n    {preview}",
                     n + 1
                 );
             }

@@ -64,7 +64,16 @@ impl Pipeline {
     /// Moves an unprocessable message to the quarantine queue with its reason, then acks it:
     /// it is kept for an operator, never lost and never looping.
     async fn quarantine(&self, message: &Message, code: &'static str, reason: &str) -> Disposition {
-        tracing::warn!(code, reason, "quarantining an unprocessable message");
+        // Named by what an operator can find it by in the quarantine listing.
+        let (exchange, routing_key) = message.origin();
+        tracing::warn!(
+            code,
+            reason,
+            message_id = message.message_id().unwrap_or("(none)"),
+            exchange,
+            routing_key,
+            "quarantining an unprocessable message"
+        );
         match self
             .publisher
             .quarantine(message, &format!("{code}: {reason}"))

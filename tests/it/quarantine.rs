@@ -146,10 +146,46 @@ async fn events_over_the_size_limit_are_quarantined_not_delivered() {
     );
 }
 
+/// The warning an operator sees names the message, so it can be found among the quarantined.
+#[tokio::test]
+async fn the_quarantine_warning_names_the_message() {
+    let mut worker = TestWorker::start_process(test_config()).await;
+    worker
+        .publisher()
+        .publish_event(
+            "deal.won",
+            "evt_unknown_kind",
+            br#"{"id":"evt_unknown_kind"}"#,
+        )
+        .await
+        .expect("publish");
+    let queue = worker.broker.topology().quarantine_queue.clone();
+    wait_until("the message to be quarantined", || async {
+        (worker.broker.depth(&queue).await.ok()? == 1).then_some(())
+    })
+    .await;
+    let (_, log) = worker.terminate_process().await;
+    let warning = log
+        .lines()
+        .find(|line| line.contains("quarantining an unprocessable message"))
+        .unwrap_or_else(|| panic!("no quarantine warning in:\n{log}"));
+    for part in [
+        "code=\"missing_field\"",
+        "message_id=\"evt_unknown_kind\"",
+        "routing_key=\"deal.won\"",
+    ] {
+        assert!(warning.contains(part), "{part} missing from: {warning}");
+    }
+}
+
 #[tokio::test]
 async fn quarantine_commands_list_requeue_and_drop() {
     let worker = TestWorker::start().await;
-    worker.publish_raw("deal.won", b"{broken").await;
+    worker
+        .publisher()
+        .publish_event("deal.won", "evt_broken_1", b"{broken")
+        .await
+        .expect("publish");
     let queue = worker.broker.topology().quarantine_queue.clone();
     wait_until("the message to be quarantined", || async {
         (worker.broker.depth(&queue).await.ok()? == 1).then_some(())
@@ -164,6 +200,11 @@ async fn quarantine_commands_list_requeue_and_drop() {
     assert!(
         list.stdout.contains("deal.won"),
         "origin routing key shown: {}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("message id evt_broken_1"),
+        "message id shown: {}",
         list.stdout
     );
     // Peeked messages are handed back when the CLI's channel closes; the quorum queue's
