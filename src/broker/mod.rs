@@ -176,10 +176,13 @@ impl Broker {
             let message = Message::from(delivery);
             let handler = handler.clone();
             let shutdown = shutdown.clone();
-            tracker.spawn(async move {
+            // Boxed: a handler's future runs to kilobytes (a fan-out's, with its HTTP and
+            // recording state), and tokio moves a task's future by value several times
+            // (spawn, into its cell, out when it completes); a box moves once.
+            tracker.spawn(Box::pin(async move {
                 let disposition = settle_even_on_panic(handler(message)).await;
                 settler.settle(disposition, &shutdown).await;
-            });
+            }));
         }
     }
 
