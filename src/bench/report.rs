@@ -13,6 +13,9 @@ pub struct Phase {
     pub deliveries_per_sec: f64,
     pub events_per_sec: f64,
     pub latency_ms: [f64; 4],
+    /// The longest time between two arrivals at steady state: a stall anywhere on the path
+    /// (the broker's, the database's, the process's) shows here, next to the tail it caused.
+    pub longest_gap_ms: f64,
     pub cpu_s_per_1k: f64,
     pub peak_rss_mb: f64,
 }
@@ -41,6 +44,7 @@ impl Phase {
             deliveries_per_sec: steady_rate(&arrivals),
             events_per_sec: published_at.len() as f64 / publish_time.as_secs_f64().max(1e-9),
             latency_ms: [0.50, 0.90, 0.99, 1.0].map(|q| percentile(&latencies, q)),
+            longest_gap_ms: longest_steady_gap(&arrivals).as_secs_f64() * 1000.0,
             cpu_s_per_1k: if deliveries == 0 {
                 0.0
             } else {
@@ -51,16 +55,30 @@ impl Phase {
     }
 }
 
-/// Arrivals per second between the first and last 10 % (ramp-up and drain excluded).
-pub fn steady_rate(sorted_arrivals: &[Instant]) -> f64 {
+/// The arrivals between the first and last 10 % (ramp-up and drain excluded).
+fn steady(sorted_arrivals: &[Instant]) -> &[Instant] {
     let cut = sorted_arrivals.len() / 10;
-    let middle = &sorted_arrivals[cut..sorted_arrivals.len() - cut];
+    &sorted_arrivals[cut..sorted_arrivals.len() - cut]
+}
+
+/// Arrivals per second at steady state.
+pub fn steady_rate(sorted_arrivals: &[Instant]) -> f64 {
+    let middle = steady(sorted_arrivals);
     match (middle.first(), middle.last()) {
         (Some(first), Some(last)) if last > first => {
             (middle.len() - 1) as f64 / (*last - *first).as_secs_f64()
         }
         _ => 0.0,
     }
+}
+
+/// The longest wait between consecutive arrivals at steady state.
+pub fn longest_steady_gap(sorted_arrivals: &[Instant]) -> Duration {
+    steady(sorted_arrivals)
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default()
 }
 
 /// The `q` quantile (0..=1) of sorted values, nearest rank; 0 when empty.
@@ -112,6 +130,7 @@ impl Report {
             "deliveries_per_sec": round(w.deliveries_per_sec, 1),
             "events_per_sec": round(w.events_per_sec, 1),
             "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "max": max},
+            "longest_gap_ms": round(w.longest_gap_ms, 2),
             "worker_cpu_s_per_1k": round(w.cpu_s_per_1k, 4),
             "peak_rss_mb": round(w.peak_rss_mb, 1),
             "signatures_checked": self.signatures_checked,
@@ -130,6 +149,7 @@ impl Report {
             out["baseline_latency_ms"] = json!({
                 "p50": round(baseline.latency_ms[0], 2), "p99": round(baseline.latency_ms[2], 2)
             });
+            out["baseline_longest_gap_ms"] = json!(round(baseline.longest_gap_ms, 2));
             out["baseline_cpu_s_per_1k"] = json!(round(baseline.cpu_s_per_1k, 4));
             out["ratio_to_baseline"] = json!(round(ratio, 3));
         }
@@ -172,6 +192,9 @@ impl Report {
         {
             out += &row(name, &|p| format!("{:.2}", p.latency_ms[i]));
         }
+        out += &row("longest gap ms (steady)", &|p| {
+            format!("{:.2}", p.longest_gap_ms)
+        });
         out += &row("cpu s / 1k deliveries", &|p| {
             format!("{:.3}", p.cpu_s_per_1k)
         });
@@ -225,5 +248,25 @@ mod tests {
         let rate = steady_rate(&arrivals);
         assert!((rate - 1000.0).abs() < 30.0, "{rate}");
         assert_eq!(steady_rate(&[]), 0.0);
+    }
+
+    #[test]
+    fn the_longest_gap_is_a_stall_at_steady_state_not_the_ramp() {
+        let start = Instant::now();
+        // 100 arrivals 1 ms apart, but the first and the last come 500 ms off (ramp and
+        // drain, excluded) and one 300 ms stall in the middle.
+        let mut arrivals = Vec::new();
+        let mut t = start;
+        for i in 0..100 {
+            t += match i {
+                1 | 99 => Duration::from_millis(500),
+                50 => Duration::from_millis(300),
+                _ => Duration::from_millis(1),
+            };
+            arrivals.push(t);
+        }
+        assert_eq!(longest_steady_gap(&arrivals), Duration::from_millis(300));
+        assert_eq!(longest_steady_gap(&[]), Duration::ZERO);
+        assert_eq!(longest_steady_gap(&[start]), Duration::ZERO);
     }
 }
