@@ -160,10 +160,7 @@ async fn the_quarantine_warning_names_the_message() {
         .await
         .expect("publish");
     let queue = worker.broker.topology().quarantine_queue.clone();
-    wait_until("the message to be quarantined", || async {
-        (worker.broker.depth(&queue).await.ok()? == 1).then_some(())
-    })
-    .await;
+    wait_for_one_queued(&worker, &queue, "the message to be quarantined").await;
     let (_, log) = worker.terminate_process().await;
     let warning = log
         .lines()
@@ -187,10 +184,7 @@ async fn quarantine_commands_list_requeue_and_drop() {
         .await
         .expect("publish");
     let queue = worker.broker.topology().quarantine_queue.clone();
-    wait_until("the message to be quarantined", || async {
-        (worker.broker.depth(&queue).await.ok()? == 1).then_some(())
-    })
-    .await;
+    wait_for_one_queued(&worker, &queue, "the message to be quarantined").await;
 
     let list = worker.cli(&["quarantine", "list"]).await;
     assert!(list.success, "{list:?}");
@@ -209,18 +203,12 @@ async fn quarantine_commands_list_requeue_and_drop() {
     );
     // Peeked messages are handed back when the CLI's channel closes; the quorum queue's
     // count follows shortly after.
-    wait_until("list to leave the message queued", || async {
-        (worker.broker.depth(&queue).await.ok()? == 1).then_some(())
-    })
-    .await;
+    wait_for_one_queued(&worker, &queue, "list to leave the message queued").await;
 
     // Still invalid: requeued to the events exchange, it comes back to quarantine once.
     let requeue = worker.cli(&["quarantine", "requeue", "--all"]).await;
     assert!(requeue.stdout.contains("requeued 1"), "{requeue:?}");
-    wait_until("the message to return to quarantine", || async {
-        (worker.broker.depth(&queue).await.ok()? == 1).then_some(())
-    })
-    .await;
+    wait_for_one_queued(&worker, &queue, "the message to return to quarantine").await;
 
     let dropped = worker.cli(&["quarantine", "drop", "--all"]).await;
     assert!(dropped.stdout.contains("dropped 1"), "{dropped:?}");
@@ -326,4 +314,12 @@ async fn a_job_ahead_of_the_recorded_attempts_waits_instead_of_being_dropped() {
     let reason = message.reason().expect("reason");
     assert!(reason.starts_with("unknown_delivery"), "{reason}");
     assert_eq!(receiver.received().len(), 1, "no attempt made out of turn");
+}
+
+/// Waits until `queue` holds exactly one message (quorum queue counts lag a little).
+async fn wait_for_one_queued(worker: &TestWorker, queue: &str, what: &str) {
+    wait_until(what, || async {
+        (worker.broker.depth(queue).await.ok()? == 1).then_some(())
+    })
+    .await;
 }
