@@ -161,7 +161,8 @@ pub async fn run(
         setup.config.amqp.prefix, setup.database
     );
     let mut opened = Opened::default();
-    // Dropping the measurement on an interrupt kills its children (`kill_on_drop`).
+    // Dropping the measurement on an interrupt kills and reaps its children (`Measured`'s
+    // Drop) before `remove` deletes what they consumed from.
     let result = tokio::select! {
         biased;
         () = interrupted.cancelled() => None,

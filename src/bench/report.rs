@@ -269,4 +269,45 @@ mod tests {
         assert_eq!(longest_steady_gap(&[]), Duration::ZERO);
         assert_eq!(longest_steady_gap(&[start]), Duration::ZERO);
     }
+
+    #[test]
+    fn the_report_gives_each_phase_its_longest_gap() {
+        let start = Instant::now();
+        let phase = |stall_ms: u64| {
+            let published: Vec<Instant> = (0..100).map(|_| start).collect();
+            let mut t = start;
+            let received: Vec<(u32, Instant)> = (0..100u32)
+                .map(|n| {
+                    t += Duration::from_millis(if n == 50 { stall_ms } else { 1 });
+                    (n, t)
+                })
+                .collect();
+            Phase::measure(&received, &published, Duration::from_secs(1), 1.0, 10.0)
+        };
+        let report = Report {
+            args: BenchArgs {
+                events: 100,
+                webhooks: 1,
+                dead_webhooks: 0,
+                rate: None,
+                payload_bytes: bytesize::ByteSize::kib(1),
+                baseline: true,
+                json: true,
+            },
+            worker: phase(400),
+            baseline: Some(phase(20)),
+            without_dead: None,
+            signatures_checked: 0,
+            signatures_bad: 0,
+        };
+        let json = report.to_json();
+        assert_eq!(json["longest_gap_ms"], 400.0);
+        assert_eq!(json["baseline_longest_gap_ms"], 20.0);
+        let table = report.table();
+        let row = table
+            .lines()
+            .find(|line| line.starts_with("longest gap ms (steady)"))
+            .unwrap_or_else(|| panic!("no gap row in:\n{table}"));
+        assert!(row.contains("400.00") && row.contains("20.00"), "{row}");
+    }
 }
