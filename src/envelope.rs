@@ -1,7 +1,10 @@
 //! The event envelope CRM services publish, checked without re-encoding: the bytes that arrived
 //! are the bytes every subscriber receives.
 
-use serde::Deserialize;
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, MapAccess, SeqAccess, Visitor},
+};
 
 use crate::domain::{Catalog, CompanyId, EventId};
 
@@ -38,16 +41,11 @@ pub struct EnvelopeHead {
     pub company_id: CompanyId,
 }
 
-#[derive(Deserialize)]
-struct RawHead {
-    id: Option<serde_json::Value>,
-    event: Option<serde_json::Value>,
-    company_id: Option<serde_json::Value>,
-}
-
 /// Parses and checks an envelope. It must be at most `max_bytes` long (each copy in flight and
-/// each stored event costs its size), and valid JSON as a whole (serde reads past the fields we
-/// ignore), with `id`, `company_id` and `event` non-empty strings, `event` in the catalog.
+/// each stored event costs its size), and valid JSON as a whole: every string UTF-8 with valid
+/// escapes, nested at most [`MAX_NESTING`] deep, each member named once. `id`, `company_id`
+/// and `event` must be non-empty strings, `event` in the catalog. The payload is checked in the
+/// same pass that finds those three, and thrown away: the bytes are what subscribers receive.
 pub fn parse(
     body: &[u8],
     catalog: &Catalog,
@@ -58,10 +56,6 @@ pub fn parse(
             size: body.len(),
             max: max_bytes,
         });
-    }
-    // serde also maps a JSON array onto a struct, field by field; an envelope is an object.
-    if body.trim_ascii_start().first() != Some(&b'{') {
-        return Err(InvalidEnvelope::NotJson("expected a JSON object".into()));
     }
     let raw: RawHead =
         serde_json::from_slice(body).map_err(|e| InvalidEnvelope::NotJson(e.to_string()))?;
@@ -85,6 +79,141 @@ pub fn parse(
         event_type,
         company_id,
     })
+}
+
+/// How many levels deep arrays and objects may nest in an envelope, the envelope object itself
+/// counting as one: serde_json's recursion limit, which every value below is parsed under.
+/// Deeper documents are refused as not JSON (many receivers' parsers would refuse them too, or
+/// overflow their stack).
+pub const MAX_NESTING: usize = 127;
+
+/// The three routing fields of an envelope object; every other member is checked and dropped.
+struct RawHead {
+    id: Option<serde_json::Value>,
+    event: Option<serde_json::Value>,
+    company_id: Option<serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for RawHead {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // `deserialize_map`, not a struct: serde would also map a JSON array onto a struct,
+        // field by field, and an envelope is an object.
+        deserializer.deserialize_map(HeadVisitor)
+    }
+}
+
+struct HeadVisitor;
+
+impl<'de> Visitor<'de> for HeadVisitor {
+    type Value = RawHead;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHead, A::Error> {
+        let mut head = RawHead {
+            id: None,
+            event: None,
+            company_id: None,
+        };
+        while let Some(key) = map.next_key::<HeadKey>()? {
+            let (slot, name) = match key {
+                HeadKey::Id => (&mut head.id, "id"),
+                HeadKey::Event => (&mut head.event, "event"),
+                HeadKey::CompanyId => (&mut head.company_id, "company_id"),
+                HeadKey::Other => {
+                    map.next_value::<Checked>()?;
+                    continue;
+                }
+            };
+            // Two ids would leave it to each reader which one counts.
+            if slot.is_some() {
+                return Err(de::Error::duplicate_field(name));
+            }
+            *slot = Some(map.next_value()?);
+        }
+        Ok(head)
+    }
+}
+
+/// A member name of the envelope, parsed (and so checked) like any string.
+enum HeadKey {
+    Id,
+    Event,
+    CompanyId,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for HeadKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = HeadKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<HeadKey, E> {
+                Ok(match key {
+                    "id" => HeadKey::Id,
+                    "event" => HeadKey::Event,
+                    "company_id" => HeadKey::CompanyId,
+                    _ => HeadKey::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Any JSON value, parsed in full and dropped: strings are decoded (UTF-8, escapes, no lone
+/// surrogates) and arrays and objects count against the recursion limit, which serde_json's
+/// skipping of unknown members checks neither of.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +265,59 @@ mod tests {
         for (body, code) in cases {
             assert_eq!(check(body).expect_err(body).code(), code, "{body}");
         }
+    }
+
+    /// serde_json skips unknown members without decoding their strings or counting their
+    /// depth; the payload must be valid JSON all the same.
+    #[test]
+    fn the_payload_is_checked_in_full() {
+        let catalog = Catalog::builtin();
+        let envelope = |data: &[u8]| {
+            let mut body = br#"{"id":"e","event":"deal.won","company_id":"c","data":"#.to_vec();
+            body.extend_from_slice(data);
+            body.push(b'}');
+            body
+        };
+        let bad_utf8 = envelope(b"{\"name\":\"caf\xe9\"}");
+        let deep = envelope(format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).as_bytes());
+        let lone_surrogate = envelope(br#""\ud800""#);
+        let bad_key = envelope(b"{\"\xff\":1}");
+        for (body, what) in [
+            (&bad_utf8, "invalid UTF-8 in a string"),
+            (&deep, "arrays nested 10,000 deep"),
+            (&lone_surrogate, "a lone surrogate escape"),
+            (&bad_key, "invalid UTF-8 in a member name"),
+        ] {
+            let error = parse(body, &catalog, 1 << 20).expect_err(what);
+            assert_eq!(error.code(), "not_json", "{what}: {error}");
+        }
+        let nested = |depth: usize| {
+            envelope(format!("{}{}", "[".repeat(depth), "]".repeat(depth)).as_bytes())
+        };
+        assert!(
+            parse(&nested(MAX_NESTING - 1), &catalog, 1 << 20).is_ok(),
+            "within the bound"
+        );
+        assert!(
+            parse(&nested(MAX_NESTING), &catalog, 1 << 20).is_err(),
+            "past the bound"
+        );
+        let escaped = envelope(br#"{"caf\u00e9":"\ud83d\ude00 ok","n":[1,-2.5e3,true,null]}"#);
+        assert!(
+            parse(&escaped, &catalog, 1 << 20).is_ok(),
+            "escapes and every kind of value"
+        );
+    }
+
+    #[test]
+    fn a_routing_field_given_twice_is_refused() {
+        let error = check(r#"{"id":"e1","event":"deal.won","company_id":"c","id":"e2"}"#)
+            .expect_err("two ids");
+        assert_eq!(error.code(), "not_json");
+        assert!(
+            error.to_string().contains("duplicate field `id`"),
+            "{error}"
+        );
     }
 
     #[test]

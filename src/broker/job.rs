@@ -5,7 +5,7 @@ use lapin::types::{AMQPValue, FieldTable};
 
 use super::topology::long_string;
 use crate::{
-    domain::{DeliveryId, EventId, WebhookId},
+    domain::{DeliveryId, EventId, WebhookId, is_short_text},
     storage::Trigger,
 };
 
@@ -87,7 +87,9 @@ impl Job {
                 .map_err(|_| JobError(DELIVERY_ID))?,
             webhook_id: WebhookId::parse(&text(WEBHOOK_ID)?).map_err(|_| JobError(WEBHOOK_ID))?,
             event_id: EventId::parse(text(EVENT_ID)?).map_err(|_| JobError(EVENT_ID))?,
-            event_type: text(EVENT_TYPE)?,
+            event_type: Some(text(EVENT_TYPE)?)
+                .filter(|t| is_short_text(t))
+                .ok_or(JobError(EVENT_TYPE))?,
             attempt: number(ATTEMPT)?,
             series_attempt: number(SERIES_ATTEMPT)?,
             trigger: Trigger::parse(&text(TRIGGER)?).ok_or(JobError(TRIGGER))?,
@@ -146,5 +148,27 @@ mod tests {
         assert_eq!(Job::from_headers(Some(&headers)), Err(JobError(ATTEMPT)));
         headers.insert(ATTEMPT.into(), long_string("three"));
         assert_eq!(Job::from_headers(Some(&headers)), Err(JobError(ATTEMPT)));
+    }
+
+    /// Every text header reaches PostgreSQL or a request header: one it would refuse (a NUL)
+    /// or that is no event type at all must stop here, not fail the write on every try.
+    #[test]
+    fn text_headers_are_checked_like_the_api_checks_them() {
+        for (key, value) in [
+            (EVENT_TYPE, "deal\0won"),
+            (EVENT_TYPE, ""),
+            (EVENT_TYPE, &"x".repeat(256)),
+            (EVENT_ID, "evt\u{1}"),
+            (DELIVERY_ID, "not-a-uuid"),
+            (TRIGGER, "sometimes"),
+        ] {
+            let mut headers = job().to_headers();
+            headers.insert(key.into(), long_string(value));
+            assert_eq!(
+                Job::from_headers(Some(&headers)),
+                Err(JobError(key)),
+                "{key} = {value:?}"
+            );
+        }
     }
 }

@@ -126,7 +126,15 @@ impl Sender {
             .send()
             .await;
         match sent {
-            Ok(response) => result.response = Some(self.capture(response).await),
+            Ok(response) => {
+                let (response, cut_short) = self.capture(response).await;
+                result.response = Some(response);
+                // The deadline is for the whole request: a body still arriving when it ends
+                // fails the attempt, whatever the status said.
+                if let Some(e) = cut_short.filter(reqwest::Error::is_timeout) {
+                    result.failure = Some((FailureKind::Timeout, error_chain(&e)));
+                }
+            }
             Err(e) => result.failure = Some((classify_error(&e), error_chain(&e))),
         }
         result.duration = clock.elapsed();
@@ -150,12 +158,18 @@ impl Sender {
         Some(status)
     }
 
-    /// Reads the response body up to the cap; the rest is discarded unread.
-    async fn capture(&self, mut response: reqwest::Response) -> AttemptResponse {
+    /// Reads the response body up to the cap; the rest is discarded unread. Returns what
+    /// arrived, and the error that cut it short, if one did (the client's deadline covers the
+    /// body too).
+    async fn capture(
+        &self,
+        mut response: reqwest::Response,
+    ) -> (AttemptResponse, Option<reqwest::Error>) {
         let status = response.status().as_u16();
         let headers = headers_json(response.headers());
         let mut body = Vec::new();
         let mut truncated = false;
+        let mut cut_short = None;
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
@@ -168,19 +182,20 @@ impl Sender {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                // The status already arrived; a body cut short does not change the outcome.
-                Err(_) => {
+                Err(e) => {
                     truncated = true;
+                    cut_short = Some(e);
                     break;
                 }
             }
         }
-        AttemptResponse {
+        let response = AttemptResponse {
             status,
             headers,
             body,
             truncated,
-        }
+        };
+        (response, cut_short)
     }
 }
 

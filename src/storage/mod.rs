@@ -44,6 +44,28 @@ pub enum StorageError {
     Shared(std::sync::Arc<StorageError>),
 }
 
+impl StorageError {
+    /// Whether the database itself failed (unreachable, restarting, out of resources, a pool
+    /// timeout), as opposed to refusing what it was given (a value, a constraint): the first
+    /// passes by itself, the second fails again on every try.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StorageError::Db(e) => match e.as_db_error() {
+                // No server error: the connection broke, or could not be made.
+                None => true,
+                // Connection exceptions, insufficient resources, operator intervention
+                // (shutdown, cannot connect now), system errors.
+                Some(db) => ["08", "53", "57", "58"]
+                    .iter()
+                    .any(|class| db.code().code().starts_with(class)),
+            },
+            StorageError::Pool(_) => true,
+            StorageError::Shared(e) => e.is_outage(),
+            StorageError::Migration(_) | StorageError::Url(_) | StorageError::Corrupt(_) => false,
+        }
+    }
+}
+
 /// Delivery ids as the `uuid[]` a statement takes.
 fn delivery_uuids(ids: &[crate::domain::DeliveryId]) -> Vec<uuid::Uuid> {
     ids.iter().map(|id| id.0).collect()

@@ -82,13 +82,42 @@ async fn run(storage: Storage, mut pending: mpsc::UnboundedReceiver<(DeliveryWri
         crate::metrics::record_batch(batch.len());
         let storage = storage.clone();
         tokio::spawn(async move {
-            let (writes, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            let result = storage.write_batch(&writes).await.map_err(Arc::new);
-            for waiter in waiters {
-                let _ = waiter.send(result.clone());
-            }
+            let (writes, waiters) = batch.into_iter().unzip();
+            commit_isolating(&storage, writes, waiters).await;
             drop(slot);
         });
+    }
+}
+
+/// Commits `writes` as one batch and tells each waiter. When PostgreSQL rejects the batch for
+/// what is in it (a value it refuses, a constraint), the batch is split in halves, each
+/// committed or split again, until only the writes at fault are left to fail: one bad row
+/// never fails its neighbours, at the cost of about two statements per halving. A failure of
+/// the database itself (unreachable, shutting down) fails the whole batch at once.
+async fn commit_isolating(storage: &Storage, writes: Vec<DeliveryWrite>, waiters: Vec<Done>) {
+    let mut parts = vec![(writes, waiters)];
+    while let Some((mut writes, mut waiters)) = parts.pop() {
+        let result = match storage.write_batch(&writes).await {
+            Err(e) if writes.len() > 1 && !e.is_outage() => {
+                let half = writes.len() / 2;
+                let (later_writes, later_waiters) =
+                    (writes.split_off(half), waiters.split_off(half));
+                parts.push((later_writes, later_waiters));
+                parts.push((writes, waiters));
+                continue;
+            }
+            Err(e) => {
+                if let ([write], false) = (writes.as_slice(), e.is_outage()) {
+                    tracing::warn!(delivery = %write.delivery_id, error = %e,
+                        "the database refused one delivery's write; the rest of its batch committed");
+                }
+                Err(Arc::new(e))
+            }
+            Ok(()) => Ok(()),
+        };
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
     }
 }
 

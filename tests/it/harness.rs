@@ -456,6 +456,12 @@ pub enum Reply {
     Slow(Duration, u16),
     /// A 302 to this location.
     Redirect(String),
+    /// `status` and the start of the body at once, the rest of the body after `pause`.
+    Trickle {
+        status: u16,
+        first: &'static str,
+        pause: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -551,6 +557,23 @@ async fn receive(
         }
         Reply::Redirect(location) => {
             (StatusCode::FOUND, [(LOCATION, location)], "moved").into_response()
+        }
+        Reply::Trickle {
+            status,
+            first,
+            pause,
+        } => {
+            use futures_util::StreamExt;
+            let head =
+                futures_util::stream::once(async move { Bytes::from_static(first.as_bytes()) });
+            let rest = futures_util::stream::once(async move {
+                tokio::time::sleep(pause).await;
+                Bytes::from_static(b" and the rest")
+            });
+            let body = axum::body::Body::from_stream(
+                head.chain(rest).map(Ok::<_, std::convert::Infallible>),
+            );
+            (StatusCode::from_u16(status).expect("valid status"), body).into_response()
         }
     }
 }

@@ -10,6 +10,7 @@ mod delivery;
 mod harness;
 mod parking;
 mod quarantine;
+mod recorder;
 mod recovery;
 mod retries;
 mod schema;

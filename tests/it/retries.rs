@@ -133,6 +133,41 @@ async fn a_timeout_is_a_failure() {
     );
 }
 
+/// The deadline is for the whole request: a 2xx whose body is still arriving when it ends is a
+/// timeout, with what arrived kept in the log.
+#[tokio::test]
+async fn a_body_that_trickles_past_the_deadline_is_a_timeout() {
+    let mut config = crate::harness::test_config();
+    config.delivery.timeout = Duration::from_millis(500);
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    receiver.script([Reply::Trickle {
+        status: 200,
+        first: "partial",
+        pause: Duration::from_secs(2),
+    }]);
+    let webhook = worker
+        .create_webhook("cmp_trickle", &receiver.url(), &["deal.won"])
+        .await;
+    let (event_id, _) = worker.publish("deal.won", "cmp_trickle", json!({})).await;
+    let attempts = worker
+        .wait_for_status(&event_id, webhook["id"].as_str().expect("id"), "succeeded")
+        .await;
+    assert_eq!(attempts, 2, "the trickled 200 was not a success");
+    let first = worker.attempts(&event_id).await.remove(0);
+    assert_eq!(
+        first.get::<_, Option<String>>("error_kind").as_deref(),
+        Some("timeout")
+    );
+    assert_eq!(first.get::<_, Option<i32>>("response_status"), Some(200));
+    assert_eq!(
+        first.get::<_, Option<Vec<u8>>>("response_body").as_deref(),
+        Some(b"partial".as_slice()),
+        "the part received is kept"
+    );
+    assert!(first.get::<_, bool>("response_body_truncated"));
+}
+
 #[tokio::test]
 async fn a_refused_connection_is_a_connect_failure() {
     let worker = TestWorker::start().await;
