@@ -1,16 +1,24 @@
 //! Wiring: storage, sender, broker and API started together, supervised, and shut down on a
 //! cancellation token. `run` takes a bound listener so tests start the whole worker in-process.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     api::{self, ApiState},
+    backoff::Backoff,
     broker::{AckMode, Broker, BrokerError, Publisher, Topology},
     config::Config,
     domain::Catalog,
+    health::{Dependency, Health, OutageSignal},
     pipeline::{EndpointLimiter, Pipeline, Subscriptions, fanout, jobs, parking},
     sender::{Sender, SenderError},
     storage::{Recorder, Storage, StorageError},
@@ -19,8 +27,6 @@ use crate::{
 
 /// The dead-letter consumer does little per message; a small window is plenty.
 const DEAD_PREFETCH: u16 = 32;
-/// Pause before reconnecting after the broker connection is lost.
-const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -64,7 +70,9 @@ pub async fn run(
         tokio::spawn(async move { subscriptions.follow_changes(&url, shutdown).await })
     };
     let (publisher_tx, publisher_rx) = watch::channel(None);
+    let health = Health::default();
     let api_state = Arc::new(ApiState {
+        health: health.clone(),
         storage: storage.clone(),
         subscriptions: subscriptions.clone(),
         catalog: Catalog::builtin(),
@@ -83,6 +91,7 @@ pub async fn run(
         subscriptions,
         sender,
         publisher: publisher_tx,
+        health,
         shutdown: shutdown.clone(),
     };
     let (api_result, ()) = tokio::join!(api, worker.supervise(broker));
@@ -98,14 +107,30 @@ struct Worker<'a> {
     recorder: Recorder,
     subscriptions: Arc<Subscriptions>,
     sender: Sender,
-    /// Shares the live publisher with the API (and tells readiness the consumers are up).
+    /// Shares the live publisher with the API.
     publisher: watch::Sender<Option<Publisher>>,
+    /// Whether the consumers are up, and which outage paused them: readiness.
+    health: Health,
     shutdown: CancellationToken,
 }
 
+/// How a consuming session ended.
+enum SessionEnd {
+    /// Shutdown was asked for.
+    Stopped,
+    /// A handler met an outage of this dependency, or the broker connection was lost.
+    Outage(Dependency),
+}
+
+/// The consumers of one session: events, deliveries, dead letters.
+const CONSUMERS: usize = 3;
+/// How long a probe of the database may take before it counts as down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl Worker<'_> {
-    /// Consumes until shutdown, reconnecting whenever the broker connection or a consumer
-    /// fails. In-flight messages of a lost connection are redelivered by the broker and the
+    /// Consumes until shutdown. An outage pauses the consumers: the database is probed until
+    /// it answers, the broker reconnected, both with capped exponential backoff; then
+    /// consuming resumes by itself. Messages handed back meanwhile are redelivered and the
     /// dedupe check skips whatever already settled.
     async fn supervise(&self, first: Broker) {
         let mut connected = Some(first);
@@ -117,18 +142,41 @@ impl Worker<'_> {
                     None => break,
                 },
             };
-            if let Err(e) = self.consume(&broker).await {
-                tracing::error!(error = %e, "broker connection lost; reconnecting");
+            self.health.set_outage(None);
+            match self.consume(&broker).await {
+                SessionEnd::Stopped => {
+                    broker.close().await;
+                    break;
+                }
+                SessionEnd::Outage(Dependency::Database) => {
+                    self.health.set_outage(Some(Dependency::Database));
+                    broker.close_channels().await;
+                    if !self.wait_for_database().await {
+                        broker.close().await;
+                        break;
+                    }
+                    tracing::info!("the database answers again; resuming");
+                    if broker.is_connected() {
+                        connected = Some(broker);
+                    } else {
+                        broker.close().await;
+                    }
+                }
+                SessionEnd::Outage(Dependency::Broker) => {
+                    self.health.set_outage(Some(Dependency::Broker));
+                    broker.close().await;
+                }
             }
-            broker.close().await;
         }
     }
 
+    /// Connects and declares the topology, retrying with backoff; `None` on shutdown.
     async fn reconnect(&self) -> Option<Broker> {
+        let mut backoff = Backoff::for_outages();
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return None,
-                () = tokio::time::sleep(RECONNECT_PAUSE) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
             }
             let attempt = async {
                 let broker = Broker::connect(&self.config.amqp.url, topology(self.config)).await?;
@@ -136,15 +184,40 @@ impl Worker<'_> {
                 Ok::<_, BrokerError>(broker)
             };
             match attempt.await {
-                Ok(broker) => return Some(broker),
+                Ok(broker) => {
+                    tracing::info!("connected to the broker again; resuming");
+                    return Some(broker);
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot reach the broker yet"),
             }
         }
     }
 
-    /// Runs the three consumers and the parking sweeper on one connection until shutdown or the first failure, then
-    /// lets in-flight handlers finish within a grace period.
-    async fn consume(&self, broker: &Broker) -> Result<(), BrokerError> {
+    /// Probes the database with backoff until it answers; false on shutdown.
+    async fn wait_for_database(&self) -> bool {
+        let mut backoff = Backoff::for_outages();
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return false,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+            if let Ok(true) = tokio::time::timeout(PROBE_TIMEOUT, self.storage.ping()).await {
+                return true;
+            }
+            tracing::debug!("the database does not answer yet");
+        }
+    }
+
+    /// Runs the three consumers and the parking sweeper on one connection until shutdown, an
+    /// outage or the first failure, then lets in-flight handlers finish within a grace period.
+    async fn consume(&self, broker: &Broker) -> SessionEnd {
+        let publisher = match broker.publisher().await {
+            Ok(publisher) => publisher,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open a publisher channel; reconnecting");
+                return SessionEnd::Outage(Dependency::Broker);
+            }
+        };
         let pipeline = Arc::new(Pipeline {
             storage: self.storage.clone(),
             recorder: self.recorder.clone(),
@@ -155,16 +228,25 @@ impl Worker<'_> {
             ),
             in_flight: tokio::sync::Semaphore::new(self.config.delivery.max_in_flight),
             sender: self.sender.clone(),
-            publisher: broker.publisher().await?,
+            publisher,
             schedule: self.config.delivery.retry_schedule.clone(),
             catalog: Catalog::builtin(),
             max_event_size: self.config.delivery.max_event_bytes(),
+            delivery_limit: self.config.amqp.delivery_limit,
+            outage: OutageSignal::new(self.shutdown.child_token()),
         });
         let tracker = TaskTracker::new();
-        // Consumers stop on shutdown or when a sibling fails, which `stop` signals.
-        let stop = self.shutdown.child_token();
+        // Consumers stop on shutdown or an outage, which `stop` signals (or when a sibling
+        // fails, which drops them).
+        let stop = pipeline.outage.stop_token().clone();
         let topology = broker.topology();
         let prefetch = self.config.amqp.prefetch;
+        let subscribed = AtomicUsize::new(0);
+        let one_subscribed = || {
+            if subscribed.fetch_add(1, Ordering::SeqCst) + 1 == CONSUMERS {
+                self.health.set_consuming(true);
+            }
+        };
         let consumers = async {
             let p = pipeline.clone();
             let events = broker.consume(
@@ -173,6 +255,7 @@ impl Worker<'_> {
                 AckMode::Coalesced,
                 &stop,
                 &tracker,
+                one_subscribed,
                 move |m| fanout::handle_event(p.clone(), m),
             );
             let p = pipeline.clone();
@@ -182,6 +265,7 @@ impl Worker<'_> {
                 AckMode::Coalesced,
                 &stop,
                 &tracker,
+                one_subscribed,
                 move |m| jobs::handle_job(p.clone(), m),
             );
             let p = pipeline.clone();
@@ -191,6 +275,7 @@ impl Worker<'_> {
                 AckMode::Coalesced,
                 &stop,
                 &tracker,
+                one_subscribed,
                 move |m| jobs::handle_dead(p.clone(), m),
             );
             let sweeper = parking::sweep_parked(pipeline.clone(), stop.clone());
@@ -198,7 +283,8 @@ impl Worker<'_> {
         };
         self.publisher
             .send_replace(Some(pipeline.publisher.clone()));
-        let result = consumers.await.map(|_| ());
+        let result = consumers.await;
+        self.health.set_consuming(false);
         self.publisher.send_replace(None);
         stop.cancel();
         tracker.close();
@@ -208,6 +294,13 @@ impl Worker<'_> {
                 "in-flight deliveries did not finish in time; the broker will redeliver them"
             );
         }
-        result
+        match (result, pipeline.outage.reported()) {
+            (Err(e), _) => {
+                tracing::error!(error = %e, "broker connection lost; reconnecting");
+                SessionEnd::Outage(Dependency::Broker)
+            }
+            (Ok(_), Some(dependency)) => SessionEnd::Outage(dependency),
+            (Ok(_), None) => SessionEnd::Stopped,
+        }
     }
 }

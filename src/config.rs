@@ -46,6 +46,9 @@ pub struct AmqpConfig {
     pub prefix: String,
     /// Unacked messages per consumer: bounds concurrent work per process.
     pub prefetch: u16,
+    /// Tries of a message whose handling fails for a reason of its own before it is
+    /// quarantined (outages do not count).
+    pub delivery_limit: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +147,10 @@ impl Config {
             || self.amqp.prefix.len() > 200
         {
             return invalid("amqp.prefix", "must be 1 to 200 bytes, without spaces");
+        }
+        // Below the broker's own limit, which also counts outages' hand-backs.
+        if !(1..=25).contains(&self.amqp.delivery_limit) {
+            return invalid("amqp.delivery_limit", "must be 1 to 25");
         }
         if self.amqp.events_exchange.is_empty() || self.amqp.events_exchange.len() > 255 {
             return invalid("amqp.events_exchange", "must be 1 to 255 bytes");
@@ -266,6 +273,8 @@ mod tests {
                 "retry_schedule delay 2 is longer than 30 days",
             ),
             ("[amqp]\nprefetch = 0", "amqp.prefetch"),
+            ("[amqp]\ndelivery_limit = 0", "amqp.delivery_limit"),
+            ("[amqp]\ndelivery_limit = 26", "amqp.delivery_limit"),
             ("[api]\nlisten = \"not an address\"", "listen"),
             ("[api]\nadmin_token = \" \"", "api.admin_token"),
             (

@@ -23,19 +23,22 @@
 //!
 //! # Modules
 //!
-//! Pure: [`config`], [`domain`], [`envelope`], [`signing`], [`outcome`], [`retry`].
+//! Pure: [`config`], [`domain`], [`envelope`], [`signing`], [`outcome`], [`retry`],
+//! [`backoff`], [`pipeline::failure`] (the fate of a message whose handling failed).
 //! I/O, one crate each: [`storage`] (tokio-postgres), [`broker`] (lapin), [`sender`]
 //! (reqwest), [`api`] (axum). Wiring: [`pipeline`], [`recovery`], [`app`], [`cli`],
 //! [`telemetry`], [`metrics`]. [`bench`] is the load benchmark.
 
 pub mod api;
 pub mod app;
+pub mod backoff;
 pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod envelope;
+pub mod health;
 pub mod metrics;
 pub mod outcome;
 pub mod pipeline;

@@ -9,7 +9,7 @@ mod webhooks;
 use std::sync::Arc;
 
 use axum::{
-    Router,
+    Json, Router,
     extract::{Request, State},
     http::{StatusCode, header::AUTHORIZATION},
     middleware::{self, Next},
@@ -21,7 +21,13 @@ use subtle::ConstantTimeEq;
 
 pub use error::ApiError;
 
-use crate::{broker::Publisher, domain::Catalog, pipeline::Subscriptions, storage::Storage};
+use crate::{
+    broker::Publisher,
+    domain::Catalog,
+    health::{Dependency, Health, WorkerState},
+    pipeline::Subscriptions,
+    storage::Storage,
+};
 
 pub struct ApiState {
     pub storage: Storage,
@@ -35,6 +41,8 @@ pub struct ApiState {
     /// The worker's current publisher: `Some` while its broker connection and consumers are
     /// up, set by the supervisor. Manual retries publish through it.
     pub publisher: tokio::sync::watch::Receiver<Option<Publisher>>,
+    /// Whether the worker's consumers are subscribed, and which outage paused them.
+    pub health: Health,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -96,13 +104,69 @@ async fn render_metrics(State(state): State<Arc<ApiState>>) -> String {
     state.metrics.render()
 }
 
-/// Ready when the consumers are connected to the broker and the database answers.
-async fn readiness(State(state): State<Arc<ApiState>>) -> (StatusCode, &'static str) {
-    let broker = state.publisher.borrow().is_some();
-    let database = state.storage.ping().await;
-    match (broker, database) {
-        (true, true) => (StatusCode::OK, "ready"),
-        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "broker unavailable"),
-        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
+/// How long readiness waits for the database to answer.
+const READINESS_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Ready while every consumer is subscribed and the database answers within a second; else
+/// 503, naming what is down: `consumers` (starting, or paused), and `database` or `broker`
+/// (an outage the worker is waiting out, or a failed ping).
+async fn readiness(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<serde_json::Value>) {
+    let worker = state.health.state();
+    let database = matches!(
+        tokio::time::timeout(READINESS_PING_TIMEOUT, state.storage.ping()).await,
+        Ok(true)
+    );
+    let down = readiness_problems(worker, database);
+    if down.is_empty() {
+        (StatusCode::OK, Json(serde_json::json!({"ready": true})))
+    } else {
+        let body = serde_json::json!({"ready": false, "down": down});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+    }
+}
+
+/// What keeps the worker from being ready, in a fixed order.
+fn readiness_problems(worker: WorkerState, database_answers: bool) -> Vec<&'static str> {
+    let mut down = Vec::new();
+    if !worker.consuming {
+        down.push("consumers");
+    }
+    if !database_answers || worker.outage == Some(Dependency::Database) {
+        down.push("database");
+    }
+    if worker.outage == Some(Dependency::Broker) {
+        down.push("broker");
+    }
+    down
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_names_what_is_down() {
+        let up = WorkerState {
+            consuming: true,
+            outage: None,
+        };
+        let starting = WorkerState::default();
+        let paused = |dependency| WorkerState {
+            consuming: false,
+            outage: Some(dependency),
+        };
+        let empty: [&str; 0] = [];
+        assert_eq!(readiness_problems(up, true), empty);
+        assert_eq!(readiness_problems(up, false), ["database"]);
+        assert_eq!(readiness_problems(starting, true), ["consumers"]);
+        assert_eq!(
+            readiness_problems(paused(Dependency::Database), true),
+            ["consumers", "database"],
+            "the worker waits out an outage the ping no longer sees"
+        );
+        assert_eq!(
+            readiness_problems(paused(Dependency::Broker), true),
+            ["consumers", "broker"]
+        );
     }
 }

@@ -29,6 +29,7 @@ pub async fn run(config: &Config, queue: &str, url: &str) -> anyhow::Result<()> 
             AckMode::Each,
             &never,
             &tracker,
+            || {},
             move |message| {
                 let sender = sender.clone();
                 let url = url.clone();

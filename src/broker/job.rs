@@ -16,6 +16,8 @@ const EVENT_TYPE: &str = "x-tesoro-event-type";
 const ATTEMPT: &str = "x-tesoro-attempt";
 const SERIES_ATTEMPT: &str = "x-tesoro-series-attempt";
 const TRIGGER: &str = "x-tesoro-trigger";
+/// On a message republished to be tried again: how often its handling failed so far.
+pub const FAILURES: &str = "x-tesoro-failures";
 /// On dead-lettered and quarantined messages: why.
 pub const REASON: &str = "x-tesoro-reason";
 /// On quarantined messages: where they were published, so `quarantine requeue` can send them

@@ -44,6 +44,13 @@ pub enum BrokerError {
     NoTier(Duration),
 }
 
+/// The broker refused a declaration that contradicts the existing queue (406).
+fn is_precondition_failed(error: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e)
+        if *e.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
+}
+
 /// Whether `url` is an AMQP URL lapin can connect with (`amqp://` or `amqps://`), so a bad
 /// one is a config error at start instead of an IO error at the first connection.
 pub fn is_amqp_url(url: &str) -> bool {
@@ -88,9 +95,33 @@ impl Broker {
         &self.topology
     }
 
+    /// Declares every exchange and queue; idempotent, and safe from several processes at
+    /// once. A consumed queue that an older version declared without the broker's delivery
+    /// limit and dead-letter target (arguments a queue cannot change) is kept as it is, with a
+    /// warning that names the policy which adds them.
     pub async fn declare_topology(&self) -> Result<(), BrokerError> {
-        let channel = self.connection.create_channel().await?;
-        self.topology.declare(&channel).await?;
+        let mut channel = self.connection.create_channel().await?;
+        self.topology.declare_exchanges(&channel).await?;
+        let mut kept = Vec::new();
+        for queue in self.topology.queues() {
+            match queue.declare(&channel).await {
+                Ok(()) => {}
+                Err(e) if queue.consumed && is_precondition_failed(&e) => {
+                    // The refusal closed the channel.
+                    channel = self.connection.create_channel().await?;
+                    queue.keep_as_declared(&channel).await?;
+                    kept.push(queue.name.to_owned());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !kept.is_empty() {
+            tracing::warn!(
+                queues = ?kept,
+                policy = %self.topology.safety_net_policy_command(),
+                "queues declared without the broker's delivery limit and dead-letter target are kept as they are; the policy adds both"
+            );
+        }
         let _ = channel.close(200, "declared".into()).await;
         Ok(())
     }
@@ -120,7 +151,9 @@ impl Broker {
 
     /// Consumes `queue` until `shutdown` or a broker failure, running `handler` for each
     /// message on `tracker` and settling it with the handler's verdict. `prefetch` bounds the
-    /// messages (and so handler tasks) in flight on this consumer.
+    /// messages (and so handler tasks) in flight on this consumer. `subscribed` runs once the
+    /// broker has registered the consumer.
+    #[allow(clippy::too_many_arguments)] // each is one knob of the loop; a struct would only rename them
     pub async fn consume<H, F>(
         &self,
         queue: &str,
@@ -128,6 +161,7 @@ impl Broker {
         ack_mode: AckMode,
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
+        subscribed: impl FnOnce(),
         handler: H,
     ) -> Result<(), BrokerError>
     where
@@ -146,6 +180,7 @@ impl Broker {
                 FieldTable::default(),
             )
             .await?;
+        subscribed();
         let coalesced = match ack_mode {
             AckMode::Coalesced => Some(Acks::start(tracker, channel.clone())),
             AckMode::Each => None,
@@ -175,13 +210,12 @@ impl Broker {
             };
             let message = Message::from(delivery);
             let handler = handler.clone();
-            let shutdown = shutdown.clone();
             // Boxed: a handler's future runs to kilobytes (a fan-out's, with its HTTP and
             // recording state), and tokio moves a task's future by value several times
             // (spawn, into its cell, out when it completes); a box moves once.
             tracker.spawn(Box::pin(async move {
                 let disposition = settle_even_on_panic(handler(message)).await;
-                settler.settle(disposition, &shutdown).await;
+                settler.settle(disposition).await;
             }));
         }
     }
@@ -283,6 +317,18 @@ impl Broker {
     /// Closes the long-lived channels, then the connection. Call it once their users are
     /// done: a consumer's in-flight handlers still ack on its channel.
     pub async fn close(&self) {
+        self.close_channels().await;
+        let _ = self.connection.close(200, "shutdown".into()).await;
+    }
+
+    /// Whether the connection is still up (after a consuming session ends, it may be reused).
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected()
+    }
+
+    /// Closes the long-lived channels (consumers, publishers), keeping the connection for the
+    /// next consuming session.
+    pub async fn close_channels(&self) {
         let channels = std::mem::take(
             &mut *self
                 .open_channels
@@ -294,24 +340,22 @@ impl Broker {
                 let _ = channel.close(200, "shutdown".into()).await;
             }
         }
-        let _ = self.connection.close(200, "shutdown".into()).await;
     }
 }
 
 /// A handler's verdict on a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
-    /// Its outcome is durable (or it was moved aside): remove it from the queue.
+    /// Its outcome is durable (or it was moved aside, or republished to be tried again):
+    /// remove it from the queue.
     Ack,
-    /// Its outcome could not be made durable (database or broker trouble): hand it back after
-    /// a pause, so an outage is not a hot loop.
-    Retry,
+    /// Its outcome could not be made durable because a dependency is down: hand it back to
+    /// the broker at once (the consumers pause meanwhile).
+    HandBack,
 }
 
-/// Wait before handing back a message whose handling failed.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
-
-/// A handler that panics (a bug) hands its message back like any failure. Left unsettled, its
+/// A handler that panics (a bug the pipeline's own guard did not catch) hands its message back;
+/// the queue's delivery limit ends a loop. Left unsettled, its
 /// delivery tag would stay open until the channel closes: its prefetch slot lost, and the ack
 /// coalescer, which can only pass settled tags, keeping every later tag in memory.
 async fn settle_even_on_panic(handling: impl Future<Output = Disposition>) -> Disposition {
@@ -320,7 +364,7 @@ async fn settle_even_on_panic(handling: impl Future<Output = Disposition>) -> Di
         Ok(disposition) => disposition,
         Err(_) => {
             tracing::error!("message handler panicked; handing the message back");
-            Disposition::Retry
+            Disposition::HandBack
         }
     }
 }
@@ -346,17 +390,15 @@ struct Settler {
 }
 
 impl Settler {
-    async fn settle(self, disposition: Disposition, shutdown: &CancellationToken) {
+    async fn settle(self, disposition: Disposition) {
         match disposition {
             Disposition::Ack => match &self.coalesced {
                 Some(acks) => acks.ack(self.tag, self.acker),
                 None => acks::report(self.acker.ack(BasicAckOptions::default()).await),
             },
-            Disposition::Retry => {
-                tokio::select! {
-                    () = tokio::time::sleep(RETRY_PAUSE) => {}
-                    () = shutdown.cancelled() => {}
-                }
+            // A nack, not a reject: from RabbitMQ 4.3 on, a requeueing nack does not count
+            // against the queue's delivery limit, and an outage is not the message's fault.
+            Disposition::HandBack => {
                 let requeue = BasicNackOptions {
                     requeue: true,
                     ..Default::default()

@@ -4,7 +4,9 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use lapin::{
-    BasicProperties, Channel, Confirmation, options::BasicPublishOptions, types::FieldTable,
+    BasicProperties, Channel, Confirmation,
+    options::BasicPublishOptions,
+    types::{AMQPValue, FieldTable},
 };
 
 use super::{
@@ -22,6 +24,10 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
     /// Publishes and waits for the broker's confirm; an unroutable or refused message is an
     /// error, so the caller never acks its input on a publish that did not land.
     async fn publish(
@@ -115,8 +121,27 @@ impl Publisher {
             .await
     }
 
+    /// Republishes `message` to the tail of `queue` (through the default exchange, so it
+    /// reaches that queue alone) with `failures` counted in a header, so the next try knows
+    /// how many came before: the broker's own count also rises on outages and lost
+    /// connections, and not on every version alike. Its origin is kept for quarantine.
+    pub async fn retry_later(
+        &self,
+        message: &Message,
+        queue: &str,
+        failures: u32,
+    ) -> Result<(), BrokerError> {
+        let mut headers = message.properties.headers().clone().unwrap_or_default();
+        let (exchange, routing_key) = message.origin();
+        headers.insert(job::FAILURES.into(), AMQPValue::LongUInt(failures));
+        headers.insert(job::ORIGINAL_EXCHANGE.into(), long_string(&exchange));
+        headers.insert(job::ORIGINAL_ROUTING_KEY.into(), long_string(&routing_key));
+        let properties = message.properties.clone().with_headers(headers);
+        self.publish("", queue, &message.body, properties).await
+    }
+
     /// Publishes a quarantined message back to where it came from, without our bookkeeping
-    /// headers.
+    /// headers (its failure count starts again).
     pub(super) async fn republish_original(&self, message: &Message) -> Result<(), BrokerError> {
         let (exchange, routing_key) = message.origin();
         let mut headers = message.properties.headers().clone().unwrap_or_default();
@@ -126,6 +151,7 @@ impl Publisher {
                 job::REASON,
                 job::ORIGINAL_EXCHANGE,
                 job::ORIGINAL_ROUTING_KEY,
+                job::FAILURES,
             ]
             .contains(&key.as_str())
             {

@@ -28,6 +28,68 @@ use crate::{config::AmqpConfig, retry::tier_label};
 pub const DELIVERIES_KEY: &str = "deliveries";
 pub const DEAD_KEY: &str = "dead";
 pub const QUARANTINE_KEY: &str = "quarantine";
+/// Returns of one message (nacks, lost connections, crashes) after which the broker moves it
+/// from a consumed queue to quarantine. Well above `amqp.delivery_limit` (at most 25), which
+/// the worker counts itself: outages hand every message in flight back once, and must not
+/// bring a valid event near this bound. A fixed value: a queue's arguments cannot change once
+/// it is declared.
+pub const BROKER_DELIVERY_LIMIT: i64 = 50;
+
+/// A queue, its binding and its arguments.
+#[derive(Debug)]
+pub struct QueueSpec<'a> {
+    pub name: &'a str,
+    pub exchange: &'a str,
+    pub key: &'a str,
+    pub arguments: FieldTable,
+    /// Consumed by the worker, and so declared with the broker's delivery limit.
+    pub consumed: bool,
+}
+
+impl QueueSpec<'_> {
+    /// Declares the queue durable with its arguments, and binds it.
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        declare_bound(
+            channel,
+            self.name,
+            self.exchange,
+            self.key,
+            self.arguments.clone(),
+        )
+        .await
+    }
+
+    /// Binds the queue as it already exists, whatever its arguments.
+    pub async fn keep_as_declared(&self, channel: &Channel) -> lapin::Result<()> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(self.name.into(), passive, FieldTable::default())
+            .await?;
+        channel
+            .queue_bind(
+                self.name.into(),
+                self.exchange.into(),
+                self.key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
+}
+
+/// `value` with the characters a regular expression gives meaning to escaped.
+fn regex_escape(value: &str) -> String {
+    value
+        .chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
 
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -76,8 +138,8 @@ impl Topology {
         self.tiers.iter().find(|t| t.delay == delay)
     }
 
-    /// Declares everything; idempotent, and safe from several processes at once.
-    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+    /// Declares the exchanges; idempotent, and safe from several processes at once.
+    pub async fn declare_exchanges(&self, channel: &Channel) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
@@ -97,54 +159,91 @@ impl Topology {
                 durable,
                 FieldTable::default(),
             )
-            .await?;
-        declare_bound(
-            channel,
-            &self.events_queue,
-            &self.events_exchange,
-            "#",
-            quorum(),
+            .await
+    }
+
+    /// Every queue, with its binding and arguments, in the order they are declared.
+    pub fn queues(&self) -> Vec<QueueSpec<'_>> {
+        let consumed = |name, exchange, key| QueueSpec {
+            name,
+            exchange,
+            key,
+            arguments: self.consumed_arguments(),
+            consumed: true,
+        };
+        let mut queues = vec![
+            consumed(&self.events_queue, &self.events_exchange, "#"),
+            consumed(&self.deliveries_queue, &self.work_exchange, DELIVERIES_KEY),
+            consumed(&self.dead_queue, &self.work_exchange, DEAD_KEY),
+            QueueSpec {
+                name: &self.quarantine_queue,
+                exchange: &self.work_exchange,
+                key: QUARANTINE_KEY,
+                arguments: quorum(),
+                consumed: false,
+            },
+        ];
+        queues.extend(self.tiers.iter().map(|tier| QueueSpec {
+            name: &tier.queue,
+            exchange: &self.work_exchange,
+            key: &tier.routing_key,
+            arguments: self.tier_arguments(tier.delay),
+            consumed: false,
+        }));
+        queues
+    }
+
+    /// The queues the worker consumes: the broker ends any loop that the worker's own bound
+    /// (`amqp.delivery_limit`) cannot see, such as a message that kills the process each time,
+    /// by dead-lettering it into quarantine after [`BROKER_DELIVERY_LIMIT`] returns. Explicit,
+    /// so that no broker version drops it instead (RabbitMQ 4.0 and later set a limit of 20
+    /// by default, and without a target drop the message).
+    fn consumed_arguments(&self) -> FieldTable {
+        let mut args = quorum();
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT),
+        );
+        self.dead_letter_to(&mut args, QUARANTINE_KEY);
+        args
+    }
+
+    /// Dead-letters into our exchange under `key`, at least once (which needs
+    /// `reject-publish` overflow).
+    fn dead_letter_to(&self, args: &mut FieldTable, key: &str) {
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            long_string(&self.work_exchange),
+        );
+        args.insert("x-dead-letter-routing-key".into(), long_string(key));
+        args.insert(
+            "x-dead-letter-strategy".into(),
+            long_string("at-least-once"),
+        );
+        args.insert("x-overflow".into(), long_string("reject-publish"));
+    }
+
+    /// What an operator runs to give queues declared by an older version (without the
+    /// delivery limit and dead-letter target, which a queue cannot change once declared) the
+    /// same safety net, as a policy.
+    pub fn safety_net_policy_command(&self) -> String {
+        let prefix = regex_escape(&self.work_exchange);
+        format!(
+            "rabbitmqctl set_policy --apply-to queues {name}-safety-net '^{prefix}\\.(events|deliveries|dead)$' \
+             '{{\"delivery-limit\":{BROKER_DELIVERY_LIMIT},\"dead-letter-exchange\":\"{exchange}\",\
+             \"dead-letter-routing-key\":\"{QUARANTINE_KEY}\",\"dead-letter-strategy\":\"at-least-once\",\
+             \"overflow\":\"reject-publish\"}}'",
+            name = self.work_exchange,
+            exchange = self.work_exchange,
         )
-        .await?;
-        for (queue, key) in [
-            (&self.deliveries_queue, DELIVERIES_KEY),
-            (&self.dead_queue, DEAD_KEY),
-            (&self.quarantine_queue, QUARANTINE_KEY),
-        ] {
-            declare_bound(channel, queue, &self.work_exchange, key, quorum()).await?;
-        }
-        for tier in &self.tiers {
-            let args = self.tier_arguments(tier.delay);
-            declare_bound(
-                channel,
-                &tier.queue,
-                &self.work_exchange,
-                &tier.routing_key,
-                args,
-            )
-            .await?;
-        }
-        Ok(())
     }
 
     fn tier_arguments(&self, delay: Duration) -> FieldTable {
         let mut args = quorum();
         let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            long_string(&self.work_exchange),
-        );
         // Without an explicit key the tier's own key would be kept, looping back into it.
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            long_string(DELIVERIES_KEY),
-        );
-        args.insert(
-            "x-dead-letter-strategy".into(),
-            long_string("at-least-once"),
-        );
-        args.insert("x-overflow".into(), long_string("reject-publish"));
+        self.dead_letter_to(&mut args, DELIVERIES_KEY);
         args
     }
 
@@ -273,5 +372,72 @@ mod tests {
         );
         assert!(topology.tier_for(Duration::from_secs(300)).is_some());
         assert!(topology.tier_for(Duration::from_secs(301)).is_none());
+    }
+
+    /// No broker version may drop a consumed message silently: each consumed queue ends a
+    /// loop in quarantine; the quarantine queue itself dead-letters nowhere.
+    #[test]
+    fn consumed_queues_dead_letter_into_quarantine() {
+        let config = Config::defaults().expect("defaults");
+        let topology = Topology::new(&config.amqp, &config.delivery.retry_schedule.tiers());
+        let queues = topology.queues();
+        let text = |args: &FieldTable, key: &str| match args.inner().get(key) {
+            Some(AMQPValue::LongString(s)) => {
+                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+            }
+            _ => None,
+        };
+        for queue in &queues {
+            let args = &queue.arguments;
+            assert_eq!(
+                text(args, "x-queue-type").as_deref(),
+                Some("quorum"),
+                "{}",
+                queue.name
+            );
+            let consumed =
+                ["webhooks.events", "webhooks.deliveries", "webhooks.dead"].contains(&queue.name);
+            assert_eq!(queue.consumed, consumed, "{}", queue.name);
+            if consumed {
+                assert_eq!(
+                    args.inner().get("x-delivery-limit"),
+                    Some(&AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT)),
+                    "{}",
+                    queue.name
+                );
+                assert_eq!(
+                    text(args, "x-dead-letter-exchange").as_deref(),
+                    Some("webhooks")
+                );
+                assert_eq!(
+                    text(args, "x-dead-letter-routing-key").as_deref(),
+                    Some(QUARANTINE_KEY)
+                );
+                assert_eq!(
+                    text(args, "x-dead-letter-strategy").as_deref(),
+                    Some("at-least-once")
+                );
+            }
+            if queue.name == "webhooks.quarantine" {
+                assert_eq!(text(args, "x-dead-letter-exchange"), None);
+                assert!(args.inner().get("x-delivery-limit").is_none());
+            }
+        }
+        let policy = topology.safety_net_policy_command();
+        assert!(
+            policy.contains("'^webhooks\\.(events|deliveries|dead)$'"),
+            "{policy}"
+        );
+        assert!(policy.contains("\"delivery-limit\":50"), "{policy}");
+        assert!(
+            policy.contains("\"dead-letter-routing-key\":\"quarantine\""),
+            "{policy}"
+        );
+    }
+
+    #[test]
+    fn regex_escape_escapes_what_a_policy_pattern_gives_meaning_to() {
+        assert_eq!(regex_escape("tw.prod-1"), "tw\\.prod-1");
+        assert_eq!(regex_escape("a+b(c)"), "a\\+b\\(c\\)");
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 
 use super::{
-    Pipeline, PipelineError,
+    Pipeline, PipelineError, Stage,
     attempt::{Attempt, Saturated, attempt_and_settle},
-    disposition,
+    guarded,
 };
 use crate::{
     broker::{Disposition, Job, Message},
@@ -27,7 +27,8 @@ pub async fn handle_event(pipeline: Arc<Pipeline>, message: Message) -> Disposit
         }
     };
     metrics::count(metrics::EVENTS_RECEIVED);
-    disposition("fanout", fan_out(&pipeline, &head, message).await)
+    let result = guarded(fan_out(&pipeline, &head, &message)).await;
+    pipeline.settle(&message, Stage::Events, result).await
 }
 
 /// The company's enabled webhooks whose filters match `event_type`.
@@ -46,7 +47,7 @@ pub fn matching<'a>(webhooks: &'a [Webhook], event_type: &str) -> Vec<&'a Webhoo
 async fn fan_out(
     pipeline: &Pipeline,
     head: &EnvelopeHead,
-    message: Message,
+    message: &Message,
 ) -> Result<(), PipelineError> {
     let webhooks = pipeline.subscriptions.of_company(&head.company_id).await?;
     let targets = matching(&webhooks, &head.event_type);

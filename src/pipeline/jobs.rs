@@ -3,18 +3,14 @@
 use std::{cmp::Ordering, sync::Arc};
 
 use super::{
-    Pipeline, PipelineError,
+    Pipeline, PipelineError, Stage,
     attempt::{Attempt, Saturated, attempt_and_settle},
-    disposition,
+    guarded,
 };
 use crate::{
     broker::{Disposition, Job, Message},
     metrics,
 };
-
-/// A job whose delivery row, or the attempt before its own, is still missing after this many
-/// deliveries is not waiting for a batch commit: it is moved aside.
-const MAX_WAITS_FOR_RECORD: u32 = 5;
 
 pub async fn handle_job(pipeline: Arc<Pipeline>, message: Message) -> Disposition {
     let job = match message.job() {
@@ -25,18 +21,10 @@ pub async fn handle_job(pipeline: Arc<Pipeline>, message: Message) -> Dispositio
                 .await;
         }
     };
-    match run_job(&pipeline, &job, message.body.clone()).await {
-        Err(PipelineError::NotYetRecorded) if message.delivery_count() >= MAX_WAITS_FOR_RECORD => {
-            let reason = format!(
-                "delivery {} was never recorded up to the attempt before attempt {}",
-                job.delivery_id, job.attempt
-            );
-            pipeline
-                .quarantine(&message, "unknown_delivery", &reason)
-                .await
-        }
-        result => disposition("job", result),
-    }
+    // A job whose delivery row, or the attempt before its own, is still missing after its
+    // tries is not waiting for a batch commit: it ends in quarantine as `unknown_delivery`.
+    let result = guarded(run_job(&pipeline, &job, message.body.clone())).await;
+    pipeline.settle(&message, Stage::Jobs, result).await
 }
 
 async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(), PipelineError> {
@@ -99,24 +87,27 @@ pub async fn handle_dead(pipeline: Arc<Pipeline>, message: Message) -> Dispositi
                 .await;
         }
     };
-    let reason = message.reason();
-    let result = pipeline
+    let result = guarded(confirm_failed(&pipeline, &job, message.reason())).await;
+    pipeline.settle(&message, Stage::Dead, result).await
+}
+
+/// The attempt that gave up counted the failure and records Failed itself; this is the
+/// confirmation, so a redelivered or stray dead job changes no count.
+async fn confirm_failed(
+    pipeline: &Pipeline,
+    job: &Job,
+    reason: Option<String>,
+) -> Result<(), PipelineError> {
+    let marked = pipeline
         .storage
         .mark_failed(job.delivery_id, job.attempt, reason.as_deref())
-        .await;
-    // The attempt that gave up counted the failure and records Failed itself; this is the
-    // confirmation, so a redelivered or stray dead job changes no count.
-    match result {
-        Ok(true) => {
-            tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id,
-                attempts = job.attempt, "delivery failed after its last retry");
-            Disposition::Ack
-        }
-        Ok(false) => {
-            tracing::debug!(delivery = %job.delivery_id, attempts = job.attempt,
-                "dead job for a delivery not at that attempt (recorded later, or unknown)");
-            Disposition::Ack
-        }
-        Err(e) => disposition("dead", Err(e.into())),
+        .await?;
+    if marked {
+        tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id,
+            attempts = job.attempt, "delivery failed after its last retry");
+    } else {
+        tracing::debug!(delivery = %job.delivery_id, attempts = job.attempt,
+            "dead job for a delivery not at that attempt (recorded later, or unknown)");
     }
+    Ok(())
 }

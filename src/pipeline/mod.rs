@@ -6,9 +6,11 @@
 //! - [`attempt`]: the one place that makes an attempt and settles its outcome, shared by both.
 //! - [`parking`]: the sweeper that turns parked deliveries (stuck endpoints) back into jobs.
 //!
-//! Every handler returns a [`Disposition`]: `Ack` only once the outcome is durable.
+//! Every handler returns a [`Disposition`]: `Ack` only once the outcome is durable (or the
+//! message was moved aside, or republished to be tried again; see [`failure`]).
 
 mod attempt;
+pub mod failure;
 pub mod fanout;
 pub mod jobs;
 mod limiter;
@@ -18,11 +20,14 @@ pub mod subscriptions;
 pub use limiter::EndpointLimiter;
 pub use subscriptions::Subscriptions;
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
+
+use failure::{Failure, Fate};
 
 use crate::{
     broker::{BrokerError, Disposition, Message, Publisher},
     domain::Catalog,
+    health::{Dependency, OutageSignal},
     retry::RetrySchedule,
     sender::Sender,
     storage::{RecordError, Recorder, Storage, StorageError},
@@ -44,6 +49,10 @@ pub struct Pipeline {
     pub catalog: Catalog,
     /// Events longer than this are quarantined (`delivery.max_event_size`).
     pub max_event_size: usize,
+    /// Tries of a message whose handling fails for a reason of its own (`amqp.delivery_limit`).
+    pub delivery_limit: u32,
+    /// This consuming session's alarm: a handler that meets an outage pauses the consumers.
+    pub outage: OutageSignal,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +69,131 @@ pub enum PipelineError {
     NotYetRecorded,
 }
 
+/// The consumer a message came from: which queue a retry of it goes back to.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage {
+    Events,
+    Jobs,
+    Dead,
+}
+
+impl Stage {
+    fn label(self) -> &'static str {
+        match self {
+            Stage::Events => "fanout",
+            Stage::Jobs => "job",
+            Stage::Dead => "dead",
+        }
+    }
+
+    fn queue(self, topology: &crate::broker::Topology) -> &str {
+        match self {
+            Stage::Events => &topology.events_queue,
+            Stage::Jobs => &topology.deliveries_queue,
+            Stage::Dead => &topology.dead_queue,
+        }
+    }
+}
+
+impl From<PipelineError> for Failure {
+    fn from(error: PipelineError) -> Self {
+        let storage = |e: &StorageError| {
+            if e.is_outage() {
+                Failure::Outage(Dependency::Database)
+            } else {
+                Failure::Own {
+                    code: "refused_by_database",
+                    reason: e.to_string(),
+                }
+            }
+        };
+        match error {
+            PipelineError::Storage(e) => storage(&e),
+            PipelineError::Record(RecordError::Storage(e)) => storage(&e),
+            // Only a stopping worker stops its recorder.
+            PipelineError::Record(RecordError::Stopped) => Failure::Outage(Dependency::Database),
+            PipelineError::Broker(BrokerError::NoTier(delay)) => Failure::Own {
+                code: "handling_failed",
+                reason: format!("no retry tier for a delay of {delay:?}"),
+            },
+            PipelineError::Broker(_) => Failure::Outage(Dependency::Broker),
+            PipelineError::NotYetRecorded => Failure::Own {
+                code: "unknown_delivery",
+                reason: error.to_string(),
+            },
+        }
+    }
+}
+
+/// Runs a handler's work, turning its error, or its panic (a bug, which must not leave the
+/// message looping unseen), into a [`Failure`].
+async fn guarded(work: impl Future<Output = Result<(), PipelineError>>) -> Result<(), Failure> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result.map_err(Failure::from),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "message handler panicked");
+            Err(Failure::Own {
+                code: "handler_panicked",
+                reason: format!("the handler panicked: {what}"),
+            })
+        }
+    }
+}
+
 impl Pipeline {
+    /// Settles a handled message: acked once its outcome is durable, otherwise as
+    /// [`failure::fate`] decides.
+    async fn settle(
+        &self,
+        message: &Message,
+        stage: Stage,
+        result: Result<(), Failure>,
+    ) -> Disposition {
+        let Err(failure) = result else {
+            return Disposition::Ack;
+        };
+        crate::metrics::handler_error(stage.label());
+        match failure::fate(&failure, message.failures(), self.delivery_limit) {
+            Fate::HandBack(dependency) => {
+                self.outage.report(dependency);
+                Disposition::HandBack
+            }
+            Fate::RetryLater { after, failures } => {
+                tracing::warn!(stage = stage.label(), failure = ?failure, failures,
+                    retry_in = ?after, "handling failed; the message will be tried again");
+                tokio::select! {
+                    () = tokio::time::sleep(after) => {}
+                    // Stopping, or pausing for an outage: handed back, not counted.
+                    () = self.outage.stop_token().cancelled() => return Disposition::HandBack,
+                }
+                let queue = stage.queue(self.publisher.topology());
+                match self.publisher.retry_later(message, queue, failures).await {
+                    Ok(()) => Disposition::Ack,
+                    Err(_) => self.broker_down(),
+                }
+            }
+            Fate::Quarantine { code, failures } => {
+                let reason = match &failure {
+                    Failure::Own { reason, .. } => reason.as_str(),
+                    Failure::Outage(_) => "",
+                };
+                let reason = format!("failed {failures} times; the last: {reason}");
+                self.quarantine(message, code, &reason).await
+            }
+        }
+    }
+
+    fn broker_down(&self) -> Disposition {
+        self.outage.report(Dependency::Broker);
+        Disposition::HandBack
+    }
+
     /// Moves an unprocessable message to the quarantine queue with its reason, then acks it:
     /// it is kept for an operator, never lost and never looping.
     async fn quarantine(&self, message: &Message, code: &'static str, reason: &str) -> Disposition {
@@ -83,20 +216,11 @@ impl Pipeline {
                 crate::metrics::quarantined(code);
                 Disposition::Ack
             }
-            Err(e) => disposition("quarantine", Err(e.into())),
-        }
-    }
-}
-
-/// Turns a handler's result into the message's fate, logging a failure once with its cause.
-fn disposition(stage: &'static str, result: Result<(), PipelineError>) -> Disposition {
-    match result {
-        Ok(()) => Disposition::Ack,
-        Err(PipelineError::NotYetRecorded) => Disposition::Retry,
-        Err(error) => {
-            tracing::warn!(stage, error = %error, "handling failed; message will be retried");
-            crate::metrics::handler_error(stage);
-            Disposition::Retry
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot quarantine the message");
+                crate::metrics::handler_error("quarantine");
+                self.broker_down()
+            }
         }
     }
 }

@@ -99,9 +99,15 @@ async fn a_panicking_handler_hands_its_message_back() {
         }
     };
     let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
-    let consuming = worker
-        .broker
-        .consume(&name, 10, AckMode::Coalesced, &stop, &tracker, handler);
+    let consuming = worker.broker.consume(
+        &name,
+        10,
+        AckMode::Coalesced,
+        &stop,
+        &tracker,
+        || {},
+        handler,
+    );
     // Unsettled, the first message would stay unacked until the channel closed, and never
     // come back.
     let settled = async {

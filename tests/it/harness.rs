@@ -91,6 +91,8 @@ pub fn test_config() -> Config {
     config.amqp.prefix = format!("test_{suffix}");
     config.amqp.events_exchange = format!("test_{suffix}.crm-events");
     config.amqp.prefetch = 64;
+    // Few tries, so a failing message reaches quarantine within about 1.5 s.
+    config.amqp.delivery_limit = 5;
     config.database.url = format!("postgres://postgres@127.0.0.1:5432/tw_test_{suffix}");
     config.api.admin_token = TOKEN.into();
     config.delivery.retry_schedule =
@@ -327,12 +329,13 @@ fn config_file(config: &Config, port: u16) -> tempfile::TempPath {
         .map(|d| format!("\"{}ms\"", d.as_millis()))
         .collect();
     let toml = format!(
-        "[amqp]\nprefix = \"{}\"\nevents_exchange = \"{}\"\n\
+        "[amqp]\nprefix = \"{}\"\nevents_exchange = \"{}\"\ndelivery_limit = {}\n\
          [database]\nurl = \"{}\"\n\
          [api]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\
          [delivery]\nretry_schedule = [{}]\nallow_private_targets = true\nmax_event_size = {}\n",
         config.amqp.prefix,
         config.amqp.events_exchange,
+        config.amqp.delivery_limit,
         config.database.url,
         delays.join(", "),
         config.delivery.max_event_size.as_u64(),
@@ -437,14 +440,40 @@ impl Drop for TestWorker {
             let _ = process.child.kill();
             let _ = process.child.wait();
         }
-        let config = self.config.clone();
-        clean_up(async move {
-            if let Ok(broker) = Broker::connect(&config.amqp.url, app::topology(&config)).await {
-                let _ = broker.delete_topology(true).await;
-                broker.close().await;
-            }
-            let _ = storage::drop_database(&config.database.url).await;
-        });
+        remove_everything(self.config.clone());
+    }
+}
+
+/// Deletes the queues, exchanges and database of `config`.
+fn remove_everything(config: Config) {
+    clean_up(async move {
+        if let Ok(broker) = Broker::connect(&config.amqp.url, app::topology(&config)).await {
+            let _ = broker.delete_topology(true).await;
+            broker.close().await;
+        }
+        let _ = storage::drop_database(&config.database.url).await;
+    });
+}
+
+/// The topology and database of a fresh config, declared and migrated, with no worker
+/// consuming: for tests that play the consumer themselves. Removed on drop.
+pub struct Prepared {
+    pub config: Config,
+    pub broker: Broker,
+}
+
+impl Prepared {
+    pub async fn create() -> Self {
+        let config = test_config();
+        let (storage, broker) = app::prepare(&config).await.expect("prepare");
+        storage.close();
+        Self { config, broker }
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        remove_everything(self.config.clone());
     }
 }
 

@@ -9,6 +9,7 @@ mod crash;
 mod delivery;
 mod harness;
 mod parking;
+mod poison;
 mod quarantine;
 mod recorder;
 mod recovery;
