@@ -1,0 +1,272 @@
+//! Outages of the services themselves: each test stops PostgreSQL or RabbitMQ under load and
+//! restores it even when it fails. Its own test binary, run after the others by `cargo test`,
+//! and its tests one at a time (`SERIAL`): a stopped service breaks every test beside it.
+
+#[path = "it/harness.rs"]
+#[allow(dead_code)] // the harness serves the `it` binary; this one uses part of it
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{TestReceiver, TestWorker, wait_until};
+use serde_json::json;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `ctl` with `args`, panicking if it fails.
+fn run(ctl: &str, args: &[&str]) {
+    let status = std::process::Command::new(ctl)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{ctl}: {e}"));
+    assert!(status.success(), "{ctl} {args:?} failed");
+}
+
+fn postgres_version() -> String {
+    std::fs::read_dir("/etc/postgresql")
+        .expect("/etc/postgresql")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .next()
+        .expect("a PostgreSQL cluster")
+}
+
+/// PostgreSQL stopped until dropped, which starts it again (also when the test panics).
+struct StoppedDatabase {
+    version: String,
+}
+
+impl StoppedDatabase {
+    fn stop() -> Self {
+        let version = postgres_version();
+        run(
+            "pg_ctlcluster",
+            &[
+                "--skip-systemctl-redirect",
+                &version,
+                "main",
+                "stop",
+                "-m",
+                "fast",
+            ],
+        );
+        Self { version }
+    }
+}
+
+impl Drop for StoppedDatabase {
+    fn drop(&mut self) {
+        run(
+            "pg_ctlcluster",
+            &["--skip-systemctl-redirect", &self.version, "main", "start"],
+        );
+    }
+}
+
+/// The readiness body's `down` list, or `None` when ready (or unreachable).
+async fn not_ready(worker: &TestWorker) -> Option<Vec<String>> {
+    let response = worker.http.get(worker.url("/readyz")).send().await.ok()?;
+    if response.status() != 503 {
+        return None;
+    }
+    let body: serde_json::Value = response.json().await.ok()?;
+    Some(
+        body["down"]
+            .as_array()?
+            .iter()
+            .filter_map(|v| Some(v.as_str()?.to_owned()))
+            .collect(),
+    )
+}
+
+async fn connect_db(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("test db connection");
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_under_load_pauses_the_worker_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    const EVENTS: usize = 3000;
+    let worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    worker
+        .create_webhook("cmp_outage", &receiver.url(), &["deal.won"])
+        .await;
+
+    // 300 events/s for 10 s; the database goes down 2 s in, for 30 s.
+    let publishing = async {
+        let mut ids = Vec::with_capacity(EVENTS);
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        for i in 0..EVENTS / 3 {
+            tick.tick().await;
+            for j in 0..3 {
+                let (id, _) = worker
+                    .publish("deal.won", "cmp_outage", json!({"n": i * 3 + j}))
+                    .await;
+                ids.push(id);
+            }
+        }
+        ids
+    };
+    let outage = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let stopped = StoppedDatabase::stop();
+        let started = Instant::now();
+        let down = wait_until("/readyz to report the database down", || not_ready(&worker)).await;
+        assert!(down.contains(&"database".to_owned()), "{down:?}");
+        tokio::time::sleep(Duration::from_secs(30).saturating_sub(started.elapsed())).await;
+        let down = not_ready(&worker)
+            .await
+            .expect("not ready while the database is down");
+        assert_eq!(down, ["consumers", "database"], "paused for the database");
+        let events_queue = &worker.broker.topology().events_queue;
+        assert_eq!(
+            harness::queue_count(events_queue, "messages_unacknowledged").await,
+            0,
+            "paused: nothing taken, nothing looping"
+        );
+        drop(stopped);
+    };
+    let (ids, ()) = tokio::join!(publishing, outage);
+    assert_eq!(ids.len(), EVENTS);
+    worker.wait_ready().await;
+
+    // The test's own connection died with the server.
+    let db = connect_db(&worker.config.database.url).await;
+    let succeeded = wait_until("every event delivered and recorded", || async {
+        let row = db
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FROM deliveries",
+                &[],
+            )
+            .await
+            .ok()?;
+        let (succeeded, all): (i64, i64) = (row.get(0), row.get(1));
+        (succeeded == EVENTS as i64).then_some(all)
+    })
+    .await;
+    assert_eq!(succeeded, EVENTS as i64, "one delivery per event");
+    let received: std::collections::HashSet<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    assert!(
+        ids.iter().all(|id| received.contains(id)),
+        "every event reached the receiver"
+    );
+    let quarantine = &worker.broker.topology().quarantine_queue;
+    assert_eq!(
+        harness::queue_count(quarantine, "messages").await,
+        0,
+        "no valid event quarantined"
+    );
+}
+
+/// RabbitMQ's application stopped until dropped, which starts it again and waits for it.
+struct StoppedBroker;
+
+impl StoppedBroker {
+    fn stop() -> Self {
+        run("rabbitmqctl", &["stop_app"]);
+        Self
+    }
+}
+
+impl Drop for StoppedBroker {
+    fn drop(&mut self) {
+        run("rabbitmqctl", &["start_app"]);
+        run("rabbitmqctl", &["await_startup", "--timeout", "60"]);
+    }
+}
+
+/// Publishes `body` with a confirm, reconnecting until the broker takes it: a CRM service
+/// that keeps an event until it is confirmed.
+async fn publish_until_confirmed(
+    config: &tesoro_webhooks::config::Config,
+    connection: &mut Option<(
+        tesoro_webhooks::broker::Broker,
+        tesoro_webhooks::broker::Publisher,
+    )>,
+    id: &str,
+    body: &[u8],
+) {
+    use tesoro_webhooks::{app, broker::Broker};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if connection.is_none()
+            && let Ok(broker) = Broker::connect(&config.amqp.url, app::topology(config)).await
+            && let Ok(publisher) = broker.publisher().await
+        {
+            *connection = Some((broker, publisher));
+        }
+        if let Some((_, publisher)) = connection.as_ref() {
+            if publisher.publish_event("deal.won", id, body).await.is_ok() {
+                return;
+            }
+            *connection = None;
+        }
+        assert!(Instant::now() < deadline, "the broker never came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_under_load_is_reconnected_and_loses_no_confirmed_event() {
+    let _serial = SERIAL.lock().await;
+    const EVENTS: usize = 3000;
+    let worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_brk", &receiver.url(), &["deal.won"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id").to_owned();
+
+    let publishing = async {
+        let mut connection = None;
+        let mut ids = Vec::with_capacity(EVENTS);
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        for i in 0..EVENTS {
+            if i % 3 == 0 {
+                tick.tick().await;
+            }
+            let (id, body) =
+                tesoro_webhooks::cli::envelope("deal.won", "cmp_brk", json!({"n": i}), None)
+                    .expect("envelope");
+            publish_until_confirmed(&worker.config, &mut connection, &id, &body).await;
+            ids.push(id);
+        }
+        ids
+    };
+    let outage = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let stopped = StoppedBroker::stop();
+        let down = wait_until("/readyz to report the broker down", || not_ready(&worker)).await;
+        assert!(down.contains(&"consumers".to_owned()), "{down:?}");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let down = not_ready(&worker)
+            .await
+            .expect("not ready while the broker is down");
+        assert_eq!(down, ["consumers", "broker"], "waiting for the broker");
+        drop(stopped);
+    };
+    let (ids, ()) = tokio::join!(publishing, outage);
+    worker.wait_ready().await;
+    for id in &ids {
+        worker.wait_for_status(id, &webhook_id, "succeeded").await;
+    }
+    let received: std::collections::HashSet<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    assert!(
+        ids.iter().all(|id| received.contains(id)),
+        "every confirmed event delivered"
+    );
+    let quarantine = &worker.broker.topology().quarantine_queue;
+    assert_eq!(harness::queue_count(quarantine, "messages").await, 0);
+}
