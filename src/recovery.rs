@@ -27,7 +27,8 @@ pub enum RecoveryError {
 pub enum RetryResult {
     /// A manual job is on its way.
     Enqueued,
-    /// The delivery is already waiting for an attempt; nothing was added.
+    /// The delivery is already waiting for an attempt (pending, or retrying with its job in a
+    /// tier); nothing was added, so no attempt is ever enqueued twice.
     AlreadyPending,
 }
 
@@ -46,13 +47,18 @@ fn manual_job(target: &RetryTarget) -> Result<Job, RecoveryError> {
     })
 }
 
-/// Re-sends one delivery, whatever its status, unless it is already pending an attempt.
+/// Re-sends one delivery (Succeeded or Failed), unless it is already waiting for an attempt:
+/// a retrying delivery's next job is in its tier, and a second job for the same attempt would
+/// race it (one of the two skipped as stale).
 pub async fn retry_delivery(
     storage: &Storage,
     publisher: &Publisher,
     target: &RetryTarget,
 ) -> Result<RetryResult, RecoveryError> {
-    if target.status == DeliveryStatus::Pending {
+    if matches!(
+        target.status,
+        DeliveryStatus::Pending | DeliveryStatus::Retrying
+    ) {
         return Ok(RetryResult::AlreadyPending);
     }
     publisher

@@ -129,39 +129,40 @@ async fn send_and_settle(
         },
         result.duration,
     );
-    let (status, next_attempt_at) =
-        match outcome::next_step(outcome, &pipeline.schedule, job.series_attempt) {
-            NextStep::Done => {
-                metrics::count(metrics::DELIVERIES_SUCCEEDED);
-                (DeliveryStatus::Succeeded, None)
-            }
-            NextStep::Retry {
-                after,
-                next_attempt,
-            } => {
-                let next = Job {
-                    attempt: job.attempt + 1,
-                    series_attempt: next_attempt,
-                    trigger: Trigger::Automatic,
-                    ..job.clone()
-                };
-                pipeline
-                    .publisher
-                    .schedule_retry(&next, after, &body)
-                    .await?;
-                metrics::count(metrics::RETRIES_SCHEDULED);
-                (
-                    DeliveryStatus::Retrying,
-                    Some(OffsetDateTime::now_utc() + after),
-                )
-            }
-            NextStep::GiveUp => {
-                let reason = describe_failure(&result);
-                pipeline.publisher.dead_letter(&job, &body, &reason).await?;
-                metrics::count(metrics::DELIVERIES_FAILED);
-                (DeliveryStatus::Failed, None)
-            }
-        };
+    let step = outcome::next_step(outcome, &pipeline.schedule, job.series_attempt);
+    let (status, next_attempt_at, counter) = match step {
+        NextStep::Done => (
+            DeliveryStatus::Succeeded,
+            None,
+            metrics::DELIVERIES_SUCCEEDED,
+        ),
+        NextStep::Retry {
+            after,
+            next_attempt,
+        } => {
+            let next = Job {
+                attempt: job.attempt + 1,
+                series_attempt: next_attempt,
+                trigger: Trigger::Automatic,
+                ..job.clone()
+            };
+            pipeline
+                .publisher
+                .schedule_retry(&next, after, &body)
+                .await?;
+            let at = OffsetDateTime::now_utc() + after;
+            (
+                DeliveryStatus::Retrying,
+                Some(at),
+                metrics::RETRIES_SCHEDULED,
+            )
+        }
+        NextStep::GiveUp => {
+            let reason = describe_failure(&result);
+            pipeline.publisher.dead_letter(&job, &body, &reason).await?;
+            (DeliveryStatus::Failed, None, metrics::DELIVERIES_FAILED)
+        }
+    };
     let record = to_record(&job, webhook, result);
     pipeline
         .recorder
@@ -171,6 +172,9 @@ async fn send_and_settle(
             ..delivery_write(&job, webhook, event, status)
         })
         .await?;
+    // Counted once the outcome is durable: a write that failed is tried again, and its
+    // redelivery would count the same outcome twice.
+    metrics::count(counter);
     Ok(())
 }
 

@@ -98,6 +98,45 @@ async fn a_message_that_keeps_failing_is_quarantined_and_its_neighbours_flow() {
     );
 }
 
+/// An outcome is counted once it is durable: each try of the refused event made a successful
+/// POST, and none of them could be recorded.
+#[tokio::test]
+async fn an_outcome_whose_write_failed_is_not_counted() {
+    let worker = TestWorker::start_process(test_config()).await;
+    worker
+        .db
+        .batch_execute(REFUSE_ONE_EVENT)
+        .await
+        .expect("trigger");
+    let receiver = TestReceiver::start().await;
+    worker
+        .create_webhook("cmp_poison", &receiver.url(), &["deal.won"])
+        .await;
+    let poison = br#"{"id":"evt_poison","event":"deal.won","company_id":"cmp_poison","data":{}}"#;
+    worker.publish_raw("deal.won", poison).await;
+    let queue = &worker.broker.topology().quarantine_queue;
+    wait_until("the refused event in quarantine", || worker.fetch(queue)).await;
+
+    let metrics = worker.metrics().await;
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or("(absent)")
+            .to_owned()
+    };
+    assert_eq!(
+        line("tesoro_webhooks_attempts_total{result=\"delivered\"}"),
+        "tesoro_webhooks_attempts_total{result=\"delivered\"} 5",
+        "every POST is an attempt"
+    );
+    assert_eq!(
+        line("tesoro_webhooks_deliveries_succeeded_total"),
+        "(absent)",
+        "no delivery succeeded durably"
+    );
+}
+
 #[tokio::test]
 async fn the_broker_moves_a_message_returned_too_often_to_quarantine() {
     let prepared = Prepared::create().await;

@@ -137,6 +137,47 @@ async fn a_failed_delivery_is_visible_and_a_manual_retry_delivers_it() {
     .await;
 }
 
+/// A retrying delivery's next attempt already has its job in a tier: a manual retry adds no
+/// second job for the same attempt.
+#[tokio::test]
+async fn a_manual_retry_of_a_retrying_delivery_enqueues_nothing() {
+    let mut config = crate::harness::test_config();
+    config.delivery.retry_schedule =
+        tesoro_webhooks::retry::RetrySchedule::new(vec![Duration::from_secs(60)])
+            .expect("schedule");
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    receiver.set_default(Reply::Status(500));
+    let webhook = worker
+        .create_webhook("cmp_retrying", &receiver.url(), &["deal.won"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+    let (event_id, _) = worker.publish("deal.won", "cmp_retrying", json!({})).await;
+    worker
+        .wait_for_status(&event_id, webhook_id, "retrying")
+        .await;
+    let delivery = only_delivery(&worker, webhook_id).await;
+    let id = delivery["id"].as_str().expect("id");
+
+    let (status, body) = worker
+        .api("POST", &format!("/v1/deliveries/{id}/retry"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["enqueued"], false, "{body}");
+    let topology = worker.broker.topology();
+    let tier = &topology.tiers[0].queue;
+    crate::harness::wait_until("the retry job in its tier", || async {
+        (crate::harness::queue_count(tier, "messages").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        crate::harness::queue_count(&topology.deliveries_queue, "messages").await,
+        0,
+        "no manual job beside it"
+    );
+    assert_eq!(receiver.received().len(), 1, "no attempt made out of turn");
+}
+
 #[tokio::test]
 async fn a_manual_retry_that_fails_starts_the_tiers_again() {
     let worker = TestWorker::start().await;

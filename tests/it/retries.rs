@@ -11,7 +11,7 @@ use tesoro_webhooks::{
     storage::Trigger,
 };
 
-use crate::harness::{Reply, TestReceiver, TestWorker, test_config};
+use crate::harness::{Reply, TestReceiver, TestWorker, test_config, wait_until};
 
 #[tokio::test]
 async fn a_dead_endpoint_gets_five_attempts_then_the_delivery_is_failed() {
@@ -263,19 +263,28 @@ async fn a_failed_delivery_counts_once_whatever_reaches_the_dead_queue() {
         .expect("dead letter");
     // A second delivery fails through all its tiers meanwhile (about a second): by then the
     // duplicate, handled in milliseconds, has been counted if it ever is. This one counts at
-    // its last attempt, before its status is written.
+    // its last attempt, once its status is written.
     let (second, _) = worker
         .publish("deal.lost", "cmp_failed_count", json!({}))
         .await;
     worker.wait_for_status(&second, webhook_id, "failed").await;
 
-    let metrics = worker.metrics().await;
-    let failed: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("tesoro_webhooks_deliveries_failed_total"))
-        .collect();
+    let failed = |metrics: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("tesoro_webhooks_deliveries_failed_total"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let metrics = wait_until("the second failure counted", || async {
+        let metrics = worker.metrics().await;
+        (!failed(&metrics).is_empty()
+            && !failed(&metrics).contains(&"tesoro_webhooks_deliveries_failed_total 1".to_owned()))
+        .then_some(metrics)
+    })
+    .await;
     assert_eq!(
-        failed,
+        failed(&metrics),
         ["tesoro_webhooks_deliveries_failed_total 2"],
         "{metrics}"
     );
