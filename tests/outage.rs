@@ -78,14 +78,6 @@ async fn not_ready(worker: &TestWorker) -> Option<Vec<String>> {
     )
 }
 
-async fn connect_db(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("test db connection");
-    tokio::spawn(connection);
-    client
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_under_load_pauses_the_worker_and_loses_nothing() {
     let _serial = SERIAL.lock().await;
@@ -135,7 +127,7 @@ async fn a_database_outage_under_load_pauses_the_worker_and_loses_nothing() {
     worker.wait_ready().await;
 
     // The test's own connection died with the server.
-    let db = connect_db(&worker.config.database.url).await;
+    let db = harness::connect_db(&worker.config.database.url).await;
     let succeeded = wait_until("every event delivered and recorded", || async {
         let row = db
             .query_one(

@@ -2,7 +2,7 @@
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
 use super::StorageError;
 
@@ -16,7 +16,8 @@ pub struct ChangeListener {
 }
 
 pub async fn listen_for_changes(url: &str) -> Result<ChangeListener, StorageError> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let target = super::tls::target(url)?;
+    let (client, mut connection) = target.config.connect(target.tls).await?;
     let (sender, changes) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -1,6 +1,6 @@
 //! Database creation and versioned migrations (`migrations/V*.sql`, embedded at build time).
 
-use tokio_postgres::{Client, NoTls, error::SqlState};
+use tokio_postgres::{Client, error::SqlState};
 
 use super::StorageError;
 
@@ -12,7 +12,8 @@ mod embedded {
 const MIGRATION_LOCK: i64 = 0x7e50_0001;
 
 async fn connect(url: &str) -> Result<Client, StorageError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let target = super::tls::target(url)?;
+    let (client, connection) = target.config.connect(target.tls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "migration connection closed");
@@ -24,9 +25,7 @@ async fn connect(url: &str) -> Result<Client, StorageError> {
 /// The name of the database in `url`, and the same URL pointing at the `postgres` maintenance
 /// database instead.
 fn split_database(url: &str) -> Result<(String, String), StorageError> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| StorageError::Url(e.to_string()))?;
+    let config = super::tls::target(url)?.config;
     let name = config
         .get_dbname()
         .ok_or_else(|| StorageError::Url("no database name in database.url".into()))?

@@ -8,10 +8,10 @@ mod log;
 mod migrate;
 mod parking;
 mod recorder;
+mod tls;
 mod webhooks;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::config::DatabaseConfig;
 
@@ -25,6 +25,7 @@ pub use log::{AttemptView, DeliveryFilter, DeliveryView};
 pub use migrate::{drop_database, ensure_database, migrate};
 pub use parking::ParkedDelivery;
 pub use recorder::{RecordError, Recorder};
+pub use tls::{DatabaseTarget, target as database_target};
 pub use webhooks::{NewWebhook, Webhook, WebhookChanges};
 
 #[derive(Debug, thiserror::Error)]
@@ -127,17 +128,17 @@ impl Storage {
         connections: usize,
         plans: PlanCache,
     ) -> Result<Self, StorageError> {
-        let mut pg: tokio_postgres::Config = config
-            .url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| StorageError::Url(e.to_string()))?;
+        let tls::DatabaseTarget {
+            config: mut pg,
+            tls,
+        } = tls::target(&config.url)?;
         if let PlanCache::Generic = plans {
             pg.options("-c plan_cache_mode=force_generic_plan");
         }
         // Verified recycling: after a database restart, Fast would hand out dead connections.
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Verified,
             },
@@ -156,6 +157,18 @@ impl Storage {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
         Ok(self.pool.get().await?)
+    }
+
+    /// Whether a pooled connection is encrypted, as the server reports it (`pg_stat_ssl`).
+    pub async fn connection_is_encrypted(&self) -> Result<bool, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     /// True when a pooled connection answers a trivial query: the readiness check.

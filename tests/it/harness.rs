@@ -84,6 +84,19 @@ fn random_suffix() -> String {
     format!("{n:016x}")
 }
 
+/// A connection of the test's own to the database at `url`, with the TLS its sslmode asks
+/// for, as the worker connects.
+pub async fn connect_db(url: &str) -> tokio_postgres::Client {
+    let target = storage::database_target(url).expect("database url");
+    let (client, connection) = target
+        .config
+        .connect(target.tls)
+        .await
+        .expect("test db connection");
+    tokio::spawn(connection);
+    client
+}
+
 /// A config on fresh names: prefix, events exchange, database; a 200 ms retry schedule.
 pub fn test_config() -> Config {
     let suffix = random_suffix();
@@ -173,10 +186,7 @@ impl TestWorker {
             .await
             .expect("test broker connection");
         let publisher = broker.publisher().await.expect("publisher");
-        let (db, connection) = tokio_postgres::connect(&config.database.url, tokio_postgres::NoTls)
-            .await
-            .expect("test db connection");
-        tokio::spawn(connection);
+        let db = connect_db(&config.database.url).await;
         let worker = Self {
             config,
             base_url,
@@ -627,10 +637,7 @@ impl TestDatabase {
         let storage = storage::Storage::connect(&config.database)
             .await
             .expect("database created");
-        let (db, connection) = tokio_postgres::connect(&config.database.url, tokio_postgres::NoTls)
-            .await
-            .expect("test connection");
-        tokio::spawn(connection);
+        let db = connect_db(&config.database.url).await;
         Self {
             storage,
             db,

@@ -17,3 +17,4 @@ mod retries;
 mod schema;
 mod stop;
 mod subscriptions;
+mod tls;
