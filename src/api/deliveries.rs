@@ -236,6 +236,27 @@ pub async fn get(
     Ok(Json(body))
 }
 
+/// One attempt of a delivery, with its request and response bodies whole.
+pub async fn attempt(
+    State(state): State<Arc<ApiState>>,
+    ApiPath((id, number)): ApiPath<(String, String)>,
+    ApiQuery(scope): ApiQuery<ScopeQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = delivery_id(&id)?;
+    let number: i32 = number
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| ApiError::not_found("attempt"))?;
+    scoped(state.storage.delivery(id).await?, scope, |d| &d.company_id)?;
+    let attempt = state
+        .storage
+        .delivery_attempt(id, number)
+        .await?
+        .ok_or_else(|| ApiError::not_found("attempt"))?;
+    Ok(Json(attempt))
+}
+
 fn publisher(state: &ApiState) -> Result<Publisher, ApiError> {
     state
         .publisher

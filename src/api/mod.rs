@@ -60,6 +60,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{id}", get(deliveries::get))
         .route("/deliveries/{id}/retry", post(deliveries::retry))
+        .route(
+            "/deliveries/{id}/attempts/{number}",
+            get(deliveries::attempt),
+        )
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), require_token));

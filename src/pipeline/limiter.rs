@@ -30,14 +30,28 @@ const SLOW_AFTER: Duration = Duration::from_millis(200);
 const SLOW_PATIENCE: Duration = Duration::from_millis(50);
 /// Weight of the newest attempt in an endpoint's average duration: 1/8.
 const AVERAGE_SHIFT: u32 = 3;
+/// Endpoints tracked before idle ones are forgotten; the map is swept each time it doubles
+/// past this, so sweeping costs O(1) per new endpoint however many come and go (webhooks
+/// deleted, a company's thousands of webhooks).
+const PRUNE_FROM: usize = 1024;
+/// An endpoint with no attempt in flight and none finished for this long is forgotten: its
+/// pace is learned anew if it is attempted again.
+const IDLE_FOR: Duration = Duration::from_secs(600);
 
 pub struct EndpointLimiter {
     per_endpoint: usize,
     /// Attempts averaging half the request timeout or more are hanging.
     hanging_after: Duration,
-    endpoints: Mutex<HashMap<WebhookId, Arc<Endpoint>>>,
+    endpoints: Mutex<Endpoints>,
     /// The clock `Endpoint::last_freed_ms` counts from.
     origin: Instant,
+    idle_for: Duration,
+}
+
+struct Endpoints {
+    map: HashMap<WebhookId, Arc<Endpoint>>,
+    /// The map is swept for idle endpoints when it reaches this size.
+    prune_at: usize,
 }
 
 struct Endpoint {
@@ -118,28 +132,49 @@ fn millis_since(origin: Instant) -> u64 {
 impl EndpointLimiter {
     /// `timeout` is the attempts' request timeout.
     pub fn new(per_endpoint: usize, timeout: Duration) -> Self {
+        Self::forgetting_after(per_endpoint, timeout, IDLE_FOR)
+    }
+
+    fn forgetting_after(per_endpoint: usize, timeout: Duration, idle_for: Duration) -> Self {
         Self {
             per_endpoint,
             hanging_after: timeout / 2,
-            endpoints: Mutex::new(HashMap::new()),
+            endpoints: Mutex::new(Endpoints {
+                map: HashMap::new(),
+                prune_at: PRUNE_FROM,
+            }),
             origin: Instant::now(),
+            idle_for,
         }
     }
 
     fn endpoint(&self, webhook: WebhookId) -> Option<Arc<Endpoint>> {
         let mut endpoints = self.endpoints.lock().ok()?;
-        Some(
-            endpoints
-                .entry(webhook)
-                .or_insert_with(|| {
-                    Arc::new(Endpoint {
-                        slots: Arc::new(Semaphore::new(self.per_endpoint)),
-                        last_freed_ms: AtomicU64::new(millis_since(self.origin)),
-                        average_us: AtomicU64::new(0),
-                    })
-                })
-                .clone(),
-        )
+        if let Some(endpoint) = endpoints.map.get(&webhook) {
+            return Some(endpoint.clone());
+        }
+        if endpoints.map.len() >= endpoints.prune_at {
+            self.forget_idle(&mut endpoints);
+        }
+        let endpoint = Arc::new(Endpoint {
+            slots: Arc::new(Semaphore::new(self.per_endpoint)),
+            last_freed_ms: AtomicU64::new(millis_since(self.origin)),
+            average_us: AtomicU64::new(0),
+        });
+        endpoints.map.insert(webhook, endpoint.clone());
+        Some(endpoint)
+    }
+
+    /// Drops the endpoints nobody holds (no slot taken, no caller waiting) that freed no slot
+    /// for `idle_for`.
+    fn forget_idle(&self, endpoints: &mut Endpoints) {
+        let now = millis_since(self.origin);
+        let idle_ms = u64::try_from(self.idle_for.as_millis()).unwrap_or(u64::MAX);
+        endpoints.map.retain(|_, endpoint| {
+            let idle = now.saturating_sub(endpoint.last_freed_ms.load(Ordering::Relaxed));
+            Arc::strong_count(endpoint) > 1 || idle < idle_ms
+        });
+        endpoints.prune_at = PRUNE_FROM.max(endpoints.map.len() * 2);
     }
 
     /// How many parked deliveries for `webhook` may be released now: all of them, unless the
@@ -156,7 +191,7 @@ impl EndpointLimiter {
     }
 
     fn known(&self, webhook: WebhookId) -> Option<Arc<Endpoint>> {
-        self.endpoints.lock().ok()?.get(&webhook).cloned()
+        self.endpoints.lock().ok()?.map.get(&webhook).cloned()
     }
 
     fn pace(&self, endpoint: &Endpoint) -> Pace {
@@ -224,6 +259,26 @@ mod tests {
 
     const NO_WAIT: Duration = Duration::from_millis(1);
     const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Webhooks come and go (deleted, or thousands of one company's attempted once): the map
+    /// forgets the idle ones, never one with an attempt in flight.
+    #[tokio::test]
+    async fn idle_endpoints_are_forgotten_busy_ones_kept() {
+        let limiter = EndpointLimiter::forgetting_after(1, TIMEOUT, Duration::ZERO);
+        let busy = WebhookId::new();
+        let held = slot(limiter.acquire_within(busy, NO_WAIT, Work::Job).await).expect("slot");
+        for _ in 0..10 * PRUNE_FROM {
+            let once = WebhookId::new();
+            drop(slot(limiter.acquire_within(once, NO_WAIT, Work::Job).await));
+            let tracked = limiter.endpoints.lock().expect("lock").map.len();
+            assert!(tracked <= 2 * PRUNE_FROM, "{tracked} endpoints tracked");
+        }
+        assert!(
+            slot(limiter.acquire_within(busy, NO_WAIT, Work::Job).await).is_none(),
+            "the busy endpoint kept its state: its one slot is still taken"
+        );
+        drop(held);
+    }
 
     #[tokio::test]
     async fn bounds_each_endpoint_separately() {

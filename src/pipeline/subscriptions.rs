@@ -3,7 +3,7 @@
 //! used at all: correctness never depends on a notification arriving.
 
 use std::{
-    collections::HashMap,
+    num::NonZeroUsize,
     panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex, PoisonError,
@@ -13,6 +13,7 @@ use std::{
 };
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
+use lru::LruCache;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -21,6 +22,11 @@ use crate::{
 };
 
 const RELISTEN_PAUSE: Duration = Duration::from_secs(1);
+/// Companies whose webhooks are kept, the least recently routed dropped first: most
+/// companies' entries are empty (no webhooks), about 100 bytes each, so at most ~5 MB
+/// whatever ids arrive on the bus (a flood of unknown ones cycles through the cache instead
+/// of growing it).
+pub const CACHED_COMPANIES: usize = 50_000;
 
 type Webhooks = Arc<[Webhook]>;
 /// One query for a company's webhooks, awaited by every event that missed the cache while it
@@ -35,20 +41,33 @@ enum Entry {
 
 pub struct Subscriptions {
     storage: Storage,
-    /// Never held across an await. An invalidation removes the entry, so a load that started
-    /// before a change still answers the events that awaited it but is not kept.
-    cache: Mutex<HashMap<CompanyId, Entry>>,
+    /// Never held across an await. An invalidation (or an eviction) removes the entry, so a
+    /// load that started before a change still answers the events that awaited it but is not
+    /// kept.
+    cache: Mutex<LruCache<CompanyId, Entry>>,
     /// True while the LISTEN connection is up: only then may the cache be trusted.
     listening: AtomicBool,
 }
 
 impl Subscriptions {
     pub fn new(storage: Storage) -> Self {
+        Self::with_capacity(storage, CACHED_COMPANIES)
+    }
+
+    /// A cache of at most `companies` entries (at least one).
+    pub fn with_capacity(storage: Storage, companies: usize) -> Self {
         Self {
             storage,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(companies).unwrap_or(NonZeroUsize::MIN),
+            )),
             listening: AtomicBool::new(false),
         }
+    }
+
+    /// Companies whose entry is cached (or loading).
+    pub fn cached_companies(&self) -> usize {
+        self.lock().len()
     }
 
     /// True while changes are followed, so the cache is in use.
@@ -71,10 +90,14 @@ impl Subscriptions {
             && current.ptr_eq(&load)
         {
             match &loaded {
-                Ok(webhooks) => cache.insert(company.clone(), Entry::Loaded(webhooks.clone())),
+                Ok(webhooks) => {
+                    cache.put(company.clone(), Entry::Loaded(webhooks.clone()));
+                }
                 // The next event tries again.
-                Err(_) => cache.remove(company),
-            };
+                Err(_) => {
+                    cache.pop(company);
+                }
+            }
         }
         loaded.map_err(StorageError::Shared)
     }
@@ -102,13 +125,13 @@ impl Subscriptions {
                     })
                     .boxed()
                     .shared();
-                cache.insert(company.clone(), Entry::Loading(load.clone()));
+                cache.put(company.clone(), Entry::Loading(load.clone()));
                 Entry::Loading(load)
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CompanyId, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<CompanyId, Entry>> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -117,7 +140,7 @@ impl Subscriptions {
         let mut cache = self.lock();
         match company.and_then(|c| CompanyId::parse(c).ok()) {
             Some(company) => {
-                cache.remove(&company);
+                cache.pop(&company);
             }
             None => cache.clear(),
         }

@@ -28,11 +28,31 @@ pub struct AttemptView {
     pub error_kind: Option<String>,
     pub error_message: Option<String>,
     pub request_headers: serde_json::Value,
+    /// In listings, the first [`BODY_PREVIEW`] bytes (see `body_preview`).
     pub request_body: String,
+    /// Bytes of the whole request body.
+    pub request_body_size: i32,
     pub response_headers: Option<serde_json::Value>,
+    /// In listings, the first [`BODY_PREVIEW`] bytes of what was kept.
     pub response_body: Option<String>,
+    /// Bytes of the response body kept (at most `delivery.max_response_body`).
+    pub response_body_size: Option<i32>,
+    /// The endpoint sent more than was kept, or the body was cut short by the deadline.
     pub response_body_truncated: bool,
+    /// A body here is a preview, shorter than its size: ask for the one attempt to see it all.
+    pub body_preview: bool,
     pub delivery_status: String,
+}
+
+/// Bytes of each body an attempt listing shows: a page of 500 attempts of 1 MiB events stays
+/// a few MiB. One attempt asked for by its number shows its bodies whole.
+pub const BODY_PREVIEW: usize = 4096;
+
+/// How much of each body a query returns.
+#[derive(Debug, Clone, Copy)]
+enum Bodies {
+    Preview,
+    Whole,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,10 +90,23 @@ pub struct DeliveryFilter {
     pub limit: i64,
 }
 
-const ATTEMPT_COLUMNS: &str = "a.id, a.delivery_id, a.webhook_id, d.event_id, d.event_type,
-    a.attempt_number, a.trigger, a.attempted_at, a.duration_ms, a.response_status, a.error_kind,
-    a.error_message, a.request_headers, e.body AS request_body, a.response_headers,
-    a.response_body, a.response_body_truncated, d.status AS delivery_status";
+/// The attempt columns, with the bodies cut to a preview or whole; their full sizes beside.
+fn attempt_columns(bodies: Bodies) -> String {
+    let cut = match bodies {
+        Bodies::Preview => BODY_PREVIEW,
+        // substring's length is an int4.
+        Bodies::Whole => i32::MAX as usize,
+    };
+    format!(
+        "a.id, a.delivery_id, a.webhook_id, d.event_id, d.event_type, a.attempt_number,
+         a.trigger, a.attempted_at, a.duration_ms, a.response_status, a.error_kind,
+         a.error_message, a.request_headers, substring(e.body for {cut}) AS request_body,
+         octet_length(e.body) AS request_body_size, a.response_headers,
+         substring(a.response_body for {cut}) AS response_body,
+         octet_length(a.response_body) AS response_body_size, a.response_body_truncated,
+         d.status AS delivery_status"
+    )
+}
 
 const ATTEMPT_JOIN: &str = "attempts a JOIN deliveries d ON d.id = a.delivery_id
     JOIN events e ON e.id = d.event_id";
@@ -87,6 +120,20 @@ fn lossy(bytes: Option<Vec<u8>>) -> Option<String> {
 
 fn attempt_view(row: &Row) -> Result<AttemptView, StorageError> {
     let attempt_number: i32 = row.try_get("attempt_number")?;
+    let request_body: Vec<u8> = row
+        .try_get::<_, Option<Vec<u8>>>("request_body")?
+        .unwrap_or_default();
+    let request_body_size: i32 = row
+        .try_get::<_, Option<i32>>("request_body_size")?
+        .unwrap_or(0);
+    let response_body: Option<Vec<u8>> = row.try_get("response_body")?;
+    let response_body_size: Option<i32> = row.try_get("response_body_size")?;
+    let shorter = |shown: usize, size: i32| usize::try_from(size).is_ok_and(|size| shown < size);
+    let body_preview = shorter(request_body.len(), request_body_size)
+        || response_body
+            .as_ref()
+            .zip(response_body_size)
+            .is_some_and(|(body, size)| shorter(body.len(), size));
     Ok(AttemptView {
         id: row.try_get("id")?,
         delivery_id: row.try_get("delivery_id")?,
@@ -102,10 +149,13 @@ fn attempt_view(row: &Row) -> Result<AttemptView, StorageError> {
         error_kind: row.try_get("error_kind")?,
         error_message: row.try_get("error_message")?,
         request_headers: row.try_get("request_headers")?,
-        request_body: lossy(row.try_get("request_body")?).unwrap_or_default(),
+        request_body: String::from_utf8_lossy(&request_body).into_owned(),
+        request_body_size,
         response_headers: row.try_get("response_headers")?,
-        response_body: lossy(row.try_get("response_body")?),
+        response_body: lossy(response_body),
+        response_body_size,
         response_body_truncated: row.try_get("response_body_truncated")?,
+        body_preview,
         delivery_status: row.try_get("delivery_status")?,
     })
 }
@@ -139,9 +189,10 @@ impl Storage {
         let rows = client
             .query(
                 &format!(
-                    "SELECT {ATTEMPT_COLUMNS} FROM {ATTEMPT_JOIN}
+                    "SELECT {} FROM {ATTEMPT_JOIN}
                      WHERE a.webhook_id = $1 AND ($2::bigint IS NULL OR a.id < $2)
-                     ORDER BY a.id DESC LIMIT $3"
+                     ORDER BY a.id DESC LIMIT $3",
+                    attempt_columns(Bodies::Preview)
                 ),
                 &[&webhook.0, &before, &limit],
             )
@@ -149,7 +200,27 @@ impl Storage {
         rows.iter().map(attempt_view).collect()
     }
 
-    /// Every attempt of one delivery, oldest first.
+    /// Attempt `number` of one delivery, its bodies whole.
+    pub async fn delivery_attempt(
+        &self,
+        delivery: DeliveryId,
+        number: i32,
+    ) -> Result<Option<AttemptView>, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {} FROM {ATTEMPT_JOIN}
+                     WHERE a.delivery_id = $1 AND a.attempt_number = $2",
+                    attempt_columns(Bodies::Whole)
+                ),
+                &[&delivery.0, &number],
+            )
+            .await?;
+        row.as_ref().map(attempt_view).transpose()
+    }
+
+    /// Every attempt of one delivery, oldest first, bodies as previews.
     pub async fn delivery_attempts(
         &self,
         delivery: DeliveryId,
@@ -158,8 +229,9 @@ impl Storage {
         let rows = client
             .query(
                 &format!(
-                    "SELECT {ATTEMPT_COLUMNS} FROM {ATTEMPT_JOIN}
-                     WHERE a.delivery_id = $1 ORDER BY a.attempt_number"
+                    "SELECT {} FROM {ATTEMPT_JOIN}
+                     WHERE a.delivery_id = $1 ORDER BY a.attempt_number",
+                    attempt_columns(Bodies::Preview)
                 ),
                 &[&delivery.0],
             )

@@ -527,3 +527,88 @@ async fn recovery_endpoints_validate_and_scope_their_input() {
         .await;
     assert_eq!(status, 200);
 }
+
+/// Listings show previews of the bodies, with their sizes, so a page of large events stays
+/// small; one attempt, asked for by its number, shows them whole.
+#[tokio::test]
+async fn attempt_listings_show_previews_and_one_attempt_shows_its_bodies_whole() {
+    let worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_big", &receiver.url(), &["deal.won"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+    let mut bodies = Vec::new();
+    for n in 0..3 {
+        let (event_id, body) = worker
+            .publish(
+                "deal.won",
+                "cmp_big",
+                json!({"n": n, "blob": "x".repeat(200_000)}),
+            )
+            .await;
+        worker
+            .wait_for_status(&event_id, webhook_id, "succeeded")
+            .await;
+        bodies.push(body);
+    }
+
+    let response = worker
+        .http
+        .get(worker.url(&format!("/v1/webhooks/{webhook_id}/attempts?limit=500")))
+        .bearer_auth(crate::harness::TOKEN)
+        .send()
+        .await
+        .expect("list");
+    let text = response.text().await.expect("body");
+    assert!(
+        text.len() < 30_000,
+        "a page of 3 attempts of 200 KB events is {} bytes",
+        text.len()
+    );
+    let page: Value = serde_json::from_str(&text).expect("json");
+    let attempts = page["data"].as_array().expect("data");
+    assert_eq!(attempts.len(), 3);
+    for attempt in attempts {
+        let preview = attempt["request_body"].as_str().expect("preview");
+        assert_eq!(preview.len(), 4096, "a preview of the first 4 KiB");
+        assert!(bodies.iter().any(|b| b.starts_with(preview.as_bytes())));
+        assert!(attempt["request_body_size"].as_i64().expect("size") > 200_000);
+        assert_eq!(attempt["body_preview"], true);
+    }
+    let delivery = attempts[0]["delivery_id"].as_str().expect("delivery id");
+    let (status, whole) = worker
+        .api(
+            "GET",
+            &format!("/v1/deliveries/{delivery}/attempts/1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{whole}");
+    let request_body = whole["request_body"].as_str().expect("body");
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.as_slice() == request_body.as_bytes()),
+        "whole"
+    );
+    assert_eq!(whole["body_preview"], false);
+    assert_eq!(whole["response_body"], "receiver says hello");
+
+    let (status, body) = worker
+        .api(
+            "GET",
+            &format!("/v1/deliveries/{delivery}/attempts/2"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = worker
+        .api(
+            "GET",
+            &format!("/v1/deliveries/{delivery}/attempts/1?company_id=cmp_other"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "another company's attempt: {body}");
+}

@@ -37,3 +37,43 @@ async fn events_that_miss_together_share_one_load() {
     stop.cancel();
     following.await.expect("follower stops");
 }
+
+/// Ids on the bus are the CRM's (or anyone's): a flood of companies without webhooks cycles
+/// through the cache, which keeps the most recently routed and never grows past its bound.
+#[tokio::test]
+async fn the_cache_is_bounded_whatever_company_ids_arrive() {
+    let db = TestDatabase::create().await;
+    let subscriptions = Arc::new(Subscriptions::with_capacity(db.storage.clone(), 50));
+    let stop = CancellationToken::new();
+    let following = {
+        let (subscriptions, url, stop) = (subscriptions.clone(), db.url.clone(), stop.clone());
+        tokio::spawn(async move { subscriptions.follow_changes(&url, stop).await })
+    };
+    wait_until("changes to be followed", || async {
+        subscriptions.is_listening().then_some(())
+    })
+    .await;
+
+    let busy = CompanyId::parse("cmp_busy").expect("company");
+    let first = subscriptions.of_company(&busy).await.expect("load");
+    for n in 0..500 {
+        let unknown = CompanyId::parse(format!("cmp_unknown_{n}")).expect("company");
+        subscriptions.of_company(&unknown).await.expect("load");
+        assert!(
+            subscriptions.cached_companies() <= 50,
+            "past the bound after {n}"
+        );
+        if n % 10 == 0 {
+            // Routed often, so never the least recently used.
+            let again = subscriptions.of_company(&busy).await.expect("cached");
+            assert!(
+                Arc::ptr_eq(&again, &first),
+                "the busy company stayed cached"
+            );
+        }
+    }
+    assert_eq!(subscriptions.cached_companies(), 50);
+
+    stop.cancel();
+    following.await.expect("follower stops");
+}
