@@ -122,6 +122,27 @@ enum SessionEnd {
     Outage(Dependency),
 }
 
+/// How often the count of workers sharing the load is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Samples how many workers consume the events queue (each has one consumer on it) into the
+/// `workers` gauge until `stop`: per-endpoint bounds hold per process, so an endpoint sees up
+/// to `max_in_flight_per_endpoint` × this many attempts at once. A failed sample is skipped;
+/// a lost connection ends the session through the consumers.
+async fn sample_workers(broker: &Broker, stop: &CancellationToken) -> Result<(), BrokerError> {
+    let queue = &broker.topology().events_queue;
+    loop {
+        match broker.consumers(queue).await {
+            Ok(consumers) => crate::metrics::workers(consumers),
+            Err(e) => tracing::debug!(error = %e, "cannot count the workers"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(SAMPLE_EVERY) => {}
+        }
+    }
+}
+
 /// The consumers of one session: events, deliveries, dead letters.
 const CONSUMERS: usize = 3;
 /// How long a probe of the database may take before it counts as down.
@@ -279,7 +300,8 @@ impl Worker<'_> {
                 move |m| jobs::handle_dead(p.clone(), m),
             );
             let sweeper = parking::sweep_parked(pipeline.clone(), stop.clone());
-            tokio::try_join!(events, deliveries, dead, sweeper)
+            let sampler = sample_workers(broker, &stop);
+            tokio::try_join!(events, deliveries, dead, sweeper, sampler)
         };
         self.publisher
             .send_replace(Some(pipeline.publisher.clone()));

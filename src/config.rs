@@ -138,7 +138,10 @@ impl Config {
         let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
         // The parser's message quotes the whole URL, password included: not repeated here.
         if !crate::broker::is_amqp_url(&self.amqp.url) {
-            return invalid("amqp.url", "must be an amqp:// or amqps:// URL");
+            return invalid(
+                "amqp.url",
+                "must be an amqp:// or amqps:// URL, or several separated by commas",
+            );
         }
         // Queue names are the prefix plus at most ~40 bytes (".retry.<delay>"); AMQP names
         // stop at 255 bytes.
@@ -202,6 +205,17 @@ mod tests {
         assert_eq!(config.delivery.max_response_body.as_u64(), 64 * 1024);
         assert_eq!(config.delivery.max_event_bytes(), 1024 * 1024);
         assert!(!config.delivery.allow_private_targets);
+    }
+
+    #[test]
+    fn amqp_url_may_list_the_nodes_of_a_cluster() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(
+            file,
+            "[amqp]\nurl = \"amqp://tw:pw@10.0.0.1:5672/%2f, amqps://tw:pw@10.0.0.2:5671/%2f\""
+        )
+        .expect("write");
+        assert!(Config::load_from(Some(file.path()), no_env()).is_ok());
     }
 
     #[test]
@@ -274,6 +288,10 @@ mod tests {
             ),
             ("[amqp]\nprefetch = 0", "amqp.prefetch"),
             ("[amqp]\ndelivery_limit = 0", "amqp.delivery_limit"),
+            (
+                "[amqp]\nurl = \"amqp://127.0.0.1:5681/%2f, http://127.0.0.1:5682\"",
+                "amqp.url",
+            ),
             ("[amqp]\ndelivery_limit = 26", "amqp.delivery_limit"),
             ("[api]\nlisten = \"not an address\"", "listen"),
             ("[api]\nadmin_token = \" \"", "api.admin_token"),

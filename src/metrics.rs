@@ -18,6 +18,7 @@ pub const DEFERRED: &str = "tesoro_webhooks_deferred_total";
 pub const HANDLER_ERRORS: &str = "tesoro_webhooks_handler_errors_total";
 pub const RECORD_BATCH_SIZE: &str = "tesoro_webhooks_record_batch_size";
 pub const DELIVERIES_PARKED: &str = "tesoro_webhooks_deliveries_parked";
+pub const WORKERS: &str = "tesoro_webhooks_workers";
 
 /// Registers descriptions (the `# HELP` lines). Called once by the exporter's owner.
 pub fn describe() {
@@ -50,7 +51,7 @@ pub fn describe() {
     );
     describe_counter!(
         HANDLER_ERRORS,
-        "Messages handed back because storage or broker failed."
+        "Handlings that failed: handed back for an outage, or tried again later."
     );
     describe_counter!(
         DEFERRED,
@@ -60,6 +61,12 @@ pub fn describe() {
         DELIVERIES_PARKED,
         "Deliveries parked in the database while their endpoint hangs (the database's count, \
          the same on every worker), read at each scrape."
+    );
+    describe_gauge!(
+        WORKERS,
+        "Worker processes consuming the events queue (its consumer count, sampled every few \
+         seconds; the same on every worker). Each holds up to max_in_flight_per_endpoint \
+         attempts per endpoint."
     );
     describe_histogram!(
         RECORD_BATCH_SIZE,
@@ -74,6 +81,10 @@ pub fn attempt(result: &'static str, duration: Duration) {
 
 pub fn parked(deliveries: u64) {
     gauge!(DELIVERIES_PARKED).set(deliveries as f64);
+}
+
+pub fn workers(count: u32) {
+    gauge!(WORKERS).set(f64::from(count));
 }
 
 pub fn quarantined(reason: &'static str) {

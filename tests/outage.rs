@@ -3,7 +3,6 @@
 //! and its tests one at a time (`SERIAL`): a stopped service breaks every test beside it.
 
 #[path = "it/harness.rs"]
-#[allow(dead_code)] // the harness serves the `it` binary; this one uses part of it
 mod harness;
 
 use std::time::{Duration, Instant};
@@ -161,37 +160,6 @@ impl Drop for StoppedBroker {
     }
 }
 
-/// Publishes `body` with a confirm, reconnecting until the broker takes it: a CRM service
-/// that keeps an event until it is confirmed.
-async fn publish_until_confirmed(
-    config: &tesoro_webhooks::config::Config,
-    connection: &mut Option<(
-        tesoro_webhooks::broker::Broker,
-        tesoro_webhooks::broker::Publisher,
-    )>,
-    id: &str,
-    body: &[u8],
-) {
-    use tesoro_webhooks::{app, broker::Broker};
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if connection.is_none()
-            && let Ok(broker) = Broker::connect(&config.amqp.url, app::topology(config)).await
-            && let Ok(publisher) = broker.publisher().await
-        {
-            *connection = Some((broker, publisher));
-        }
-        if let Some((_, publisher)) = connection.as_ref() {
-            if publisher.publish_event("deal.won", id, body).await.is_ok() {
-                return;
-            }
-            *connection = None;
-        }
-        assert!(Instant::now() < deadline, "the broker never came back");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_under_load_is_reconnected_and_loses_no_confirmed_event() {
     let _serial = SERIAL.lock().await;
@@ -214,7 +182,7 @@ async fn a_broker_outage_under_load_is_reconnected_and_loses_no_confirmed_event(
             let (id, body) =
                 tesoro_webhooks::cli::envelope("deal.won", "cmp_brk", json!({"n": i}), None)
                     .expect("envelope");
-            publish_until_confirmed(&worker.config, &mut connection, &id, &body).await;
+            harness::publish_until_confirmed(&worker.config, &mut connection, &id, &body).await;
             ids.push(id);
         }
         ids

@@ -42,6 +42,20 @@ pub enum BrokerError {
     ConsumerCancelled(String),
     #[error("no retry tier for a delay of {0:?}")]
     NoTier(Duration),
+    #[error("amqp.url names no broker node")]
+    NoNode,
+}
+
+/// `url` with its password replaced, for logs.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(unparsable url)".to_owned(),
+    }
 }
 
 /// The broker refused a declaration that contradicts the existing queue (406).
@@ -51,10 +65,16 @@ fn is_precondition_failed(error: &lapin::Error) -> bool {
         if *e.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
 }
 
-/// Whether `url` is an AMQP URL lapin can connect with (`amqp://` or `amqps://`), so a bad
-/// one is a config error at start instead of an IO error at the first connection.
-pub fn is_amqp_url(url: &str) -> bool {
-    url.parse::<lapin::uri::AMQPUri>().is_ok()
+/// Whether `urls` is a comma-separated list of AMQP URLs lapin can connect with (`amqp://`
+/// or `amqps://`), so a bad one is a config error at start instead of an IO error at the
+/// first connection.
+pub fn is_amqp_url(urls: &str) -> bool {
+    node_urls(urls).all(|url| url.parse::<lapin::uri::AMQPUri>().is_ok())
+}
+
+/// The nodes of `amqp.url`, in the order they are tried.
+fn node_urls(urls: &str) -> impl Iterator<Item = &str> {
+    urls.split(',').map(str::trim)
 }
 
 /// A connection and the topology it serves.
@@ -69,11 +89,32 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub async fn connect(url: &str, topology: Topology) -> Result<Self, BrokerError> {
+    /// Connects to the first node of `urls` (comma-separated, one or more nodes of a
+    /// cluster) that answers, trying them in order.
+    pub async fn connect(urls: &str, topology: Topology) -> Result<Self, BrokerError> {
         // Named after the prefix, so an operator (or a test) can find this worker's connection.
         let name = format!("tesoro-webhooks/{}", topology.work_exchange);
-        let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let connection = Connection::connect(url, properties).await?;
+        let mut last_error = None;
+        let mut connection = None;
+        for url in node_urls(urls) {
+            let properties =
+                ConnectionProperties::default().with_connection_name(name.as_str().into());
+            match Connection::connect(url, properties).await {
+                Ok(connected) => {
+                    connection = Some(connected);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(node = %redact(url), error = %e, "broker node does not answer");
+                    last_error = Some(e);
+                }
+            }
+        }
+        let connection = match (connection, last_error) {
+            (Some(connection), _) => connection,
+            (None, Some(e)) => return Err(e.into()),
+            (None, None) => return Err(BrokerError::NoNode),
+        };
         Ok(Self {
             connection,
             topology: Arc::new(topology),

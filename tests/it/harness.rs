@@ -2,6 +2,11 @@
 //! down on drop), `TestReceiver` (a webhook endpoint whose replies are scripted), and
 //! `wait_until` (poll a condition against a deadline instead of sleeping a fixed time).
 
+#![allow(
+    dead_code,
+    reason = "shared by the it, outage and cluster test binaries; each uses part of it"
+)]
+
 use std::{
     collections::VecDeque,
     future::Future,
@@ -95,6 +100,33 @@ pub async fn connect_db(url: &str) -> tokio_postgres::Client {
         .expect("test db connection");
     tokio::spawn(connection);
     client
+}
+
+/// Publishes `body` with a confirm, reconnecting (to the nodes of `amqp.url` in order) until
+/// the broker takes it: a CRM service that keeps an event until it is confirmed.
+pub async fn publish_until_confirmed(
+    config: &Config,
+    connection: &mut Option<(Broker, Publisher)>,
+    id: &str,
+    body: &[u8],
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if connection.is_none()
+            && let Ok(broker) = Broker::connect(&config.amqp.url, app::topology(config)).await
+            && let Ok(publisher) = broker.publisher().await
+        {
+            *connection = Some((broker, publisher));
+        }
+        if let Some((_, publisher)) = connection.as_ref() {
+            if publisher.publish_event("deal.won", id, body).await.is_ok() {
+                return;
+            }
+            *connection = None;
+        }
+        assert!(Instant::now() < deadline, "the broker never came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A config on fresh names: prefix, events exchange, database; a 200 ms retry schedule.
@@ -339,10 +371,11 @@ fn config_file(config: &Config, port: u16) -> tempfile::TempPath {
         .map(|d| format!("\"{}ms\"", d.as_millis()))
         .collect();
     let toml = format!(
-        "[amqp]\nprefix = \"{}\"\nevents_exchange = \"{}\"\ndelivery_limit = {}\n\
+        "[amqp]\nurl = \"{}\"\nprefix = \"{}\"\nevents_exchange = \"{}\"\ndelivery_limit = {}\n\
          [database]\nurl = \"{}\"\n\
          [api]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\
          [delivery]\nretry_schedule = [{}]\nallow_private_targets = true\nmax_event_size = {}\n",
+        config.amqp.url,
         config.amqp.prefix,
         config.amqp.events_exchange,
         config.amqp.delivery_limit,
@@ -381,6 +414,23 @@ impl WorkerProcess {
             _config_file: config_file,
             log,
         }
+    }
+
+    /// Whether the process is still running (it was not restarted, nor did it exit).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -426,6 +476,29 @@ impl TestWorker {
         .await;
         let log = std::fs::read_to_string(process.log.path()).expect("read the worker log");
         (status, log)
+    }
+
+    /// Another worker binary on the same configuration (its own admin port), sharing the
+    /// work with this one; stopped when dropped.
+    pub async fn start_sibling(&self) -> WorkerProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let sibling = WorkerProcess::spawn(&self.config, port);
+        wait_until("the sibling worker to be ready", || async {
+            let url = format!("http://127.0.0.1:{port}/readyz");
+            let response = self.http.get(url).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
+        sibling
+    }
+
+    /// The worker process, for tests that watch it.
+    pub fn process(&mut self) -> &mut WorkerProcess {
+        self.process.as_mut().expect("a process worker")
     }
 
     /// Starts the binary again with the same configuration and port.
