@@ -28,8 +28,9 @@ pub enum Fate {
     HandBack(Dependency),
     /// Try it again after `after`, carrying `failures` so far.
     RetryLater { after: Duration, failures: u32 },
-    /// Its last try failed: move it to quarantine.
-    Quarantine { code: &'static str, failures: u32 },
+    /// Its last try failed: move it to quarantine, with `reason` (the count and the last
+    /// failure's reason).
+    Quarantine { code: &'static str, reason: String },
 }
 
 /// Pause before the first retry of a failing message; it doubles up to `MAX_PAUSE`. A job that
@@ -43,10 +44,13 @@ const MAX_PAUSE: Duration = Duration::from_secs(2);
 pub fn fate(failure: &Failure, failures_before: u32, limit: u32) -> Fate {
     match failure {
         Failure::Outage(dependency) => Fate::HandBack(*dependency),
-        Failure::Own { code, .. } => {
+        Failure::Own { code, reason } => {
             let failures = failures_before.saturating_add(1);
             if failures >= limit {
-                Fate::Quarantine { code, failures }
+                Fate::Quarantine {
+                    code,
+                    reason: format!("failed {failures} times; the last: {reason}"),
+                }
             } else {
                 Fate::RetryLater {
                     after: backoff::step(FIRST_PAUSE, MAX_PAUSE, failures),
@@ -65,6 +69,13 @@ mod tests {
         Failure::Own {
             code: "refused_by_database",
             reason: "invalid byte sequence".into(),
+        }
+    }
+
+    fn quarantine(failures: u32) -> Fate {
+        Fate::Quarantine {
+            code: "refused_by_database",
+            reason: format!("failed {failures} times; the last: invalid byte sequence"),
         }
     }
 
@@ -115,31 +126,10 @@ mod tests {
                     failures: 9,
                 },
             ),
-            (
-                own(),
-                9,
-                Fate::Quarantine {
-                    code: "refused_by_database",
-                    failures: 10,
-                },
-            ),
+            (own(), 9, quarantine(10)),
             // A count past the limit (the limit was lowered meanwhile) quarantines at once.
-            (
-                own(),
-                40,
-                Fate::Quarantine {
-                    code: "refused_by_database",
-                    failures: 41,
-                },
-            ),
-            (
-                own(),
-                u32::MAX,
-                Fate::Quarantine {
-                    code: "refused_by_database",
-                    failures: u32::MAX,
-                },
-            ),
+            (own(), 40, quarantine(41)),
+            (own(), u32::MAX, quarantine(u32::MAX)),
         ];
         for (failure, before, expected) in cases {
             assert_eq!(
@@ -152,12 +142,6 @@ mod tests {
 
     #[test]
     fn a_limit_of_one_quarantines_the_first_failure() {
-        assert_eq!(
-            fate(&own(), 0, 1),
-            Fate::Quarantine {
-                code: "refused_by_database",
-                failures: 1
-            }
-        );
+        assert_eq!(fate(&own(), 0, 1), quarantine(1));
     }
 }

@@ -178,14 +178,7 @@ impl Pipeline {
                     Err(_) => self.broker_down(),
                 }
             }
-            Fate::Quarantine { code, failures } => {
-                let reason = match &failure {
-                    Failure::Own { reason, .. } => reason.as_str(),
-                    Failure::Outage(_) => "",
-                };
-                let reason = format!("failed {failures} times; the last: {reason}");
-                self.quarantine(message, code, &reason).await
-            }
+            Fate::Quarantine { code, reason } => self.quarantine(message, code, &reason).await,
         }
     }
 
