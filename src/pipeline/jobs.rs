@@ -38,6 +38,19 @@ async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(
         tracing::info!(delivery = %job.delivery_id, "job for a deleted webhook dropped");
         return Ok(());
     };
+    // A job of a duplicate publish names its alias, and numbers its attempts from there.
+    let aliased;
+    let job = match target.alias_offset {
+        Some(offset) => {
+            aliased = Job {
+                delivery_id: target.delivery_id,
+                attempt: offset + job.attempt,
+                ..job.clone()
+            };
+            &aliased
+        }
+        None => job,
+    };
     // A job runs only as the very next attempt.
     match (target.attempt_count + 1).cmp(&job.attempt) {
         Ordering::Equal => {}

@@ -68,33 +68,56 @@ WITH new_events AS (
     ON CONFLICT (id) DO NOTHING
 ),
 written AS (
-    INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type, status,
+    INSERT INTO deliveries AS d (id, event_id, webhook_id, company_id, event_type, status,
         attempt_count, last_status, last_error, next_attempt_at, parked_until)
     SELECT unnest($5::uuid[]), unnest($6::text[]), unnest($7::uuid[]), unnest($8::text[]),
         unnest($9::text[]), unnest($10::text[]), unnest($11::int4[]), unnest($12::int4[]),
         unnest($13::text[]), unnest($14::timestamptz[]), unnest($15::timestamptz[])
     ON CONFLICT (event_id, webhook_id) DO UPDATE SET
-        status = EXCLUDED.status, attempt_count = EXCLUDED.attempt_count,
+        status = EXCLUDED.status,
+        -- A duplicate publish (another delivery id for the same event and webhook) adds its
+        -- attempts after the existing ones, and becomes the alias its jobs are mapped by.
+        attempt_count = CASE WHEN d.id = EXCLUDED.id THEN EXCLUDED.attempt_count
+            ELSE d.attempt_count + EXCLUDED.attempt_count END,
+        alias_id = CASE WHEN d.id = EXCLUDED.id THEN d.alias_id ELSE EXCLUDED.id END,
+        alias_offset = CASE WHEN d.id = EXCLUDED.id THEN d.alias_offset ELSE d.attempt_count END,
         last_status = EXCLUDED.last_status, last_error = EXCLUDED.last_error,
         next_attempt_at = EXCLUDED.next_attempt_at, parked_until = EXCLUDED.parked_until,
         updated_at = now()
-    WHERE deliveries.attempt_count < EXCLUDED.attempt_count
+    WHERE (d.id = EXCLUDED.id AND d.attempt_count < EXCLUDED.attempt_count)
         -- Parking an untried delivery that a redelivered event found pending (its earlier
         -- hand-off may never have been published): without it the row keeps no job.
-        OR (EXCLUDED.parked_until IS NOT NULL AND deliveries.status = 'pending'
-            AND deliveries.attempt_count = EXCLUDED.attempt_count)
-    RETURNING id
+        OR (d.id = EXCLUDED.id AND EXCLUDED.parked_until IS NOT NULL AND d.status = 'pending'
+            AND d.attempt_count = EXCLUDED.attempt_count)
+        -- A duplicate publish, once (a batch written again finds its alias in place).
+        OR (d.id <> EXCLUDED.id AND d.alias_id IS DISTINCT FROM EXCLUDED.id)
+    RETURNING d.id, d.alias_id, d.attempt_count
+),
+-- The ids attempts name: a delivery's own, and the alias a duplicate publish wrote under.
+written_ids AS (
+    SELECT id AS named, id, attempt_count FROM written
+    UNION ALL
+    SELECT alias_id, id, attempt_count FROM written WHERE alias_id IS NOT NULL
 )
 INSERT INTO attempts (delivery_id, webhook_id, attempt_number, trigger, attempted_at,
     duration_ms, request_headers, response_status, response_headers, response_body,
     response_body_truncated, error_kind, error_message)
-SELECT u.* FROM (
-    SELECT unnest($16::uuid[]) AS delivery_id, unnest($17::uuid[]), unnest($18::int4[]),
-        unnest($19::text[]), unnest($20::timestamptz[]), unnest($21::int4[]),
-        unnest($22::text[])::json, unnest($23::int4[]), unnest($24::text[])::json,
-        unnest($25::bytea[]), unnest($26::bool[]), unnest($27::text[]), unnest($28::text[])
+SELECT w.id, u.webhook_id,
+    -- A duplicate's first attempt is the existing delivery's newest.
+    CASE WHEN w.named = w.id THEN u.attempt_number ELSE w.attempt_count END,
+    u.trigger, u.attempted_at, u.duration_ms, u.request_headers, u.response_status,
+    u.response_headers, u.response_body, u.response_body_truncated, u.error_kind,
+    u.error_message
+FROM (
+    SELECT unnest($16::uuid[]) AS delivery_id, unnest($17::uuid[]) AS webhook_id,
+        unnest($18::int4[]) AS attempt_number, unnest($19::text[]) AS trigger,
+        unnest($20::timestamptz[]) AS attempted_at, unnest($21::int4[]) AS duration_ms,
+        unnest($22::text[])::json AS request_headers, unnest($23::int4[]) AS response_status,
+        unnest($24::text[])::json AS response_headers, unnest($25::bytea[]) AS response_body,
+        unnest($26::bool[]) AS response_body_truncated, unnest($27::text[]) AS error_kind,
+        unnest($28::text[]) AS error_message
 ) AS u
-JOIN written ON written.id = u.delivery_id
+JOIN written_ids w ON w.named = u.delivery_id
 ON CONFLICT (delivery_id, attempt_number) DO NOTHING";
 
 impl Storage {

@@ -109,6 +109,12 @@ pub struct AttemptRecord {
 /// What a delivery job needs from the database before it may attempt.
 #[derive(Debug)]
 pub struct JobTarget {
+    /// The delivery's own id: another than the job's when the job was published by a
+    /// duplicate publish of its event, under its alias.
+    pub delivery_id: DeliveryId,
+    /// For a job found by its alias: attempts the delivery had made before the duplicate,
+    /// which the job's attempt number counts on from.
+    pub alias_offset: Option<u32>,
     pub status: DeliveryStatus,
     pub attempt_count: u32,
     pub webhook: Webhook,
@@ -161,14 +167,26 @@ impl Storage {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT d.status, d.attempt_count, w.id, w.company_id, w.name, w.url, w.events,
+                "SELECT d.id AS delivery_id, d.alias_id, d.alias_offset, d.status,
+                        d.attempt_count, w.id, w.company_id, w.name, w.url, w.events,
                         w.secret, w.enabled, w.created_at, w.updated_at
-                 FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1",
+                 FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+                 WHERE d.id = $1 OR d.alias_id = $1",
                 &[&id.0],
             )
             .await?;
         let Some(row) = row else { return Ok(None) };
+        let delivery_id = DeliveryId(row.try_get("delivery_id")?);
+        let alias_offset = if delivery_id == id {
+            None
+        } else {
+            Some(to_u32(
+                row.try_get::<_, Option<i32>>("alias_offset")?.unwrap_or(0),
+            ))
+        };
         Ok(Some(JobTarget {
+            delivery_id,
+            alias_offset,
             status: parse_status(row.try_get("status")?)?,
             attempt_count: to_u32(row.try_get("attempt_count")?),
             webhook: super::webhooks::from_row(&row)?,

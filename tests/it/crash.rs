@@ -7,10 +7,10 @@ use serde_json::json;
 use crate::harness::{Reply, TestReceiver, TestWorker, queue_count, wait_until};
 
 #[tokio::test]
-async fn a_duplicate_publish_is_sent_with_the_same_webhook_id_and_logged_once() {
+async fn a_duplicate_publish_is_sent_with_the_same_webhook_id_on_the_same_delivery() {
     // A CRM service that publishes the same event twice (say, after a lost publisher confirm)
     // is not the worker's redelivery: the subscriber gets it again with the same `webhook-id`,
-    // its idempotency key, and the log keeps one delivery with one attempt.
+    // its idempotency key, and the log keeps one delivery with both attempts.
     let worker = TestWorker::start().await;
     let receiver = TestReceiver::start().await;
     let webhook = worker
@@ -30,7 +30,7 @@ async fn a_duplicate_publish_is_sent_with_the_same_webhook_id_and_logged_once() 
     worker
         .wait_for_status(&later, webhook_id, "succeeded")
         .await;
-    assert_eq!(worker.attempts(&event_id).await.len(), 1);
+    assert_eq!(worker.attempts(&event_id).await.len(), 2);
     let deliveries = worker
         .db
         .query("SELECT 1 FROM deliveries WHERE event_id = $1", &[&event_id])

@@ -289,3 +289,63 @@ async fn a_failed_delivery_counts_once_whatever_reaches_the_dead_queue() {
         "{metrics}"
     );
 }
+
+/// A CRM service that publishes an event again while its delivery is retrying: the second
+/// publish's attempt is logged on the existing delivery as its next one, and the retry it
+/// scheduled continues that delivery (neither skipped nor quarantined).
+#[tokio::test]
+async fn a_duplicate_publish_continues_the_existing_delivery() {
+    let mut config = test_config();
+    config.delivery.retry_schedule =
+        tesoro_webhooks::retry::RetrySchedule::new(vec![Duration::from_secs(2); 2])
+            .expect("schedule");
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    receiver.script([Reply::Status(500), Reply::Status(500)]);
+    let webhook = worker
+        .create_webhook("cmp_dup", &receiver.url(), &["deal.won"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+    let body = br#"{"id":"evt_dup","event":"deal.won","company_id":"cmp_dup","data":{}}"#;
+    worker.publish_raw("deal.won", body).await;
+    worker
+        .wait_for_status("evt_dup", webhook_id, "retrying")
+        .await;
+    worker.publish_raw("deal.won", body).await;
+
+    let attempts = worker
+        .wait_for_status("evt_dup", webhook_id, "succeeded")
+        .await;
+    assert_eq!(attempts, 3, "first publish, second publish, its retry");
+    let numbers: Vec<i32> = worker
+        .attempts("evt_dup")
+        .await
+        .iter()
+        .map(|a| a.get("attempt_number"))
+        .collect();
+    assert_eq!(
+        numbers,
+        [1, 2, 3],
+        "every attempt logged on the one delivery"
+    );
+    let deliveries: i64 = worker
+        .db
+        .query_one(
+            "SELECT count(*) FROM deliveries WHERE event_id = 'evt_dup'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(deliveries, 1);
+    assert_eq!(
+        receiver.received().len(),
+        3,
+        "the first publish's own retry was skipped"
+    );
+    let quarantine = &worker.broker.topology().quarantine_queue;
+    assert!(
+        worker.fetch(quarantine).await.is_none(),
+        "nothing quarantined"
+    );
+}
