@@ -126,24 +126,30 @@ impl From<PipelineError> for Failure {
 }
 
 /// Runs a handler's work, turning its error, or its panic (a bug, which must not leave the
-/// message looping unseen), into a [`Failure`].
-async fn guarded(work: impl Future<Output = Result<(), PipelineError>>) -> Result<(), Failure> {
+/// message looping unseen), into a [`Failure`]. A plain function returning the future: an
+/// `async fn` would keep `work` as its argument beside the future that moved it, doubling the
+/// size of every handler's task (kilobytes, a thousand of them per consumer).
+fn guarded(
+    work: impl Future<Output = Result<(), PipelineError>>,
+) -> impl Future<Output = Result<(), Failure>> {
     use futures_util::FutureExt;
-    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
-        Ok(result) => result.map_err(Failure::from),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(panic = %what, "message handler panicked");
-            Err(Failure::Own {
-                code: "handler_panicked",
-                reason: format!("the handler panicked: {what}"),
-            })
-        }
-    }
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .map(|caught| match caught {
+            Ok(result) => result.map_err(Failure::from),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, "message handler panicked");
+                Err(Failure::Own {
+                    code: "handler_panicked",
+                    reason: format!("the handler panicked: {what}"),
+                })
+            }
+        })
 }
 
 impl Pipeline {
@@ -155,9 +161,20 @@ impl Pipeline {
         stage: Stage,
         result: Result<(), Failure>,
     ) -> Disposition {
-        let Err(failure) = result else {
-            return Disposition::Ack;
-        };
+        match result {
+            Ok(()) => Disposition::Ack,
+            // Boxed: the failure path's publishes and pause would otherwise enlarge every
+            // handler's future, a thousand of which are in flight per consumer.
+            Err(failure) => Box::pin(self.settle_failure(message, stage, failure)).await,
+        }
+    }
+
+    async fn settle_failure(
+        &self,
+        message: &Message,
+        stage: Stage,
+        failure: Failure,
+    ) -> Disposition {
         crate::metrics::handler_error(stage.label());
         match failure::fate(&failure, message.failures(), self.delivery_limit) {
             Fate::HandBack(dependency) => {

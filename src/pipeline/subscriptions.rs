@@ -3,7 +3,6 @@
 //! used at all: correctness never depends on a notification arriving.
 
 use std::{
-    num::NonZeroUsize,
     panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex, PoisonError,
@@ -45,6 +44,9 @@ pub struct Subscriptions {
     /// load that started before a change still answers the events that awaited it but is not
     /// kept.
     cache: Mutex<LruCache<CompanyId, Entry>>,
+    /// Entries kept at most. Enforced here rather than by `LruCache::new`, which would
+    /// allocate a table for all of them up front.
+    capacity: usize,
     /// True while the LISTEN connection is up: only then may the cache be trusted.
     listening: AtomicBool,
 }
@@ -58,9 +60,8 @@ impl Subscriptions {
     pub fn with_capacity(storage: Storage, companies: usize) -> Self {
         Self {
             storage,
-            cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(companies).unwrap_or(NonZeroUsize::MIN),
-            )),
+            cache: Mutex::new(LruCache::unbounded()),
+            capacity: companies.max(1),
             listening: AtomicBool::new(false),
         }
     }
@@ -92,6 +93,7 @@ impl Subscriptions {
             match &loaded {
                 Ok(webhooks) => {
                     cache.put(company.clone(), Entry::Loaded(webhooks.clone()));
+                    self.evict_past_capacity(&mut cache);
                 }
                 // The next event tries again.
                 Err(_) => {
@@ -126,8 +128,15 @@ impl Subscriptions {
                     .boxed()
                     .shared();
                 cache.put(company.clone(), Entry::Loading(load.clone()));
+                self.evict_past_capacity(&mut cache);
                 Entry::Loading(load)
             }
+        }
+    }
+
+    fn evict_past_capacity(&self, cache: &mut LruCache<CompanyId, Entry>) {
+        while cache.len() > self.capacity {
+            cache.pop_lru();
         }
     }
 
