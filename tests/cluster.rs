@@ -13,7 +13,6 @@ use std::{
 };
 
 use harness::{TestReceiver, TestWorker, test_config, wait_until};
-use serde_json::json;
 
 const NODES: u16 = 3;
 /// AMQP ports 5691.., distribution ports 25691..: clear of the default node's 5672/25672.
@@ -213,22 +212,7 @@ async fn two_workers_on_a_cluster_survive_the_events_queue_leader_being_killed()
     .await;
 
     // 300 events/s for 5 s; the events queue's leader dies 1.5 s in.
-    let publishing = async {
-        let mut connection = None;
-        let mut ids = Vec::with_capacity(EVENTS);
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        for n in 0..EVENTS {
-            if n % 3 == 0 {
-                tick.tick().await;
-            }
-            let (id, body) =
-                tesoro_webhooks::cli::envelope("deal.won", "cmp_cluster", json!({ "n": n }), None)
-                    .expect("envelope");
-            harness::publish_until_confirmed(&worker.config, &mut connection, &id, &body).await;
-            ids.push(id);
-        }
-        ids
-    };
+    let publishing = harness::publish_at_300_per_second(&worker.config, "cmp_cluster", EVENTS);
     let killing = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let leader = cluster.leader_of(&events_queue);
@@ -244,12 +228,7 @@ async fn two_workers_on_a_cluster_survive_the_events_queue_leader_being_killed()
     }
     let new_leader = leader.await.expect("leader");
     assert_ne!(new_leader, killed, "another node leads the events queue");
-    let received: std::collections::HashSet<String> = receiver
-        .received()
-        .iter()
-        .map(|r| r.header("webhook-id").to_owned())
-        .collect();
-    let missing = ids.iter().filter(|id| !received.contains(*id)).count();
+    let missing = receiver.missing(&ids);
     assert_eq!(
         missing,
         0,

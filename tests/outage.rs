@@ -8,7 +8,6 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::{TestReceiver, TestWorker, wait_until};
-use serde_json::json;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -88,20 +87,7 @@ async fn a_database_outage_under_load_pauses_the_worker_and_loses_nothing() {
         .await;
 
     // 300 events/s for 10 s; the database goes down 2 s in, for 30 s.
-    let publishing = async {
-        let mut ids = Vec::with_capacity(EVENTS);
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        for i in 0..EVENTS / 3 {
-            tick.tick().await;
-            for j in 0..3 {
-                let (id, _) = worker
-                    .publish("deal.won", "cmp_outage", json!({"n": i * 3 + j}))
-                    .await;
-                ids.push(id);
-            }
-        }
-        ids
-    };
+    let publishing = harness::publish_at_300_per_second(&worker.config, "cmp_outage", EVENTS);
     let outage = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let stopped = StoppedDatabase::stop();
@@ -171,22 +157,7 @@ async fn a_broker_outage_under_load_is_reconnected_and_loses_no_confirmed_event(
         .await;
     let webhook_id = webhook["id"].as_str().expect("id").to_owned();
 
-    let publishing = async {
-        let mut connection = None;
-        let mut ids = Vec::with_capacity(EVENTS);
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        for i in 0..EVENTS {
-            if i % 3 == 0 {
-                tick.tick().await;
-            }
-            let (id, body) =
-                tesoro_webhooks::cli::envelope("deal.won", "cmp_brk", json!({"n": i}), None)
-                    .expect("envelope");
-            harness::publish_until_confirmed(&worker.config, &mut connection, &id, &body).await;
-            ids.push(id);
-        }
-        ids
-    };
+    let publishing = harness::publish_at_300_per_second(&worker.config, "cmp_brk", EVENTS);
     let outage = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let stopped = StoppedBroker::stop();
@@ -213,12 +184,7 @@ async fn every_event_received_none_quarantined(
     receiver: &TestReceiver,
     ids: &[String],
 ) {
-    let received: std::collections::HashSet<String> = receiver
-        .received()
-        .iter()
-        .map(|r| r.header("webhook-id").to_owned())
-        .collect();
-    let missing = ids.iter().filter(|id| !received.contains(*id)).count();
+    let missing = receiver.missing(ids);
     assert_eq!(missing, 0, "events that never reached the receiver");
     let quarantine = &worker.broker.topology().quarantine_queue;
     assert_eq!(

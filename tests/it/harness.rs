@@ -129,6 +129,29 @@ pub async fn publish_until_confirmed(
     }
 }
 
+/// Publishes `events` deal.won envelopes for `company` at 300 a second, each kept until the
+/// broker confirms it (through outages and node failures); returns their ids in order.
+pub async fn publish_at_300_per_second(
+    config: &Config,
+    company: &str,
+    events: usize,
+) -> Vec<String> {
+    let mut connection = None;
+    let mut ids = Vec::with_capacity(events);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for n in 0..events {
+        if n % 3 == 0 {
+            tick.tick().await;
+        }
+        let (id, body) =
+            tesoro_webhooks::cli::envelope("deal.won", company, json!({ "n": n }), None)
+                .expect("envelope");
+        publish_until_confirmed(config, &mut connection, &id, &body).await;
+        ids.push(id);
+    }
+    ids
+}
+
 /// A config on fresh names: prefix, events exchange, database; a 200 ms retry schedule.
 pub fn test_config() -> Config {
     let suffix = random_suffix();
@@ -637,6 +660,16 @@ impl TestReceiver {
 
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().expect("lock").clone()
+    }
+
+    /// How many of the events `ids` never arrived (by their `webhook-id`).
+    pub fn missing(&self, ids: &[String]) -> usize {
+        let received: std::collections::HashSet<String> = self
+            .received()
+            .iter()
+            .map(|r| r.header("webhook-id").to_owned())
+            .collect();
+        ids.iter().filter(|id| !received.contains(*id)).count()
     }
 
     /// Waits until at least `n` requests arrived; returns them all.

@@ -26,9 +26,12 @@ END $$;
 CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON deliveries
     FOR EACH ROW EXECUTE FUNCTION refuse_poison();";
 
-#[tokio::test]
-async fn a_message_that_keeps_failing_is_quarantined_and_its_neighbours_flow() {
-    let worker = TestWorker::start().await;
+const POISON: &[u8] =
+    br#"{"id":"evt_poison","event":"deal.won","company_id":"cmp_poison","data":{}}"#;
+
+/// A webhook of cmp_poison on a receiver that answers 200, and the event whose rows
+/// PostgreSQL refuses, published; returns the receiver and the webhook's id.
+async fn publish_refused_event(worker: &TestWorker) -> (TestReceiver, String) {
     worker
         .db
         .batch_execute(REFUSE_ONE_EVENT)
@@ -38,10 +41,15 @@ async fn a_message_that_keeps_failing_is_quarantined_and_its_neighbours_flow() {
     let webhook = worker
         .create_webhook("cmp_poison", &receiver.url(), &["deal.won"])
         .await;
-    let webhook_id = webhook["id"].as_str().expect("id");
+    worker.publish_raw("deal.won", POISON).await;
+    (receiver, webhook["id"].as_str().expect("id").to_owned())
+}
 
-    let poison = br#"{"id":"evt_poison","event":"deal.won","company_id":"cmp_poison","data":{}}"#;
-    worker.publish_raw("deal.won", poison).await;
+#[tokio::test]
+async fn a_message_that_keeps_failing_is_quarantined_and_its_neighbours_flow() {
+    let worker = TestWorker::start().await;
+    let (receiver, webhook_id) = publish_refused_event(&worker).await;
+    let webhook_id = webhook_id.as_str();
     let mut valid = Vec::new();
     for i in 0..200 {
         let (id, _) = worker
@@ -52,11 +60,7 @@ async fn a_message_that_keeps_failing_is_quarantined_and_its_neighbours_flow() {
 
     let queue = &worker.broker.topology().quarantine_queue;
     let quarantined = wait_until("the poison event in quarantine", || worker.fetch(queue)).await;
-    assert_eq!(
-        quarantined.body.as_ref(),
-        poison.as_slice(),
-        "its bytes kept"
-    );
+    assert_eq!(quarantined.body.as_ref(), POISON, "its bytes kept");
     let reason = quarantined.reason().expect("reason");
     assert!(
         reason.starts_with("refused_by_database: failed 5 times"),
@@ -103,17 +107,7 @@ async fn a_message_that_keeps_failing_is_quarantined_and_its_neighbours_flow() {
 #[tokio::test]
 async fn an_outcome_whose_write_failed_is_not_counted() {
     let worker = TestWorker::start_process(test_config()).await;
-    worker
-        .db
-        .batch_execute(REFUSE_ONE_EVENT)
-        .await
-        .expect("trigger");
-    let receiver = TestReceiver::start().await;
-    worker
-        .create_webhook("cmp_poison", &receiver.url(), &["deal.won"])
-        .await;
-    let poison = br#"{"id":"evt_poison","event":"deal.won","company_id":"cmp_poison","data":{}}"#;
-    worker.publish_raw("deal.won", poison).await;
+    publish_refused_event(&worker).await;
     let queue = &worker.broker.topology().quarantine_queue;
     wait_until("the refused event in quarantine", || worker.fetch(queue)).await;
 

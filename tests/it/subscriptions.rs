@@ -8,10 +8,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::{TestDatabase, wait_until};
 
-#[tokio::test]
-async fn events_that_miss_together_share_one_load() {
-    let db = TestDatabase::create().await;
-    let subscriptions = Arc::new(Subscriptions::new(db.storage.clone()));
+/// Starts following `db`'s webhook changes, so the cache is in use; cancel the token to stop.
+async fn follow_changes(
+    subscriptions: &Arc<Subscriptions>,
+    db: &TestDatabase,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let stop = CancellationToken::new();
     let following = {
         let (subscriptions, url, stop) = (subscriptions.clone(), db.url.clone(), stop.clone());
@@ -21,6 +22,14 @@ async fn events_that_miss_together_share_one_load() {
         subscriptions.is_listening().then_some(())
     })
     .await;
+    (stop, following)
+}
+
+#[tokio::test]
+async fn events_that_miss_together_share_one_load() {
+    let db = TestDatabase::create().await;
+    let subscriptions = Arc::new(Subscriptions::new(db.storage.clone()));
+    let (stop, following) = follow_changes(&subscriptions, &db).await;
 
     // As after a restart with a backlog: many events of one company, none of them cached.
     let company = CompanyId::parse("cmp_single_flight").expect("company");
@@ -44,15 +53,7 @@ async fn events_that_miss_together_share_one_load() {
 async fn the_cache_is_bounded_whatever_company_ids_arrive() {
     let db = TestDatabase::create().await;
     let subscriptions = Arc::new(Subscriptions::with_capacity(db.storage.clone(), 50));
-    let stop = CancellationToken::new();
-    let following = {
-        let (subscriptions, url, stop) = (subscriptions.clone(), db.url.clone(), stop.clone());
-        tokio::spawn(async move { subscriptions.follow_changes(&url, stop).await })
-    };
-    wait_until("changes to be followed", || async {
-        subscriptions.is_listening().then_some(())
-    })
-    .await;
+    let (stop, following) = follow_changes(&subscriptions, &db).await;
 
     let busy = CompanyId::parse("cmp_busy").expect("company");
     let first = subscriptions.of_company(&busy).await.expect("load");
