@@ -234,3 +234,36 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bug in a handler must not leave its message handed back and looping unseen: the
+    /// panic is a failure of the message's own, counted against the delivery limit.
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_failure_of_its_own() {
+        let panicking = async {
+            if true {
+                panic!("index out of bounds");
+            }
+            Ok(())
+        };
+        match guarded(panicking).await {
+            Err(Failure::Own { code, reason }) => {
+                assert_eq!(code, "handler_panicked");
+                assert!(reason.contains("index out of bounds"), "{reason}");
+            }
+            other => panic!("expected a failure of its own, got {other:?}"),
+        }
+        let refused = async { Err(PipelineError::NotYetRecorded) };
+        assert!(matches!(
+            guarded(refused).await,
+            Err(Failure::Own {
+                code: "unknown_delivery",
+                ..
+            })
+        ));
+        assert_eq!(guarded(async { Ok(()) }).await, Ok(()));
+    }
+}
