@@ -27,7 +27,8 @@
 //! [`backoff`], [`pipeline::failure`] (the fate of a message whose handling failed).
 //! I/O, one crate each: [`storage`] (tokio-postgres), [`broker`] (lapin), [`sender`]
 //! (reqwest), [`api`] (axum). Wiring: [`pipeline`], [`recovery`], [`app`], [`cli`],
-//! [`telemetry`], [`metrics`]. [`bench`] is the load benchmark.
+//! [`telemetry`], [`metrics`], [`health`] (readiness, and the signal that pauses the consumers
+//! during an outage). [`bench`] is the load benchmark.
 
 pub mod api;
 pub mod app;
