@@ -28,12 +28,12 @@ pub struct AttemptView {
     pub error_kind: Option<String>,
     pub error_message: Option<String>,
     pub request_headers: serde_json::Value,
-    /// In listings, the first [`BODY_PREVIEW`] bytes (see `body_preview`).
+    /// In listings, the first 4 KiB (`BODY_PREVIEW`; see `body_preview`).
     pub request_body: String,
     /// Bytes of the whole request body.
     pub request_body_size: i32,
     pub response_headers: Option<serde_json::Value>,
-    /// In listings, the first [`BODY_PREVIEW`] bytes of what was kept.
+    /// In listings, the first 4 KiB of what was kept.
     pub response_body: Option<String>,
     /// Bytes of the response body kept (at most `delivery.max_response_body`).
     pub response_body_size: Option<i32>,
