@@ -11,6 +11,11 @@ use harness::{TestReceiver, TestWorker, wait_until};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// How long the worker may take to resume once the service answers again: its probes back off
+/// up to 30 s apart (`Backoff::for_outages`), so the one after the service returns may come
+/// that late; the rest is margin for a loaded machine.
+const RESUMES_WITHIN: Duration = Duration::from_secs(50);
+
 /// Runs `ctl` with `args`, panicking if it fails.
 fn run(ctl: &str, args: &[&str]) {
     let status = std::process::Command::new(ctl)
@@ -109,7 +114,7 @@ async fn a_database_outage_under_load_pauses_the_worker_and_loses_nothing() {
     };
     let (ids, ()) = tokio::join!(publishing, outage);
     assert_eq!(ids.len(), EVENTS);
-    worker.wait_ready().await;
+    worker.wait_ready_within(RESUMES_WITHIN).await;
 
     // The test's own connection died with the server.
     let db = harness::connect_db(&worker.config.database.url).await;
@@ -171,7 +176,7 @@ async fn a_broker_outage_under_load_is_reconnected_and_loses_no_confirmed_event(
         drop(stopped);
     };
     let (ids, ()) = tokio::join!(publishing, outage);
-    worker.wait_ready().await;
+    worker.wait_ready_within(RESUMES_WITHIN).await;
     for id in &ids {
         worker.wait_for_status(id, &webhook_id, "succeeded").await;
     }

@@ -39,7 +39,16 @@ pub const TOKEN: &str = "test-admin-token";
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics with `what` at the deadline.
-pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn wait_until<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    wait_until_within(DEADLINE, what, check).await
+}
+
+/// `wait_until` with a deadline of its own, for waits that are long by design.
+pub async fn wait_until_within<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -49,7 +58,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -258,7 +267,11 @@ impl TestWorker {
     }
 
     pub async fn wait_ready(&self) {
-        wait_until("the worker to be ready", || async {
+        self.wait_ready_within(DEADLINE).await;
+    }
+
+    pub async fn wait_ready_within(&self, deadline: Duration) {
+        wait_until_within(deadline, "the worker to be ready", || async {
             let response = self.http.get(self.url("/readyz")).send().await.ok()?;
             response.status().is_success().then_some(())
         })
