@@ -10,8 +10,8 @@
 //! 3. Each first attempt is made inline: [`sender`] signs ([`signing`]) and POSTs it, at most
 //!    `max_in_flight_per_endpoint` at once per webhook (work for a slow one is handed to the
 //!    deliveries queue; for a hanging one it is parked in the database, and
-//!    [`pipeline::parking`] publishes its job when due). [`outcome`] classifies the result and
-//!    picks the next step from the [`retry`] schedule.
+//!    [`pipeline::parking`] publishes its job when due). [`outcome`] classifies the result, and
+//!    [`settle`] decides from it and the [`retry`] schedule what to publish, record and count.
 //! 4. A failure publishes a job (headers: delivery, attempt) to a retry tier ([`broker`]): a
 //!    quorum queue whose TTL dead-letters it into `{prefix}.deliveries` when due.
 //!    [`pipeline::jobs`] runs it as the next attempt. After the last tier the delivery is
@@ -19,12 +19,13 @@
 //! 5. The event, the delivery's new state and the attempt are written by the
 //!    [`storage::Recorder`] in group-committed batches, keyed by (event id, webhook id). Each
 //!    message is acked only after its outcome is durable: that commit, and any follow-up job
-//!    confirmed by the broker.
+//!    confirmed by the broker, in the order [`settle`] documents.
 //!
 //! # Modules
 //!
 //! Pure: [`config`], [`domain`], [`envelope`], [`signing`], [`outcome`], [`retry`],
-//! [`backoff`], [`pipeline::failure`] (the fate of a message whose handling failed).
+//! [`backoff`], [`settle`] (how a delivery settles, which job may run, and the fate of a
+//! message whose handling failed).
 //! I/O, one crate each: [`storage`] (tokio-postgres), [`broker`] (lapin), [`sender`]
 //! (reqwest), [`api`] (axum). Wiring: [`pipeline`], [`recovery`], [`app`], [`cli`],
 //! [`telemetry`], [`metrics`], [`health`] (readiness, and the signal that pauses the consumers
@@ -46,6 +47,7 @@ pub mod pipeline;
 pub mod recovery;
 pub mod retry;
 pub mod sender;
+pub mod settle;
 pub mod signing;
 pub mod storage;
 pub mod telemetry;

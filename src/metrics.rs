@@ -95,6 +95,17 @@ pub fn handler_error(stage: &'static str) {
     counter!(HANDLER_ERRORS, "stage" => stage).increment(1);
 }
 
+/// Counts a delivery's settlement, once it is durable.
+pub fn settled(counted: crate::settle::Counted) {
+    use crate::settle::Counted;
+    count(match counted {
+        Counted::Succeeded => DELIVERIES_SUCCEEDED,
+        Counted::RetryScheduled => RETRIES_SCHEDULED,
+        Counted::Failed => DELIVERIES_FAILED,
+        Counted::Deferred => DEFERRED,
+    });
+}
+
 pub fn count(name: &'static str) {
     counter!(name).increment(1);
 }

@@ -5,9 +5,9 @@
 //! between leaves a job that runs anyway, never a pending delivery without a job.
 
 use crate::{
-    broker::{BrokerError, Job, Publisher},
-    domain::EventId,
-    storage::{DeliveryStatus, ReplayScope, RetryTarget, Storage, StorageError, Trigger, Window},
+    broker::{BrokerError, Publisher},
+    domain::{DeliveryStatus, Job, Trigger},
+    storage::{ReplayScope, RetryTarget, Storage, StorageError, Window},
 };
 
 /// Deliveries read and re-enqueued per round of a replay.
@@ -19,8 +19,6 @@ pub enum RecoveryError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
-    #[error("stored event id {0:?} is invalid")]
-    CorruptEventId(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,17 +32,8 @@ pub enum RetryResult {
 
 /// The job that re-sends `target` now: the next attempt number, a new series from the first
 /// tier, marked manual.
-fn manual_job(target: &RetryTarget) -> Result<Job, RecoveryError> {
-    Ok(Job {
-        delivery_id: target.delivery_id,
-        webhook_id: target.webhook_id,
-        event_id: EventId::parse(target.event_id.as_str())
-            .map_err(|_| RecoveryError::CorruptEventId(target.event_id.clone()))?,
-        event_type: target.event_type.clone(),
-        attempt: target.attempt_count + 1,
-        series_attempt: 1,
-        trigger: Trigger::Manual,
-    })
+fn manual_job(target: &RetryTarget) -> Job {
+    Job::new_series(&target.delivery, target.attempt_count, Trigger::Manual)
 }
 
 /// Re-sends one delivery (Succeeded or Failed), unless it is already waiting for an attempt:
@@ -55,17 +44,12 @@ pub async fn retry_delivery(
     publisher: &Publisher,
     target: &RetryTarget,
 ) -> Result<RetryResult, RecoveryError> {
-    if matches!(
-        target.status,
-        DeliveryStatus::Pending | DeliveryStatus::Retrying
-    ) {
+    if target.status.awaits_attempt() {
         return Ok(RetryResult::AlreadyPending);
     }
-    publisher
-        .enqueue(&manual_job(target)?, &target.body)
-        .await?;
+    publisher.enqueue(&manual_job(target), &target.body).await?;
     storage
-        .mark_requeued(&[target.delivery_id], target.status)
+        .mark_requeued(&[target.delivery.delivery_id], target.status)
         .await?;
     Ok(RetryResult::Enqueued)
 }
@@ -87,13 +71,11 @@ pub async fn replay_failed(
             .failed_deliveries(scope, window, cursor, REPLAY_BATCH)
             .await?;
         let Some(last) = batch.last() else { break };
-        cursor = Some(last.delivery_id);
+        cursor = Some(last.delivery.delivery_id);
         for target in &batch {
-            publisher
-                .enqueue(&manual_job(target)?, &target.body)
-                .await?;
+            publisher.enqueue(&manual_job(target), &target.body).await?;
         }
-        let ids: Vec<_> = batch.iter().map(|t| t.delivery_id).collect();
+        let ids: Vec<_> = batch.iter().map(|t| t.delivery.delivery_id).collect();
         storage.mark_requeued(&ids, DeliveryStatus::Failed).await?;
         enqueued += ids.len() as u64;
         progress(enqueued);

@@ -14,9 +14,9 @@ use super::{
 };
 use crate::{
     broker::Publisher,
-    domain::{CompanyId, DeliveryId, WebhookId, is_short_text, parse_utc},
+    domain::{CompanyId, DeliveryId, DeliveryStatus, WebhookId, is_short_text, parse_utc},
     recovery::{self, RecoveryError, RetryResult},
-    storage::{DeliveryFilter, DeliveryStatus, ReplayScope, Window},
+    storage::{DeliveryFilter, ReplayScope, Window},
 };
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -118,15 +118,11 @@ fn company(value: Option<String>) -> Result<Option<CompanyId>, ApiError> {
 fn scoped<T>(
     found: Option<T>,
     scope: ScopeQuery,
-    owner: impl Fn(&T) -> &String,
+    owner: impl Fn(&T) -> &str,
 ) -> Result<T, ApiError> {
     let company = company(scope.company_id)?;
     found
-        .filter(|d| {
-            company
-                .as_ref()
-                .is_none_or(|c| c.as_str() == owner(d).as_str())
-        })
+        .filter(|d| company.as_ref().is_none_or(|c| c.as_str() == owner(d)))
         .ok_or_else(|| ApiError::not_found("delivery"))
 }
 
@@ -229,7 +225,9 @@ pub async fn get(
     ApiQuery(scope): ApiQuery<ScopeQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = delivery_id(&id)?;
-    let delivery = scoped(state.storage.delivery(id).await?, scope, |d| &d.company_id)?;
+    let delivery = scoped(state.storage.delivery(id).await?, scope, |d| {
+        d.company_id.as_str()
+    })?;
     let attempts = state.storage.delivery_attempts(id).await?;
     let mut body = serde_json::to_value(&delivery).unwrap_or_default();
     body["attempts"] = json!(attempts);
@@ -248,7 +246,9 @@ pub async fn attempt(
         .ok()
         .filter(|n| *n >= 1)
         .ok_or_else(|| ApiError::not_found("attempt"))?;
-    scoped(state.storage.delivery(id).await?, scope, |d| &d.company_id)?;
+    scoped(state.storage.delivery(id).await?, scope, |d| {
+        d.company_id.as_str()
+    })?;
     let attempt = state
         .storage
         .delivery_attempt(id, number)
@@ -284,7 +284,7 @@ pub async fn retry(
 ) -> Result<impl IntoResponse, ApiError> {
     let id = delivery_id(&id)?;
     let target = scoped(state.storage.retry_target(id).await?, scope, |t| {
-        &t.company_id
+        t.company_id.as_str()
     })?;
     let result = recovery::retry_delivery(&state.storage, &publisher(&state)?, &target).await?;
     let enqueued = result == RetryResult::Enqueued;

@@ -1,13 +1,10 @@
-//! A delivery job: one pending attempt of one delivery, carried in headers of our own. The
-//! message body is the envelope, unchanged.
+//! A delivery job ([`Job`]) on the wire: carried in headers of our own, the message body being
+//! the envelope, unchanged.
 
 use lapin::types::{AMQPValue, FieldTable};
 
 use super::topology::long_string;
-use crate::{
-    domain::{DeliveryId, EventId, WebhookId, is_short_text},
-    storage::Trigger,
-};
+use crate::domain::{DeliveryId, EventId, Job, Trigger, WebhookId, is_short_text};
 
 const DELIVERY_ID: &str = "x-tesoro-delivery-id";
 const WEBHOOK_ID: &str = "x-tesoro-webhook-id";
@@ -25,78 +22,61 @@ pub const REASON: &str = "x-tesoro-reason";
 pub const ORIGINAL_EXCHANGE: &str = "x-tesoro-original-exchange";
 pub const ORIGINAL_ROUTING_KEY: &str = "x-tesoro-original-routing-key";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Job {
-    pub delivery_id: DeliveryId,
-    pub webhook_id: WebhookId,
-    pub event_id: EventId,
-    pub event_type: String,
-    /// The delivery's attempt number this job makes (1-based, over the delivery's life). A job
-    /// runs only when exactly `attempt - 1` attempts are recorded: that tells a redelivered or
-    /// duplicated job from the live one.
-    pub attempt: u32,
-    /// The attempt within the current series, which picks the retry tier. Equal to `attempt`
-    /// until a manual retry starts a new series.
-    pub series_attempt: u32,
-    pub trigger: Trigger,
-}
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("delivery job header {0} is missing or invalid")]
 pub struct JobError(pub &'static str);
 
-impl Job {
-    pub fn to_headers(&self) -> FieldTable {
-        let mut headers = FieldTable::default();
-        let mut text = |key: &str, value: &str| {
-            headers.insert(key.into(), long_string(value));
-        };
-        text(DELIVERY_ID, &self.delivery_id.to_string());
-        text(WEBHOOK_ID, &self.webhook_id.to_string());
-        text(EVENT_ID, self.event_id.as_str());
-        text(EVENT_TYPE, &self.event_type);
-        text(TRIGGER, self.trigger.as_str());
-        headers.insert(ATTEMPT.into(), AMQPValue::LongUInt(self.attempt));
-        headers.insert(
-            SERIES_ATTEMPT.into(),
-            AMQPValue::LongUInt(self.series_attempt),
-        );
-        headers
-    }
+/// The headers that carry `job`.
+pub fn to_headers(job: &Job) -> FieldTable {
+    let mut headers = FieldTable::default();
+    let mut text = |key: &str, value: &str| {
+        headers.insert(key.into(), long_string(value));
+    };
+    text(DELIVERY_ID, &job.delivery_id.to_string());
+    text(WEBHOOK_ID, &job.webhook_id.to_string());
+    text(EVENT_ID, job.event_id.as_str());
+    text(EVENT_TYPE, &job.event_type);
+    text(TRIGGER, job.trigger.as_str());
+    headers.insert(ATTEMPT.into(), AMQPValue::LongUInt(job.attempt));
+    headers.insert(
+        SERIES_ATTEMPT.into(),
+        AMQPValue::LongUInt(job.series_attempt),
+    );
+    headers
+}
 
-    pub fn from_headers(headers: Option<&FieldTable>) -> Result<Self, JobError> {
-        let empty = FieldTable::default();
-        let headers = headers.unwrap_or(&empty).inner();
-        let text = |key: &'static str| -> Result<String, JobError> {
-            match headers.get(key) {
-                Some(AMQPValue::LongString(s)) => {
-                    String::from_utf8(s.as_bytes().to_vec()).map_err(|_| JobError(key))
-                }
-                Some(AMQPValue::ShortString(s)) => Ok(s.as_str().to_owned()),
-                _ => Err(JobError(key)),
+/// The job that `headers` carry; the first header missing or invalid is named.
+pub fn from_headers(headers: Option<&FieldTable>) -> Result<Job, JobError> {
+    let empty = FieldTable::default();
+    let headers = headers.unwrap_or(&empty).inner();
+    let text = |key: &'static str| -> Result<String, JobError> {
+        match headers.get(key) {
+            Some(AMQPValue::LongString(s)) => {
+                String::from_utf8(s.as_bytes().to_vec()).map_err(|_| JobError(key))
             }
-        };
-        let number = |key: &'static str| -> Result<u32, JobError> {
-            headers
-                .get(key)
-                .and_then(integer)
-                .and_then(|n| u32::try_from(n).ok())
-                .filter(|n| *n >= 1)
-                .ok_or(JobError(key))
-        };
-        Ok(Self {
-            delivery_id: DeliveryId::parse(&text(DELIVERY_ID)?)
-                .map_err(|_| JobError(DELIVERY_ID))?,
-            webhook_id: WebhookId::parse(&text(WEBHOOK_ID)?).map_err(|_| JobError(WEBHOOK_ID))?,
-            event_id: EventId::parse(text(EVENT_ID)?).map_err(|_| JobError(EVENT_ID))?,
-            event_type: Some(text(EVENT_TYPE)?)
-                .filter(|t| is_short_text(t))
-                .ok_or(JobError(EVENT_TYPE))?,
-            attempt: number(ATTEMPT)?,
-            series_attempt: number(SERIES_ATTEMPT)?,
-            trigger: Trigger::parse(&text(TRIGGER)?).ok_or(JobError(TRIGGER))?,
-        })
-    }
+            Some(AMQPValue::ShortString(s)) => Ok(s.as_str().to_owned()),
+            _ => Err(JobError(key)),
+        }
+    };
+    let number = |key: &'static str| -> Result<u32, JobError> {
+        headers
+            .get(key)
+            .and_then(integer)
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n >= 1)
+            .ok_or(JobError(key))
+    };
+    Ok(Job {
+        delivery_id: DeliveryId::parse(&text(DELIVERY_ID)?).map_err(|_| JobError(DELIVERY_ID))?,
+        webhook_id: WebhookId::parse(&text(WEBHOOK_ID)?).map_err(|_| JobError(WEBHOOK_ID))?,
+        event_id: EventId::parse(text(EVENT_ID)?).map_err(|_| JobError(EVENT_ID))?,
+        event_type: Some(text(EVENT_TYPE)?)
+            .filter(|t| is_short_text(t))
+            .ok_or(JobError(EVENT_TYPE))?,
+        attempt: number(ATTEMPT)?,
+        series_attempt: number(SERIES_ATTEMPT)?,
+        trigger: Trigger::parse(&text(TRIGGER)?).ok_or(JobError(TRIGGER))?,
+    })
 }
 
 /// An integer header value of any AMQP integer width.
@@ -139,17 +119,17 @@ mod tests {
     #[test]
     fn headers_round_trip() {
         let job = job();
-        assert_eq!(Job::from_headers(Some(&job.to_headers())), Ok(job));
+        assert_eq!(from_headers(Some(&to_headers(&job))), Ok(job));
     }
 
     #[test]
     fn missing_or_bad_headers_are_named() {
-        assert_eq!(Job::from_headers(None), Err(JobError(DELIVERY_ID)));
-        let mut headers = job().to_headers();
+        assert_eq!(from_headers(None), Err(JobError(DELIVERY_ID)));
+        let mut headers = to_headers(&job());
         headers.insert(ATTEMPT.into(), AMQPValue::LongUInt(0));
-        assert_eq!(Job::from_headers(Some(&headers)), Err(JobError(ATTEMPT)));
+        assert_eq!(from_headers(Some(&headers)), Err(JobError(ATTEMPT)));
         headers.insert(ATTEMPT.into(), long_string("three"));
-        assert_eq!(Job::from_headers(Some(&headers)), Err(JobError(ATTEMPT)));
+        assert_eq!(from_headers(Some(&headers)), Err(JobError(ATTEMPT)));
     }
 
     /// Every text header reaches PostgreSQL or a request header: one it would refuse (a NUL)
@@ -164,10 +144,10 @@ mod tests {
             (DELIVERY_ID, "not-a-uuid"),
             (TRIGGER, "sometimes"),
         ] {
-            let mut headers = job().to_headers();
+            let mut headers = to_headers(&job());
             headers.insert(key.into(), long_string(value));
             assert_eq!(
-                Job::from_headers(Some(&headers)),
+                from_headers(Some(&headers)),
                 Err(JobError(key)),
                 "{key} = {value:?}"
             );

@@ -6,7 +6,8 @@ use lapin::{
     types::{AMQPValue, ShortString},
 };
 
-use super::job::{self, Job, JobError};
+use super::job::{self, JobError};
+use crate::domain::Job;
 
 /// A consumed message, free of lapin types for the pipeline.
 #[derive(Debug)]
@@ -47,7 +48,7 @@ impl Message {
     }
 
     pub fn job(&self) -> Result<Job, JobError> {
-        Job::from_headers(self.properties.headers().as_ref())
+        job::from_headers(self.properties.headers().as_ref())
     }
 
     /// Why it was moved aside: our reason header, or for a message the broker dead-lettered

@@ -25,7 +25,7 @@ use lapin::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use acks::Acks;
-pub use job::{Job, JobError};
+pub use job::JobError;
 pub use message::Message;
 pub use publisher::Publisher;
 pub use topology::{Tier, Topology};

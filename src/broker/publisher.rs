@@ -10,9 +10,10 @@ use lapin::{
 };
 
 use super::{
-    BrokerError, Job, Message, Topology, job,
+    BrokerError, Message, Topology, job,
     topology::{DEAD_KEY, DELIVERIES_KEY, QUARANTINE_KEY, long_string, short},
 };
+use crate::domain::Job;
 
 const PERSISTENT: u8 = 2;
 
@@ -66,7 +67,7 @@ impl Publisher {
         BasicProperties::default()
             .with_content_type("application/json".into())
             .with_message_id(short(job.event_id.as_str()))
-            .with_headers(job.to_headers())
+            .with_headers(job::to_headers(job))
     }
 
     /// Parks `job` in the tier that waits `delay`; it comes back on the deliveries queue.
@@ -100,7 +101,7 @@ impl Publisher {
         reason: &str,
     ) -> Result<(), BrokerError> {
         let mut properties = Self::job_properties(job);
-        let mut headers = job.to_headers();
+        let mut headers = job::to_headers(job);
         headers.insert(job::REASON.into(), long_string(reason));
         properties = properties.with_headers(headers);
         let exchange = &self.topology.work_exchange;

@@ -1,13 +1,15 @@
 //! Domain values, parsed once at the edge (API, bus, config) so the rest of the code can trust
-//! them: ids, event types and the catalog, subscription filters, endpoint URLs, signing secrets.
+//! them: ids, deliveries and their jobs, event types and the catalog, subscription filters, endpoint URLs, signing secrets.
 
 mod catalog;
+mod delivery;
 mod endpoint;
 mod ids;
 mod secret;
 mod timestamp;
 
 pub use catalog::{Catalog, EventFilter, FilterError, entry_matches};
+pub use delivery::{DeliveryStatus, Job, StoredDelivery, Trigger};
 pub use endpoint::{EndpointUrl, UrlError, host_is_internal, is_internal_ip};
 pub use ids::{CompanyId, DeliveryId, EventId, IdError, WebhookId, is_short_text};
 pub use secret::{SecretError, SigningSecret};

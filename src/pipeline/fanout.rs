@@ -7,15 +7,15 @@ use futures_util::future::join_all;
 
 use super::{
     Pipeline, PipelineError, Stage,
-    attempt::{Attempt, Saturated, attempt_and_settle},
+    attempt::{Attempt, attempt_and_settle},
     guarded,
 };
 use crate::{
-    broker::{Disposition, Job, Message},
-    domain::{DeliveryId, entry_matches},
+    broker::{Disposition, Message},
+    domain::{DeliveryId, Job, entry_matches},
     envelope::{self, EnvelopeHead},
     metrics,
-    storage::{EventRow, Trigger, Webhook},
+    storage::{EventRow, Webhook},
 };
 
 pub async fn handle_event(pipeline: Arc<Pipeline>, message: Message) -> Disposition {
@@ -64,8 +64,8 @@ async fn fan_out(
         Vec::new()
     };
     let event = EventRow {
-        id: head.id.to_string(),
-        company_id: head.company_id.to_string(),
+        id: head.id.clone(),
+        company_id: head.company_id.clone(),
         event_type: head.event_type.clone(),
         body: message.body.clone(),
     };
@@ -75,21 +75,16 @@ async fn fan_out(
             Some(pending) => pending.delivery_id,
             None => DeliveryId::new(),
         };
-        let job = Job {
-            delivery_id,
-            webhook_id: webhook.id,
-            event_id: head.id.clone(),
-            event_type: head.event_type.clone(),
-            attempt: 1,
-            series_attempt: 1,
-            trigger: Trigger::Automatic,
-        };
         let attempt = Attempt {
-            job,
+            job: Job::first(
+                delivery_id,
+                webhook.id,
+                head.id.clone(),
+                head.event_type.clone(),
+            ),
             webhook,
             body: message.body.clone(),
             event: Some(event.clone()),
-            when_saturated: Saturated::HandOff,
         };
         Some(attempt_and_settle(pipeline, attempt))
     });

@@ -1,15 +1,17 @@
 //! The deliveries queue (retry and manual jobs) and the dead-letter queue (Failed state).
 
-use std::{cmp::Ordering, sync::Arc};
+use std::sync::Arc;
 
 use super::{
     Pipeline, PipelineError, Stage,
-    attempt::{Attempt, Saturated, attempt_and_settle},
+    attempt::{Attempt, attempt_and_settle},
     guarded,
 };
 use crate::{
-    broker::{Disposition, Job, Message},
+    broker::{Disposition, Message},
+    domain::Job,
     metrics,
+    settle::{self, Admission},
 };
 
 pub async fn handle_job(pipeline: Arc<Pipeline>, message: Message) -> Disposition {
@@ -51,15 +53,10 @@ async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(
         }
         None => job,
     };
-    // A job runs only as the very next attempt.
-    match (target.attempt_count + 1).cmp(&job.attempt) {
-        Ordering::Equal => {}
-        // A failed attempt publishes the next job before its own outcome is committed: a job
-        // that outruns that commit (a tier shorter than a batch's gathering and commit) waits
-        // for it as for a missing row. Skipping it as stale would lose the retry.
-        Ordering::Less => return Err(PipelineError::NotYetRecorded),
-        // A redelivered or duplicated job, or one overtaken by another.
-        Ordering::Greater => {
+    match settle::admit(job.attempt, target.attempt_count, target.webhook.enabled) {
+        Admission::Run => {}
+        Admission::Wait => return Err(PipelineError::NotYetRecorded),
+        Admission::Stale => {
             tracing::debug!(
                 delivery = %job.delivery_id,
                 job_attempt = job.attempt,
@@ -69,24 +66,23 @@ async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(
             metrics::count(metrics::STALE_JOBS);
             return Ok(());
         }
-    }
-    if !target.webhook.enabled {
-        pipeline
-            .storage
-            .mark_failed(
-                job.delivery_id,
-                target.attempt_count,
-                Some("webhook disabled"),
-            )
-            .await?;
-        return Ok(());
+        Admission::Disabled => {
+            pipeline
+                .storage
+                .mark_failed(
+                    job.delivery_id,
+                    target.attempt_count,
+                    Some("webhook disabled"),
+                )
+                .await?;
+            return Ok(());
+        }
     }
     let attempt = Attempt {
         job: job.clone(),
         webhook: &target.webhook,
         body,
         event: None,
-        when_saturated: Saturated::Defer,
     };
     attempt_and_settle(pipeline, attempt).await
 }

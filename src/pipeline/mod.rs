@@ -3,14 +3,14 @@
 //! - [`fanout`]: an event from the events queue → its deliveries → the first attempts, inline.
 //! - [`jobs`]: a retry or manual job from the deliveries queue → one attempt; and the
 //!   dead-letter queue → the Failed state.
-//! - [`attempt`]: the one place that makes an attempt and settles its outcome, shared by both.
+//! - [`attempt`]: the one place that makes an attempt and carries out its settlement (decided
+//!   by [`crate::settle`]), shared by both.
 //! - [`parking`]: the sweeper that turns parked deliveries (stuck endpoints) back into jobs.
 //!
 //! Every handler returns a [`Disposition`]: `Ack` only once the outcome is durable (or the
-//! message was moved aside, or republished to be tried again; see [`failure`]).
+//! message was moved aside, or republished to be tried again; see [`crate::settle::failure`]).
 
 mod attempt;
-pub mod failure;
 pub mod fanout;
 pub mod jobs;
 mod limiter;
@@ -22,14 +22,13 @@ pub use subscriptions::Subscriptions;
 
 use std::{future::Future, sync::Arc};
 
-use failure::{Failure, Fate};
-
 use crate::{
     broker::{BrokerError, Disposition, Message, Publisher},
     domain::Catalog,
     health::{Dependency, OutageSignal},
     retry::RetrySchedule,
     sender::Sender,
+    settle::failure::{self, Failure, Fate},
     storage::{RecordError, Recorder, Storage, StorageError},
 };
 

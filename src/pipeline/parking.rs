@@ -8,9 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Pipeline;
 use crate::{
-    broker::{BrokerError, Job},
-    domain::{EventId, WebhookId},
-    storage::{ParkedDelivery, Trigger},
+    broker::BrokerError,
+    domain::{Job, Trigger, WebhookId},
+    storage::ParkedDelivery,
 };
 
 /// Parked deliveries claimed and published per round.
@@ -61,13 +61,16 @@ pub async fn sweep_parked(
 /// Publishes the jobs of `due` (confirmed), then unparks them. A crash in between publishes
 /// them again after the claim's lease; the duplicate jobs are skipped by attempt number.
 async fn release(pipeline: &Pipeline, due: &[&ParkedDelivery]) -> Result<(), BrokerError> {
-    let jobs: Vec<_> = due.iter().filter_map(|parked| job_of(parked)).collect();
-    try_join_all(
-        jobs.iter()
-            .map(|(job, parked)| pipeline.publisher.enqueue(job, &parked.body)),
-    )
+    try_join_all(due.iter().map(|parked| {
+        // Untried until now: a new automatic series.
+        let job = Job::new_series(&parked.delivery, parked.attempt_count, Trigger::Automatic);
+        async move { pipeline.publisher.enqueue(&job, &parked.body).await }
+    }))
     .await?;
-    let released: Vec<_> = jobs.iter().map(|(job, _)| job.delivery_id).collect();
+    let released: Vec<_> = due
+        .iter()
+        .map(|parked| parked.delivery.delivery_id)
+        .collect();
     if let Err(e) = pipeline.storage.unpark(&released).await {
         tracing::warn!(error = %e, "released deliveries stay parked; their jobs may repeat");
     }
@@ -76,7 +79,10 @@ async fn release(pipeline: &Pipeline, due: &[&ParkedDelivery]) -> Result<(), Bro
 
 /// Keeps `held` (their endpoint still hangs) parked, with a backoff by age.
 async fn hold(pipeline: &Pipeline, held: &[&ParkedDelivery]) {
-    let ids: Vec<_> = held.iter().map(|parked| parked.delivery_id).collect();
+    let ids: Vec<_> = held
+        .iter()
+        .map(|parked| parked.delivery.delivery_id)
+        .collect();
     let delays = pipeline.schedule.delays();
     let (min, max) = (delays[0], delays[delays.len() - 1]);
     if let Err(e) = pipeline.storage.hold_parked(&ids, min, max).await {
@@ -100,8 +106,8 @@ impl Budgets {
         due.iter().partition(|parked| {
             let left = self
                 .0
-                .entry(parked.webhook_id)
-                .or_insert_with(|| budget(parked.webhook_id));
+                .entry(parked.delivery.webhook_id)
+                .or_insert_with(|| budget(parked.delivery.webhook_id));
             match left.checked_sub(1) {
                 Some(rest) => {
                     *left = rest;
@@ -113,31 +119,12 @@ impl Budgets {
     }
 }
 
-/// The next attempt of a parked delivery, untried until now: a new automatic series.
-fn job_of(parked: &ParkedDelivery) -> Option<(Job, &ParkedDelivery)> {
-    let Ok(event_id) = EventId::parse(&parked.event_id) else {
-        tracing::error!(delivery = %parked.delivery_id, event = %parked.event_id,
-            "parked delivery has an invalid event id; left parked");
-        return None;
-    };
-    let job = Job {
-        delivery_id: parked.delivery_id,
-        webhook_id: parked.webhook_id,
-        event_id,
-        event_type: parked.event_type.clone(),
-        attempt: parked.attempt_count + 1,
-        series_attempt: 1,
-        trigger: Trigger::Automatic,
-    };
-    Some((job, parked))
-}
-
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::domain::DeliveryId;
+    use crate::domain::{DeliveryId, EventId, StoredDelivery};
 
     const HOLD_AT_MOST: Duration = Duration::from_secs(3600);
 
@@ -147,10 +134,12 @@ mod tests {
 
     fn parked_for(webhook: WebhookId, age: Duration) -> ParkedDelivery {
         ParkedDelivery {
-            delivery_id: DeliveryId::new(),
-            webhook_id: webhook,
-            event_id: "evt_1".to_owned(),
-            event_type: "deal.won".to_owned(),
+            delivery: StoredDelivery {
+                delivery_id: DeliveryId::new(),
+                webhook_id: webhook,
+                event_id: EventId::parse("evt_1").expect("valid"),
+                event_type: "deal.won".to_owned(),
+            },
             attempt_count: 0,
             body: Bytes::new(),
             age,
@@ -170,7 +159,10 @@ mod tests {
         let (released, held) = budgets.partition(&due, HOLD_AT_MOST, budget);
         assert_eq!(released.len(), 5, "two probes and every healthy one");
         assert_eq!(held.len(), 1);
-        assert!(held.iter().all(|parked| parked.webhook_id == hanging));
+        assert!(
+            held.iter()
+                .all(|parked| parked.delivery.webhook_id == hanging)
+        );
         let more = [parked(hanging)];
         let (released, _) = budgets.partition(&more, HOLD_AT_MOST, budget);
         assert!(

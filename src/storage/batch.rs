@@ -5,17 +5,17 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AttemptRecord, DeliveryStatus, Storage, StorageError};
+use super::{AttemptRecord, Storage, StorageError};
 use crate::{
-    domain::{DeliveryId, WebhookId},
+    domain::{CompanyId, DeliveryId, DeliveryStatus, EventId, WebhookId},
     outcome::FailureKind,
 };
 
 /// The event a fresh delivery belongs to, written with it (once per batch).
 #[derive(Debug, Clone)]
 pub struct EventRow {
-    pub id: String,
-    pub company_id: String,
+    pub id: EventId,
+    pub company_id: CompanyId,
     pub event_type: String,
     pub body: Bytes,
 }
@@ -26,9 +26,9 @@ pub struct DeliveryWrite {
     /// Set for deliveries created by the fan-out; `None` when the event row already exists.
     pub event: Option<EventRow>,
     pub delivery_id: DeliveryId,
-    pub event_id: String,
+    pub event_id: EventId,
     pub webhook_id: WebhookId,
-    pub company_id: String,
+    pub company_id: CompanyId,
     pub event_type: String,
     pub status: DeliveryStatus,
     /// Attempts made so far, including `attempt`.

@@ -7,67 +7,9 @@ use uuid::Uuid;
 
 use super::{Storage, StorageError, webhooks::Webhook};
 use crate::{
-    domain::{DeliveryId, EventId, WebhookId},
+    domain::{CompanyId, DeliveryId, DeliveryStatus, EventId, StoredDelivery, Trigger, WebhookId},
     outcome::FailureKind,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryStatus {
-    /// Created; its first attempt has not been recorded yet.
-    Pending,
-    Succeeded,
-    /// Failed at least once; a job waits in a retry tier (or the dead-letter queue).
-    Retrying,
-    /// Every attempt of its series failed. Only an operator or tenant retries it now.
-    Failed,
-}
-
-impl DeliveryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Succeeded => "succeeded",
-            DeliveryStatus::Retrying => "retrying",
-            DeliveryStatus::Failed => "failed",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        Some(match value {
-            "pending" => DeliveryStatus::Pending,
-            "succeeded" => DeliveryStatus::Succeeded,
-            "retrying" => DeliveryStatus::Retrying,
-            "failed" => DeliveryStatus::Failed,
-            _ => return None,
-        })
-    }
-}
-
-/// What started an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// The event itself or a retry tier.
-    Automatic,
-    /// An operator or tenant asked for it.
-    Manual,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Automatic => "automatic",
-            Trigger::Manual => "manual",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "automatic" => Some(Trigger::Automatic),
-            "manual" => Some(Trigger::Manual),
-            _ => None,
-        }
-    }
-}
 
 /// A stored delivery of a redelivered event, with how far it already got.
 #[derive(Debug, Clone)]
@@ -126,6 +68,18 @@ pub(super) fn to_u32(value: i32) -> u32 {
 
 fn to_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// The columns `id`, `webhook_id`, `event_id` and `event_type` of a deliveries row.
+pub(super) fn stored_delivery(row: &tokio_postgres::Row) -> Result<StoredDelivery, StorageError> {
+    let event_id: String = row.try_get("event_id")?;
+    Ok(StoredDelivery {
+        delivery_id: DeliveryId(row.try_get("id")?),
+        webhook_id: WebhookId(row.try_get("webhook_id")?),
+        event_id: EventId::parse(event_id.as_str())
+            .map_err(|_| StorageError::Corrupt(format!("event id {event_id:?}")))?,
+        event_type: row.try_get("event_type")?,
+    })
 }
 
 fn parse_status(value: &str) -> Result<DeliveryStatus, StorageError> {
@@ -219,11 +173,8 @@ impl Storage {
 /// A delivery about to be re-sent by hand, with its event's exact bytes.
 #[derive(Debug, Clone)]
 pub struct RetryTarget {
-    pub delivery_id: DeliveryId,
-    pub webhook_id: WebhookId,
-    pub company_id: String,
-    pub event_id: String,
-    pub event_type: String,
+    pub delivery: StoredDelivery,
+    pub company_id: CompanyId,
     pub status: DeliveryStatus,
     pub attempt_count: u32,
     pub body: Vec<u8>,
@@ -248,11 +199,9 @@ const RETRY_TARGET: &str = "SELECT d.id, d.webhook_id, d.company_id, d.event_id,
 
 fn retry_target(row: &tokio_postgres::Row) -> Result<RetryTarget, StorageError> {
     Ok(RetryTarget {
-        delivery_id: DeliveryId(row.try_get("id")?),
-        webhook_id: WebhookId(row.try_get("webhook_id")?),
-        company_id: row.try_get("company_id")?,
-        event_id: row.try_get("event_id")?,
-        event_type: row.try_get("event_type")?,
+        delivery: stored_delivery(row)?,
+        company_id: CompanyId::parse(row.try_get::<_, String>("company_id")?)
+            .map_err(|_| StorageError::Corrupt("company_id".into()))?,
         status: parse_status(row.try_get("status")?)?,
         attempt_count: to_u32(row.try_get("attempt_count")?),
         body: row.try_get("body")?,

@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{DeliveryStatus, Storage, StorageError};
-use crate::domain::{CompanyId, DeliveryId, WebhookId};
+use super::{Storage, StorageError};
+use crate::domain::{CompanyId, DeliveryId, DeliveryStatus, WebhookId};
 
 /// One attempt with what the help page promises: time, event type, status, retries, bodies.
 #[derive(Debug, Clone, Serialize)]

@@ -18,8 +18,7 @@ use crate::config::DatabaseConfig;
 pub use batch::{DeliveryWrite, EventRow};
 pub use changes::{ChangeListener, listen_for_changes};
 pub use deliveries::{
-    AttemptRecord, DeliveryStatus, JobTarget, PreparedDelivery, ReplayScope, RetryTarget, Trigger,
-    Window,
+    AttemptRecord, JobTarget, PreparedDelivery, ReplayScope, RetryTarget, Window,
 };
 pub use log::{AttemptView, DeliveryFilter, DeliveryView};
 pub use migrate::{drop_database, ensure_database, migrate};

@@ -6,16 +6,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Storage, StorageError, deliveries::to_u32, delivery_uuids};
-use crate::domain::{DeliveryId, WebhookId};
+use super::{
+    Storage, StorageError,
+    deliveries::{stored_delivery, to_u32},
+    delivery_uuids,
+};
+use crate::domain::{DeliveryId, StoredDelivery};
 
 /// A parked delivery whose time has come, with what its job needs.
 #[derive(Debug, Clone)]
 pub struct ParkedDelivery {
-    pub delivery_id: DeliveryId,
-    pub webhook_id: WebhookId,
-    pub event_id: String,
-    pub event_type: String,
+    pub delivery: StoredDelivery,
     pub attempt_count: u32,
     pub body: Bytes,
     /// How long ago the delivery was created.
@@ -65,19 +66,26 @@ impl Storage {
         let rows = client
             .query(CLAIM_DUE, &[&limit, &lease.as_secs_f64()])
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ParkedDelivery {
-                    delivery_id: DeliveryId(row.try_get("id")?),
-                    webhook_id: WebhookId(row.try_get("webhook_id")?),
-                    event_id: row.try_get("event_id")?,
-                    event_type: row.try_get("event_type")?,
-                    attempt_count: to_u32(row.try_get("attempt_count")?),
-                    body: Bytes::from(row.try_get::<_, Vec<u8>>("body")?),
-                    age: Duration::from_secs_f64(row.try_get::<_, f64>("age_s")?.max(0.0)),
-                })
-            })
-            .collect()
+        let mut due = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let delivery = match stored_delivery(row) {
+                Ok(delivery) => delivery,
+                // Claimed for the lease like the rest, so it is logged once per lease, and
+                // the others are not held back by it.
+                Err(e @ StorageError::Corrupt(_)) => {
+                    tracing::error!(error = %e, "a parked delivery cannot be read; left parked");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            due.push(ParkedDelivery {
+                delivery,
+                attempt_count: to_u32(row.try_get("attempt_count")?),
+                body: Bytes::from(row.try_get::<_, Vec<u8>>("body")?),
+                age: Duration::from_secs_f64(row.try_get::<_, f64>("age_s")?.max(0.0)),
+            });
+        }
+        Ok(due)
     }
 
     /// Keeps claimed deliveries parked (their endpoint still hangs) for as long again as they

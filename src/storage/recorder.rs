@@ -147,19 +147,16 @@ async fn gather(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        domain::{DeliveryId, WebhookId},
-        storage::DeliveryStatus,
-    };
+    use crate::domain::{CompanyId, DeliveryId, DeliveryStatus, EventId, WebhookId};
 
     fn enqueue(queue: &mpsc::UnboundedSender<(DeliveryWrite, Done)>) {
         let (done, _committed) = oneshot::channel();
         let write = DeliveryWrite {
             event: None,
             delivery_id: DeliveryId::new(),
-            event_id: "evt_1".to_owned(),
+            event_id: EventId::parse("evt_1").expect("valid"),
             webhook_id: WebhookId::new(),
-            company_id: "cmp_1".to_owned(),
+            company_id: CompanyId::parse("cmp_1").expect("valid"),
             event_type: "deal.won".to_owned(),
             status: DeliveryStatus::Succeeded,
             attempt_count: 1,

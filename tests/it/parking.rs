@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tesoro_webhooks::{
-    domain::{DeliveryId, WebhookId},
-    storage::{DeliveryStatus, DeliveryWrite, EventRow},
+    domain::{CompanyId, DeliveryId, DeliveryStatus, EventId, WebhookId},
+    storage::{DeliveryWrite, EventRow},
 };
 use time::OffsetDateTime;
 
@@ -91,17 +91,19 @@ fn untried(
     webhook_id: WebhookId,
     parked_until: Option<OffsetDateTime>,
 ) -> DeliveryWrite {
+    let event_id = EventId::parse("evt_redelivered").expect("event id");
+    let company_id = CompanyId::parse("cmp_1").expect("company id");
     DeliveryWrite {
         event: Some(EventRow {
-            id: "evt_redelivered".to_owned(),
-            company_id: "cmp_1".to_owned(),
+            id: event_id.clone(),
+            company_id: company_id.clone(),
             event_type: "deal.won".to_owned(),
             body: Bytes::from_static(b"{}"),
         }),
         delivery_id,
-        event_id: "evt_redelivered".to_owned(),
+        event_id,
         webhook_id,
-        company_id: "cmp_1".to_owned(),
+        company_id,
         event_type: "deal.won".to_owned(),
         status: DeliveryStatus::Pending,
         attempt_count: 0,

@@ -2,11 +2,7 @@
 //! block the valid events behind them.
 
 use serde_json::json;
-use tesoro_webhooks::{
-    broker::Job,
-    domain::{DeliveryId, EventId, WebhookId},
-    storage::Trigger,
-};
+use tesoro_webhooks::domain::{DeliveryId, EventId, Job, Trigger, WebhookId};
 
 use crate::harness::{TestReceiver, TestWorker, test_config, wait_until};
 

@@ -4,24 +4,26 @@ use std::time::Duration;
 
 use tesoro_webhooks::{
     config::DatabaseConfig,
-    domain::{DeliveryId, WebhookId},
-    storage::{DeliveryStatus, DeliveryWrite, EventRow, RecordError, Recorder},
+    domain::{CompanyId, DeliveryId, DeliveryStatus, EventId, WebhookId},
+    storage::{DeliveryWrite, EventRow, RecordError, Recorder},
 };
 
 use crate::harness::TestDatabase;
 
 fn write(event_id: &str, event_type: &str) -> DeliveryWrite {
+    let event_id = EventId::parse(event_id).expect("event id");
+    let company_id = CompanyId::parse("cmp_rec").expect("company id");
     DeliveryWrite {
         event: Some(EventRow {
-            id: event_id.to_owned(),
-            company_id: "cmp_rec".to_owned(),
+            id: event_id.clone(),
+            company_id: company_id.clone(),
             event_type: event_type.to_owned(),
             body: bytes::Bytes::from_static(b"{}"),
         }),
         delivery_id: DeliveryId::new(),
-        event_id: event_id.to_owned(),
+        event_id,
         webhook_id: WebhookId::new(),
-        company_id: "cmp_rec".to_owned(),
+        company_id,
         event_type: event_type.to_owned(),
         status: DeliveryStatus::Succeeded,
         attempt_count: 1,

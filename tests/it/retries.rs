@@ -5,11 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use tesoro_webhooks::{
-    broker::Job,
-    domain::{DeliveryId, EventId, WebhookId},
-    storage::Trigger,
-};
+use tesoro_webhooks::domain::{DeliveryId, EventId, Job, Trigger, WebhookId};
 
 use crate::harness::{Reply, TestReceiver, TestWorker, test_config, wait_until};
 

@@ -1,0 +1,427 @@
+//! How work settles, decided from values: what to publish, what to record, what to count.
+//! Pure; the pipeline carries each decision out (`pipeline::attempt::execute`).
+//!
+//! - [`settle`]: a delivery after its attempt (delivered, retry, give up), or instead of one
+//!   when its endpoint has its fill of attempts in flight (hand-off, park, defer);
+//! - [`admit`]: whether a delivery job may attempt now (run, wait, stale, disabled);
+//! - [`failure::fate`]: a message whose handling failed (an outage, or poison).
+//!
+//! At-least-once rests on the order a [`Settlement`] is carried out in, the same for every
+//! branch: its `prepare` write, its `publish` (confirmed by the broker), its `record` write,
+//! its count; the message that caused it is acked after all of them. A crash anywhere before
+//! the ack redelivers the message, and the dedupe check (attempt numbers, see [`admit`])
+//! skips what already settled.
+
+pub mod failure;
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::{
+    domain::{DeliveryStatus, Job},
+    outcome::{self, NextStep, Outcome},
+    retry::RetrySchedule,
+};
+
+/// Where a delivery's attempt was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Inline, by the fan-out of a fresh event: the delivery's row (and the event's) is
+    /// written with its outcome.
+    Fanout,
+    /// By a delivery job from the deliveries queue: the delivery's row exists.
+    Job,
+}
+
+/// What became of the attempt a job asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// It was made.
+    Attempted(Outcome),
+    /// It was not: the endpoint had its fill of attempts in flight and none came free in time.
+    Busy,
+    /// It was not: the endpoint hangs (no slot freed for a while, or attempts near the
+    /// timeout), so waiting for a slot is pointless.
+    Stuck,
+}
+
+/// The steps that settle one delivery, in the order the pipeline carries them out. The event
+/// row (for a fresh delivery) goes with the first write; the attempt, if one was made, with
+/// `record`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// Written before the publish: the row that the published job must find.
+    pub prepare: Option<Change>,
+    /// A job, confirmed by the broker before anything after it.
+    pub publish: Option<Publish>,
+    /// The delivery's new state, with the attempt that led to it.
+    pub record: Option<Change>,
+    /// Counted once all of the above is durable: a write that fails is tried again, and would
+    /// count the same outcome twice.
+    pub count: Counted,
+}
+
+/// A delivery's new state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempt_count: u32,
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// Set for a delivery parked in the database: its job is published when this passes.
+    pub parked_until: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publish {
+    /// To the retry tier that waits `after`; it comes back on the deliveries queue.
+    Tier { job: Job, after: Duration },
+    /// To the deliveries queue, at once.
+    Now(Job),
+    /// To the dead-letter queue, with the last attempt's failure as its reason.
+    DeadLetter(Job),
+}
+
+/// The counter a settlement adds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    Succeeded,
+    RetryScheduled,
+    Failed,
+    /// Handed off or parked, untried.
+    Deferred,
+}
+
+/// How `job`, made (or not) from `origin`, settles after `step`, at `now`.
+///
+/// - delivered: record Succeeded;
+/// - failed with tiers left (retry): publish the next job to its tier, then record Retrying;
+/// - failed on the last tier (give up): publish to the dead-letter queue, then record Failed
+///   (the dead-letter consumer marks it Failed as well, whichever comes first);
+/// - busy, fresh (hand-off): record the delivery pending, then publish its job to the
+///   deliveries queue, so the event and its healthy deliveries need not wait;
+/// - stuck, fresh (park): record it pending and parked for the first tier's delay, no
+///   publish: the sweeper publishes its job when due;
+/// - busy or stuck, a job (defer): publish it unchanged to the first tier.
+///
+/// Publishing before recording means a crash in between repeats the attempt rather than
+/// losing the retry; the duplicate job that may leave behind is skipped by its attempt number.
+pub fn settle(
+    job: &Job,
+    origin: Origin,
+    step: Step,
+    schedule: &RetrySchedule,
+    now: OffsetDateTime,
+) -> Settlement {
+    let first_delay = schedule.delays()[0];
+    let untried = |next_attempt_at, parked_until| Change {
+        status: DeliveryStatus::Pending,
+        attempt_count: job.attempt - 1,
+        next_attempt_at: Some(next_attempt_at),
+        parked_until,
+    };
+    let attempted = |status, next_attempt_at| Change {
+        status,
+        attempt_count: job.attempt,
+        next_attempt_at,
+        parked_until: None,
+    };
+    match (step, origin) {
+        (Step::Attempted(outcome), _) => {
+            match outcome::next_step(outcome, schedule, job.series_attempt) {
+                NextStep::Done => Settlement {
+                    prepare: None,
+                    publish: None,
+                    record: Some(attempted(DeliveryStatus::Succeeded, None)),
+                    count: Counted::Succeeded,
+                },
+                NextStep::Retry {
+                    after,
+                    next_attempt,
+                } => Settlement {
+                    prepare: None,
+                    publish: Some(Publish::Tier {
+                        job: job.retry(next_attempt),
+                        after,
+                    }),
+                    record: Some(attempted(DeliveryStatus::Retrying, Some(now + after))),
+                    count: Counted::RetryScheduled,
+                },
+                NextStep::GiveUp => Settlement {
+                    prepare: None,
+                    publish: Some(Publish::DeadLetter(job.clone())),
+                    record: Some(attempted(DeliveryStatus::Failed, None)),
+                    count: Counted::Failed,
+                },
+            }
+        }
+        (Step::Busy, Origin::Fanout) => Settlement {
+            prepare: Some(untried(now, None)),
+            publish: Some(Publish::Now(job.clone())),
+            record: None,
+            count: Counted::Deferred,
+        },
+        (Step::Stuck, Origin::Fanout) => {
+            let until = now + first_delay;
+            Settlement {
+                prepare: None,
+                publish: None,
+                record: Some(untried(until, Some(until))),
+                count: Counted::Deferred,
+            }
+        }
+        (Step::Busy | Step::Stuck, Origin::Job) => Settlement {
+            prepare: None,
+            publish: Some(Publish::Tier {
+                job: job.clone(),
+                after: first_delay,
+            }),
+            record: None,
+            count: Counted::Deferred,
+        },
+    }
+}
+
+/// Whether a delivery job may make its attempt now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// It is the very next attempt: make it.
+    Run,
+    /// Attempts before it are not recorded yet: a failed attempt publishes the next job before
+    /// its own outcome commits, and a job can outrun that commit (a tier shorter than a batch's
+    /// gathering and commit). It waits; skipping it as stale would lose the retry.
+    Wait,
+    /// Its attempt is recorded already: a redelivered or duplicated job, or one overtaken by
+    /// another. Nothing to do.
+    Stale,
+    /// It is due, but its webhook was disabled meanwhile: the delivery ends Failed.
+    Disabled,
+}
+
+/// A job for attempt `job_attempt`, with `recorded` attempts in the delivery's log.
+pub fn admit(job_attempt: u32, recorded: u32, webhook_enabled: bool) -> Admission {
+    use std::cmp::Ordering;
+    match (recorded.saturating_add(1)).cmp(&job_attempt) {
+        Ordering::Less => Admission::Wait,
+        Ordering::Greater => Admission::Stale,
+        Ordering::Equal if webhook_enabled => Admission::Run,
+        Ordering::Equal => Admission::Disabled,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        domain::{DeliveryId, EventId, Trigger, WebhookId},
+        outcome::FailureKind,
+    };
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn schedule() -> RetrySchedule {
+        RetrySchedule::new([1, 5, 30, 120].map(|m| m * MINUTE).to_vec()).expect("valid")
+    }
+
+    /// Attempt `attempt` of the one delivery these tests settle, `series_attempt` of its series.
+    fn job(attempt: u32, series_attempt: u32) -> Job {
+        Job {
+            attempt,
+            series_attempt,
+            ..Job::first(
+                DeliveryId(uuid::Uuid::from_u128(1)),
+                WebhookId(uuid::Uuid::from_u128(2)),
+                EventId::parse("evt_1").expect("valid"),
+                "deal.won".into(),
+            )
+        }
+    }
+
+    fn change(
+        status: DeliveryStatus,
+        attempt_count: u32,
+        next_attempt_at: Option<OffsetDateTime>,
+        parked_until: Option<OffsetDateTime>,
+    ) -> Change {
+        Change {
+            status,
+            attempt_count,
+            next_attempt_at,
+            parked_until,
+        }
+    }
+
+    #[test]
+    fn every_branch_settles_in_its_own_way() {
+        use DeliveryStatus::*;
+        let now = OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let failed = Step::Attempted(Outcome::Failed(FailureKind::Status));
+        let delivered = Step::Attempted(Outcome::Delivered);
+        let second = job(2, 2);
+        let last = job(5, 5);
+        let fresh = job(1, 1);
+        let manual = Job {
+            trigger: Trigger::Manual,
+            ..job(7, 1)
+        };
+        let cases = [
+            (
+                "delivered",
+                &second,
+                Origin::Job,
+                delivered,
+                Settlement {
+                    prepare: None,
+                    publish: None,
+                    record: Some(change(Succeeded, 2, None, None)),
+                    count: Counted::Succeeded,
+                },
+            ),
+            (
+                "retry: the next attempt goes to the tier after this one",
+                &second,
+                Origin::Job,
+                failed,
+                Settlement {
+                    prepare: None,
+                    publish: Some(Publish::Tier {
+                        job: job(3, 3),
+                        after: 5 * MINUTE,
+                    }),
+                    record: Some(change(Retrying, 2, Some(now + 5 * MINUTE), None)),
+                    count: Counted::RetryScheduled,
+                },
+            ),
+            (
+                "retry of a manual attempt: automatic, from the first tier",
+                &manual,
+                Origin::Job,
+                failed,
+                Settlement {
+                    prepare: None,
+                    publish: Some(Publish::Tier {
+                        job: Job {
+                            trigger: Trigger::Automatic,
+                            ..job(8, 2)
+                        },
+                        after: MINUTE,
+                    }),
+                    record: Some(change(Retrying, 7, Some(now + MINUTE), None)),
+                    count: Counted::RetryScheduled,
+                },
+            ),
+            (
+                "give up after the last tier",
+                &last,
+                Origin::Job,
+                failed,
+                Settlement {
+                    prepare: None,
+                    publish: Some(Publish::DeadLetter(last.clone())),
+                    record: Some(change(Failed, 5, None, None)),
+                    count: Counted::Failed,
+                },
+            ),
+            (
+                "hand-off: the row first, so the job finds it",
+                &fresh,
+                Origin::Fanout,
+                Step::Busy,
+                Settlement {
+                    prepare: Some(change(Pending, 0, Some(now), None)),
+                    publish: Some(Publish::Now(fresh.clone())),
+                    record: None,
+                    count: Counted::Deferred,
+                },
+            ),
+            (
+                "park: a row due after the first tier, no publish",
+                &fresh,
+                Origin::Fanout,
+                Step::Stuck,
+                Settlement {
+                    prepare: None,
+                    publish: None,
+                    record: Some(change(Pending, 0, Some(now + MINUTE), Some(now + MINUTE))),
+                    count: Counted::Deferred,
+                },
+            ),
+            (
+                "defer a busy endpoint's job, unchanged, to the first tier",
+                &second,
+                Origin::Job,
+                Step::Busy,
+                Settlement {
+                    prepare: None,
+                    publish: Some(Publish::Tier {
+                        job: second.clone(),
+                        after: MINUTE,
+                    }),
+                    record: None,
+                    count: Counted::Deferred,
+                },
+            ),
+            (
+                "defer a stuck endpoint's job the same way",
+                &last,
+                Origin::Job,
+                Step::Stuck,
+                Settlement {
+                    prepare: None,
+                    publish: Some(Publish::Tier {
+                        job: last.clone(),
+                        after: MINUTE,
+                    }),
+                    record: None,
+                    count: Counted::Deferred,
+                },
+            ),
+        ];
+        for (branch, job, origin, step, expected) in cases {
+            assert_eq!(
+                settle(job, origin, step, &schedule(), now),
+                expected,
+                "{branch}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fresh_delivery_settles_like_a_job_once_attempted() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let fresh = job(1, 1);
+        for step in [
+            Step::Attempted(Outcome::Delivered),
+            Step::Attempted(Outcome::Failed(FailureKind::Timeout)),
+        ] {
+            assert_eq!(
+                settle(&fresh, Origin::Fanout, step, &schedule(), now),
+                settle(&fresh, Origin::Job, step, &schedule(), now),
+                "{step:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_job_runs_only_as_the_very_next_attempt() {
+        use Admission::*;
+        let cases = [
+            (3, 2, true, Run),
+            (1, 0, true, Run),
+            (3, 1, true, Wait),
+            (3, 0, false, Wait),
+            (3, 3, true, Stale),
+            (2, 5, false, Stale),
+            (3, 2, false, Disabled),
+            (1, u32::MAX, true, Stale),
+        ];
+        for (attempt, recorded, enabled, expected) in cases {
+            assert_eq!(
+                admit(attempt, recorded, enabled),
+                expected,
+                "job {attempt} after {recorded} recorded, enabled {enabled}"
+            );
+        }
+    }
+}
