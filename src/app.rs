@@ -15,7 +15,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     api::{self, ApiState},
     backoff::Backoff,
-    broker::{AckMode, Broker, BrokerError, Publisher, Topology},
+    broker::{Broker, BrokerError, Publisher, Topology},
     config::Config,
     domain::Catalog,
     health::{Dependency, Health, OutageSignal},
@@ -273,7 +273,6 @@ impl Worker<'_> {
             let events = broker.consume(
                 &topology.events_queue,
                 prefetch,
-                AckMode::Coalesced,
                 &stop,
                 &tracker,
                 one_subscribed,
@@ -283,7 +282,6 @@ impl Worker<'_> {
             let deliveries = broker.consume(
                 &topology.deliveries_queue,
                 prefetch,
-                AckMode::Coalesced,
                 &stop,
                 &tracker,
                 one_subscribed,
@@ -293,7 +291,6 @@ impl Worker<'_> {
             let dead = broker.consume(
                 &topology.dead_queue,
                 DEAD_PREFETCH,
-                AckMode::Coalesced,
                 &stop,
                 &tracker,
                 one_subscribed,

@@ -138,7 +138,7 @@ impl Cli {
                 crate::bench::run(config, self.config.as_deref(), args, interrupted).await
             }
             Command::BenchBaseline { queue, url } => {
-                crate::bench::baseline::run(&config, &queue, &url).await
+                testkit::baseline::run(&config.amqp.url, &queue, &url, config.amqp.prefetch).await
             }
         }
     }

@@ -9,9 +9,7 @@
 //! `--dead-webhooks`, the worker first runs with the dead webhooks disabled, so the healthy
 //! webhooks' deliveries/s with and without them come from the same run.
 
-pub mod baseline;
 mod process;
-mod receiver;
 mod report;
 
 use std::{
@@ -26,14 +24,18 @@ use bytesize::ByteSize;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use testkit::{
+    amqp::{Client, RawPublisher},
+    receiver::{self, Arrivals},
+};
+
 use crate::{
-    broker::{Broker, Publisher},
+    broker::Broker,
     config::Config,
     domain::{CompanyId, EndpointUrl, SigningSecret, WebhookId},
     storage::{self, NewWebhook, Storage, WebhookChanges},
 };
 use process::Measured;
-use receiver::Arrivals;
 use report::Phase;
 pub use report::Report;
 
@@ -200,6 +202,8 @@ pub async fn run(
 struct Opened {
     storage: Option<Storage>,
     broker: Option<Broker>,
+    /// For what is not the worker's: the baseline's tap and the run's publisher.
+    client: Option<Client>,
 }
 
 async fn connect_and_measure(
@@ -215,20 +219,26 @@ async fn connect_and_measure(
     let broker = opened.broker.insert(
         Broker::connect(&setup.config.amqp.url, crate::app::topology(&setup.config)).await?,
     );
-    measure(setup, config_path, args, storage, broker).await
+    let client = opened
+        .client
+        .insert(Client::connect(&setup.config.amqp.url).await?);
+    measure(setup, config_path, args, storage, broker, client).await
 }
 
 /// Removes the run's queues, exchanges and database; returns what could not be removed.
 async fn remove(setup: &Setup, opened: Opened) -> Vec<String> {
     let mut left_behind = Vec::new();
     // Without a connection of ours the run declared nothing (its worker starts after it).
-    if let Some(broker) = opened.broker {
-        if let Err(e) = broker
+    if let Some(client) = opened.client {
+        if let Err(e) = client
             .delete_tap(&setup.baseline_exchange, &setup.baseline_queue)
             .await
         {
             left_behind.push(format!("{}: {e}", setup.baseline_queue));
         }
+        client.close().await;
+    }
+    if let Some(broker) = opened.broker {
         if let Err(e) = broker.delete_topology(true).await {
             left_behind.push(format!("{}.*: {e}", setup.config.amqp.prefix));
         }
@@ -250,9 +260,10 @@ async fn measure(
     args: &BenchArgs,
     storage: &Storage,
     broker: &Broker,
+    client: &Client,
 ) -> anyhow::Result<Report> {
     let secret = SigningSecret::generate();
-    let (addr, arrivals) = receiver::start(Some(secret.clone())).await?;
+    let (addr, arrivals) = receiver::start(Some(secret.expose().to_owned())).await?;
     let (dead_addr, black_hole) = receiver::black_hole().await?;
     let healthy_url = format!("http://{addr}/hook");
     let company = CompanyId::parse(COMPANY).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -266,7 +277,7 @@ async fn measure(
         dead.push(create_webhook(storage, &company, n, &url, &secret, false).await?);
     }
     broker.declare_topology().await?;
-    let publisher = broker.publisher().await?;
+    let publisher = client.publisher().await?;
     let events_queue = broker.topology().events_queue.clone();
     let healthy_deliveries = u64::from(args.events) * u64::from(args.webhooks);
 
@@ -306,7 +317,7 @@ async fn measure(
         arrivals
             .verify
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        broker
+        client
             .declare_tap(&setup.baseline_exchange, &setup.baseline_queue)
             .await?;
         let loop_process = Measured::spawn(
@@ -396,7 +407,7 @@ async fn run_phase(
     mut process: Measured,
     broker: &Broker,
     queue: &str,
-    publisher: &Publisher,
+    publisher: &RawPublisher,
     exchange: &str,
     args: &BenchArgs,
     run: Run,
@@ -435,7 +446,7 @@ async fn run_phase(
 
 /// Publishes `args.events` envelopes; returns each one's publish instant and the total time.
 async fn publish(
-    publisher: &Publisher,
+    publisher: &RawPublisher,
     exchange: &str,
     args: &BenchArgs,
     run: Run,
@@ -456,7 +467,7 @@ async fn publish(
         published_at.push(Instant::now());
         pending.push_back(
             publisher
-                .send_event(exchange, EVENT_TYPE, &id, body.as_bytes())
+                .send(exchange, EVENT_TYPE, Some(&id), body.as_bytes())
                 .await?,
         );
         if pending.len() >= CONFIRM_WINDOW

@@ -191,15 +191,13 @@ impl Broker {
     }
 
     /// Consumes `queue` until `shutdown` or a broker failure, running `handler` for each
-    /// message on `tracker` and settling it with the handler's verdict. `prefetch` bounds the
-    /// messages (and so handler tasks) in flight on this consumer. `subscribed` runs once the
-    /// broker has registered the consumer.
-    #[allow(clippy::too_many_arguments)] // each is one knob of the loop; a struct would only rename them
+    /// message on `tracker` and settling it with the handler's verdict (acks coalesced, see
+    /// `acks`). `prefetch` bounds the messages (and so handler tasks) in flight on this
+    /// consumer. `subscribed` runs once the broker has registered the consumer.
     pub async fn consume<H, F>(
         &self,
         queue: &str,
         prefetch: u16,
-        ack_mode: AckMode,
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
         subscribed: impl FnOnce(),
@@ -222,10 +220,7 @@ impl Broker {
             )
             .await?;
         subscribed();
-        let coalesced = match ack_mode {
-            AckMode::Coalesced => Some(Acks::start(tracker, channel.clone())),
-            AckMode::Each => None,
-        };
+        let acks = Acks::start(tracker, channel.clone());
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => {
@@ -246,7 +241,7 @@ impl Broker {
             let settler = Settler {
                 acker: delivery.acker.clone(),
                 tag: delivery.delivery_tag,
-                coalesced: coalesced.clone(),
+                acks: acks.clone(),
                 _channel: channel.clone(),
             };
             let message = Message::from(delivery);
@@ -295,23 +290,6 @@ impl Broker {
             .await?;
         let _ = channel.close(200, "inspected".into()).await;
         Ok(declared)
-    }
-
-    /// A durable quorum queue bound to a topic exchange with `#`, both declared here. For the
-    /// benchmark's bare baseline loop.
-    pub async fn declare_tap(&self, exchange: &str, queue: &str) -> Result<(), BrokerError> {
-        let channel = self.connection.create_channel().await?;
-        topology::declare_tap(&channel, exchange, queue).await?;
-        let _ = channel.close(200, "declared".into()).await;
-        Ok(())
-    }
-
-    /// Deletes what `declare_tap` made.
-    pub async fn delete_tap(&self, exchange: &str, queue: &str) -> Result<(), BrokerError> {
-        let channel = self.connection.create_channel().await?;
-        topology::delete_tap(&channel, exchange, queue).await?;
-        let _ = channel.close(200, "deleted".into()).await;
-        Ok(())
     }
 
     /// Up to `max` messages from the head of `queue`, left in the queue: they are taken
@@ -410,20 +388,11 @@ async fn settle_even_on_panic(handling: impl Future<Output = Disposition>) -> Di
     }
 }
 
-/// How a consumer's acks reach the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckMode {
-    /// One `basic.ack` per message as its handler finishes (the benchmark's bare loop).
-    Each,
-    /// Coalesced per channel into `multiple` acks (see `acks`): the worker's consumers.
-    Coalesced,
-}
-
 /// Settles one delivery once its handler is done.
 struct Settler {
     acker: Acker,
     tag: u64,
-    coalesced: Option<Acks>,
+    acks: Acks,
     /// lapin closes a channel when its last handle is dropped, and `consume` returns on
     /// shutdown while handlers are still running: without this handle the channel closed
     /// under them and every message in flight at a graceful stop was handed back.
@@ -433,10 +402,7 @@ struct Settler {
 impl Settler {
     async fn settle(self, disposition: Disposition) {
         match disposition {
-            Disposition::Ack => match &self.coalesced {
-                Some(acks) => acks.ack(self.tag, self.acker),
-                None => acks::report(self.acker.ack(BasicAckOptions::default()).await),
-            },
+            Disposition::Ack => self.acks.ack(self.tag, self.acker),
             // A nack, not a reject: from RabbitMQ 4.3 on, a requeueing nack does not count
             // against the queue's delivery limit, and an outage is not the message's fault.
             Disposition::HandBack => {
@@ -446,9 +412,7 @@ impl Settler {
                 };
                 acks::report(self.acker.nack(requeue).await);
                 // Only now, with the nack on the wire, may a `multiple` ack pass this tag.
-                if let Some(acks) = &self.coalesced {
-                    acks.nacked(self.tag);
-                }
+                self.acks.nacked(self.tag);
             }
         }
     }

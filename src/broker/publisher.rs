@@ -1,7 +1,7 @@
 //! Publishing with publisher confirms: every republish (retry tiers, dead letters, quarantine,
 //! manual jobs) is confirmed by the broker before the message that caused it is acked.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use lapin::{
     BasicProperties, Channel, Confirmation,
@@ -177,48 +177,5 @@ impl Publisher {
             .with_message_id(short(event_id));
         let exchange = &self.topology.events_exchange;
         self.publish(exchange, event_type, body, properties).await
-    }
-
-    /// Sends an envelope to `exchange` without waiting: the returned future resolves with the
-    /// broker's confirm. Lets a publisher keep many confirms outstanding (the benchmark).
-    pub async fn send_event(
-        &self,
-        exchange: &str,
-        event_type: &str,
-        event_id: &str,
-        body: &[u8],
-    ) -> Result<impl Future<Output = Result<(), BrokerError>> + use<>, BrokerError> {
-        let properties = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_message_id(short(event_id))
-            .with_delivery_mode(PERSISTENT);
-        let confirm = self
-            .channel
-            .basic_publish(
-                short(exchange),
-                short(event_type),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-            .await?;
-        let target = format!("{exchange}/{event_type}");
-        Ok(async move {
-            match confirm.await? {
-                Confirmation::Ack(_) => Ok(()),
-                _ => Err(BrokerError::Nacked(target)),
-            }
-        })
-    }
-
-    /// Publishes raw bytes, no properties (tests of malformed input).
-    pub async fn publish_raw(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-    ) -> Result<(), BrokerError> {
-        self.publish(exchange, routing_key, body, BasicProperties::default())
-            .await
     }
 }

@@ -284,32 +284,6 @@ impl Topology {
     }
 }
 
-/// A topic exchange and a quorum queue bound to all of it.
-pub async fn declare_tap(channel: &Channel, exchange: &str, queue: &str) -> lapin::Result<()> {
-    let options = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            options,
-            FieldTable::default(),
-        )
-        .await?;
-    declare_bound(channel, queue, exchange, "#", quorum()).await
-}
-
-pub async fn delete_tap(channel: &Channel, exchange: &str, queue: &str) -> lapin::Result<()> {
-    channel
-        .queue_delete(queue.into(), QueueDeleteOptions::default())
-        .await?;
-    channel
-        .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
-        .await
-}
-
 /// A durable queue with `args`, bound to `exchange` under `key`.
 async fn declare_bound(
     channel: &Channel,

@@ -141,23 +141,6 @@ impl Sender {
         result
     }
 
-    /// A bare POST with only the `webhook-id` header: no signing, no capture. The benchmark's
-    /// baseline loop uses it to measure the machine's ceiling. Returns the status, if any.
-    pub async fn post_plain(&self, url: &str, event_id: &str, body: Bytes) -> Option<u16> {
-        let response = self
-            .client
-            .post(url)
-            .header("webhook-id", event_id)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .ok()?;
-        let status = response.status().as_u16();
-        let _ = response.bytes().await;
-        Some(status)
-    }
-
     /// Reads the response body up to the cap; the rest is discarded unread. Returns what
     /// arrived, and the error that cut it short, if one did (the client's deadline covers the
     /// body too).

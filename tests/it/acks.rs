@@ -10,7 +10,7 @@ use std::{
 };
 
 use serde_json::json;
-use tesoro_webhooks::broker::{AckMode, Disposition};
+use tesoro_webhooks::broker::Disposition;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::harness::{Reply, TestReceiver, TestWorker, queue_count, test_config, wait_until};
@@ -78,13 +78,9 @@ async fn acks_behind_a_slow_delivery_go_out_while_it_is_in_flight() {
 async fn a_panicking_handler_hands_its_message_back() {
     let worker = TestWorker::start().await;
     let name = format!("{}.panic-tap", worker.config.amqp.prefix);
-    worker.broker.declare_tap(&name, &name).await.expect("tap");
+    worker.amqp.declare_tap(&name, &name).await.expect("tap");
     for body in [&b"first"[..], b"second"] {
-        worker
-            .publisher()
-            .publish_raw(&name, "test", body)
-            .await
-            .expect("publish");
+        worker.publish_raw_to(&name, "test", body).await;
     }
     let calls = Arc::new(AtomicUsize::new(0));
     let handler = {
@@ -99,15 +95,9 @@ async fn a_panicking_handler_hands_its_message_back() {
         }
     };
     let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
-    let consuming = worker.broker.consume(
-        &name,
-        10,
-        AckMode::Coalesced,
-        &stop,
-        &tracker,
-        || {},
-        handler,
-    );
+    let consuming = worker
+        .broker
+        .consume(&name, 10, &stop, &tracker, || {}, handler);
     // Unsettled, the first message would stay unacked until the channel closed, and never
     // come back.
     let settled = async {
@@ -130,7 +120,7 @@ async fn a_panicking_handler_hands_its_message_back() {
         "handled once more, no more"
     );
     worker
-        .broker
+        .amqp
         .delete_tap(&name, &name)
         .await
         .expect("delete tap");

@@ -186,6 +186,9 @@ pub struct TestWorker {
     pub db: tokio_postgres::Client,
     pub broker: Broker,
     publisher: Publisher,
+    /// For what the worker's own API does not send: raw bytes, taps.
+    pub amqp: testkit::amqp::Client,
+    raw: testkit::amqp::RawPublisher,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<(), app::AppError>>>,
     /// Set when the worker runs as the real binary in a child process (`start_process`).
@@ -250,6 +253,10 @@ impl TestWorker {
             .await
             .expect("test broker connection");
         let publisher = broker.publisher().await.expect("publisher");
+        let amqp = testkit::amqp::Client::connect(&config.amqp.url)
+            .await
+            .expect("test amqp connection");
+        let raw = amqp.publisher().await.expect("raw publisher");
         let db = connect_db(&config.database.url).await;
         let worker = Self {
             config,
@@ -258,6 +265,8 @@ impl TestWorker {
             db,
             broker,
             publisher,
+            amqp,
+            raw,
             shutdown,
             handle,
             process,
@@ -334,9 +343,14 @@ impl TestWorker {
 
     /// Publishes raw bytes to the events exchange.
     pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) {
-        let exchange = &self.config.amqp.events_exchange;
-        self.publisher
-            .publish_raw(exchange, routing_key, body)
+        self.publish_raw_to(&self.config.amqp.events_exchange, routing_key, body)
+            .await;
+    }
+
+    /// Publishes raw bytes, no properties, to `exchange`.
+    pub async fn publish_raw_to(&self, exchange: &str, routing_key: &str, body: &[u8]) {
+        self.raw
+            .publish(exchange, routing_key, None, body)
             .await
             .expect("publish raw");
     }

@@ -236,10 +236,8 @@ async fn unusable_delivery_jobs_are_quarantined() {
 
     // No job headers at all.
     worker
-        .publisher()
-        .publish_raw(&topology.work_exchange, "deliveries", b"{}")
-        .await
-        .expect("publish");
+        .publish_raw_to(&topology.work_exchange, "deliveries", b"{}")
+        .await;
     // Well-formed, for a real webhook, but naming a delivery that was never recorded: it waits
     // a few rounds for a batch commit, then is moved aside instead of looping.
     let job = Job {

@@ -13,7 +13,7 @@ use std::{
 use axum::{Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
 use tokio::net::TcpListener;
 
-use crate::{domain::SigningSecret, signing};
+use crate::signature;
 
 /// Every this many requests, the signature is checked.
 const SIGNATURE_SAMPLE: u64 = 50;
@@ -27,7 +27,8 @@ pub struct Arrivals {
     pub signatures_checked: AtomicU64,
     pub signatures_bad: AtomicU64,
     requests: AtomicU64,
-    secret: Option<SigningSecret>,
+    /// The webhooks' `whsec_` secret.
+    secret: Option<String>,
     /// Off while the unsigned baseline loop runs.
     pub verify: AtomicBool,
 }
@@ -63,8 +64,9 @@ fn event_number(id: &str) -> Option<(u32, u32)> {
     Some((n.parse().ok()?, run.parse().ok()?))
 }
 
-/// Starts the healthy receiver; signatures are checked on a sample when `secret` is given.
-pub async fn start(secret: Option<SigningSecret>) -> std::io::Result<(SocketAddr, Arc<Arrivals>)> {
+/// Starts the healthy receiver; signatures are checked on a sample when `secret` (`whsec_...`)
+/// is given.
+pub async fn start(secret: Option<String>) -> std::io::Result<(SocketAddr, Arc<Arrivals>)> {
     let arrivals = Arc::new(Arrivals {
         received: Mutex::new(Vec::new()),
         run: AtomicU32::new(0),
@@ -98,11 +100,10 @@ async fn receive(State(arrivals): State<Arc<Arrivals>>, headers: HeaderMap, body
         && seq % SIGNATURE_SAMPLE == 0
         && arrivals.verify.load(Ordering::Relaxed)
     {
-        let ok = match (
-            text("webhook-timestamp").and_then(|t| t.parse().ok()),
-            text("webhook-signature"),
-        ) {
-            (Some(ts), Some(signature)) => signing::sign(secret, id, ts, &body) == signature,
+        let ok = match (text("webhook-timestamp"), text("webhook-signature")) {
+            (Some(timestamp), Some(signature)) => {
+                signature::verify(secret, id, timestamp, &body, signature)
+            }
             _ => false,
         };
         arrivals.signatures_checked.fetch_add(1, Ordering::Relaxed);
