@@ -43,7 +43,7 @@ pub enum AppError {
 /// Creates the database if missing, applies migrations and declares the broker topology:
 /// what `migrate` does, and what `run` does first. Idempotent.
 pub async fn prepare(config: &Config) -> Result<(Storage, Broker), AppError> {
-    let storage = Storage::connect(&config.database).await?;
+    let storage = Storage::connect(&config.database, config.security.secret_keys.clone()).await?;
     let broker = Broker::connect(&config.amqp.url, topology(config)).await?;
     broker.declare_topology().await?;
     Ok((storage, broker))
@@ -86,7 +86,7 @@ pub async fn run(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let worker = Worker {
         config: &config,
-        recorder: Recorder::start(&config.database)?,
+        recorder: Recorder::start(&storage, &config.database)?,
         storage,
         subscriptions,
         sender,

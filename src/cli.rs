@@ -8,7 +8,11 @@ use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio_util::sync::CancellationToken;
 
-use crate::{app, config::Config, domain::Catalog};
+use crate::{
+    app,
+    config::Config,
+    domain::{Catalog, KeyRing},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +43,8 @@ pub enum Command {
     Quarantine(QuarantineCommand),
     /// Load benchmark against the real broker and database (its own prefix and database).
     Bench(crate::bench::BenchArgs),
+    /// Print a fresh key for `security.secret_keys` (it encrypts webhook secrets at rest).
+    Keygen,
     /// The benchmark's bare consume → POST → ack loop (started by `bench --baseline`).
     #[command(hide = true)]
     BenchBaseline {
@@ -115,8 +121,17 @@ pub struct PublishArgs {
 
 impl Cli {
     pub async fn execute(self) -> anyhow::Result<()> {
+        if let Command::Keygen = self.command {
+            // Needs no configuration: it makes the key one is about to write.
+            println!(
+                "{}",
+                KeyRing::generate_entry(OffsetDateTime::now_utc().date())
+            );
+            return Ok(());
+        }
         let config = Config::load(self.config.as_deref())?;
         match self.command {
+            Command::Keygen => unreachable!("handled before the configuration is read"),
             Command::Run => run(config).await,
             Command::Migrate => {
                 app::prepare(&config).await?;
@@ -150,6 +165,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
     if config.api.admin_token == "change-me" {
         tracing::warn!("api.admin_token is the default; set TESORO_WEBHOOKS__API__ADMIN_TOKEN");
+    }
+    if config.security.secret_keys.seals_with_development_key() {
+        tracing::warn!(
+            "security.secret_keys seals webhook secrets with the development key, which anyone \
+             with the source holds; put a key from `tesoro-webhooks keygen` first"
+        );
     }
     let shutdown = CancellationToken::new();
     tokio::spawn({

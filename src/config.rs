@@ -1,7 +1,7 @@
 //! Layered configuration: built-in defaults (`config/default.toml`), then an optional file, then
 //! `TESORO_WEBHOOKS__<SECTION>__<KEY>` environment variables, then validation that names the key.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use bytesize::ByteSize;
 use figment::{
@@ -10,7 +10,7 @@ use figment::{
 };
 use serde::Deserialize;
 
-use crate::retry::RetrySchedule;
+use crate::{domain::KeyRing, retry::RetrySchedule};
 
 /// The defaults, compiled in so `run` works with no file at all.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -33,9 +33,10 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub api: ApiConfig,
     pub delivery: DeliveryConfig,
+    pub security: SecurityConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpConfig {
     pub url: String,
@@ -51,13 +52,68 @@ pub struct AmqpConfig {
     pub delivery_limit: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl std::fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpConfig")
+            .field("url", &redact_urls(&self.url))
+            .field("events_exchange", &self.events_exchange)
+            .field("prefix", &self.prefix)
+            .field("prefetch", &self.prefetch)
+            .field("delivery_limit", &self.delivery_limit)
+            .finish()
+    }
+}
+
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub url: String,
     pub pool_size: usize,
     #[serde(with = "humantime_serde")]
     pub pool_timeout: Duration,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_urls(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("pool_timeout", &self.pool_timeout)
+            .finish()
+    }
+}
+
+/// `urls` (one, or several separated by commas) with every password replaced by `***`: how a
+/// broker or database URL appears in logs, errors and `Debug`.
+pub fn redact_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| match url::Url::parse(url.trim()) {
+            Ok(mut parsed) => {
+                if parsed.password().is_some() {
+                    let _ = parsed.set_password(Some("***"));
+                }
+                parsed.to_string()
+            }
+            Err(_) => "(unparsable url)".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Encryption at rest of webhook signing keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// `id:base64key` entries: the first seals, all open (see `domain::KeyRing`).
+    #[serde(deserialize_with = "key_ring")]
+    pub secret_keys: Arc<KeyRing>,
+}
+
+fn key_ring<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Arc<KeyRing>, D::Error> {
+    let entries = Vec::<String>::deserialize(deserializer)?;
+    KeyRing::parse(&entries)
+        .map(Arc::new)
+        .map_err(|e| serde::de::Error::custom(format!("security.secret_keys: {e}")))
 }
 
 #[derive(Clone, Deserialize)]
@@ -317,8 +373,46 @@ mod tests {
     }
 
     #[test]
-    fn debug_output_hides_the_admin_token() {
-        let config = Config::defaults().expect("defaults load");
-        assert!(!format!("{config:?}").contains("change-me"));
+    fn debug_output_hides_tokens_passwords_and_keys() {
+        let mut config = Config::defaults().expect("defaults load");
+        config.amqp.url = "amqp://tw:amqp-pw@10.0.0.1:5672/%2f,amqp://tw:amqp-pw@10.0.0.2".into();
+        config.database.url = "postgres://tw:pg-pw@db:5432/tw?sslmode=require".into();
+        let debug = format!("{config:?}");
+        for secret in ["change-me", "amqp-pw", "pg-pw", "dGVzb3Jv"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(
+            debug.contains("10.0.0.2"),
+            "the rest of the URL stays: {debug}"
+        );
+    }
+
+    #[test]
+    fn secret_keys_must_be_configured_and_well_formed() {
+        let key = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        let config = load_str(&format!("[security]\nsecret_keys = [\"{key}\"]")).expect("loads");
+        assert!(!config.security.secret_keys.seals_with_development_key());
+        assert!(
+            Config::defaults()
+                .expect("defaults")
+                .security
+                .secret_keys
+                .seals_with_development_key()
+        );
+        for (toml, message) in [
+            (
+                "[security]\nsecret_keys = []",
+                "security.secret_keys: no key configured",
+            ),
+            (
+                "[security]\nsecret_keys = [\"k1:c2hvcnQ=\"]",
+                "security.secret_keys: entry 1",
+            ),
+        ] {
+            let error = load_str(toml).expect_err(toml).to_string();
+            assert!(error.contains(message), "{toml}: {error}");
+            assert!(!error.contains("c2hvcnQ="), "{error}");
+            assert_eq!(error.lines().count(), 1, "{error}");
+        }
     }
 }

@@ -19,21 +19,44 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(e.body_text())
-            } else {
-                ApiError::bad_request(e.body_text())
-            }
-        })?;
-        let mut json = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-            let field = top_level_field(e.path());
-            json_error(field, e.into_inner())
-        })?;
-        json.end().map_err(|e| json_error("body".into(), e))?;
-        Ok(ApiJson(value))
+        let bytes = body_bytes(request, state).await?;
+        parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// A JSON body that may be left out: an empty body is `T::default()`.
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(request, state).await?;
+        if bytes.trim_ascii().is_empty() {
+            return Ok(OptionalJson(T::default()));
+        }
+        parse_json(&bytes).map(OptionalJson)
+    }
+}
+
+async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(e.body_text())
+        } else {
+            ApiError::bad_request(e.body_text())
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let field = top_level_field(e.path());
+        json_error(field, e.into_inner())
+    })?;
+    json.end().map_err(|e| json_error("body".into(), e))?;
+    Ok(value)
 }
 
 /// The body's member where deserializing failed (`events` for `"events": "deal.won"`, the

@@ -56,6 +56,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 .delete(webhooks::delete),
         )
         .route("/webhooks/{id}/attempts", get(deliveries::webhook_attempts))
+        .route(
+            "/webhooks/{id}/secret/rotate",
+            post(webhooks::rotate_secret),
+        )
+        .route("/webhooks/{id}/public-key", get(webhooks::public_key))
         .route("/webhooks/{id}/recover", post(deliveries::recover))
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{id}", get(deliveries::get))

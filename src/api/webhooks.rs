@@ -10,14 +10,18 @@ use time::OffsetDateTime;
 use super::{
     ApiState,
     error::ApiError,
-    extract::{ApiJson, ApiPath, ApiQuery, present},
+    extract::{ApiJson, ApiPath, ApiQuery, OptionalJson, present},
 };
 use crate::{
-    domain::{CompanyId, EndpointUrl, SigningSecret, WebhookId},
+    domain::{CompanyId, EndpointUrl, SignatureScheme, SigningKey, SigningSecret, WebhookId},
     storage::{NewWebhook, Webhook, WebhookChanges},
 };
 
 const MAX_NAME_LEN: usize = 200;
+/// How long a rotated-out key keeps signing unless the request says otherwise.
+const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// The longest grace a rotation may give: a key being retired should not sign for weeks.
+const MAX_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +33,8 @@ pub struct CreateWebhook {
     secret: Option<String>,
     #[serde(default)]
     generate_secret: bool,
+    /// `hmac` (the default) or `ed25519`.
+    signature: Option<String>,
     enabled: Option<bool>,
 }
 
@@ -42,7 +48,19 @@ pub struct UpdateWebhook {
     secret: Option<Option<String>>,
     #[serde(default)]
     generate_secret: bool,
+    signature: Option<String>,
     enabled: Option<bool>,
+}
+
+/// `POST /v1/webhooks/{id}/secret/rotate`; every member optional.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    /// How long the replaced key keeps signing beside the new one (humantime, "24h").
+    grace: Option<String>,
+    /// The new key's scheme; the current one's by default (a webhook without a key gets an
+    /// HMAC secret).
+    signature: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -59,9 +77,19 @@ pub struct WebhookBody {
     url: String,
     events: Vec<String>,
     enabled: bool,
+    /// `hmac`, `ed25519`, or null when requests go unsigned.
+    signature: Option<&'static str>,
+    /// Whether it signs with a shared (HMAC) secret.
     has_secret: bool,
+    /// The HMAC secret, only in the response that set it.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
+    /// The Ed25519 public key receivers verify with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
+    /// While a rotation's grace lasts, the replaced key signs too, until this time.
+    #[serde(with = "time::serde::rfc3339::option")]
+    secret_rotation_ends_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -70,6 +98,7 @@ pub struct WebhookBody {
 
 impl WebhookBody {
     fn new(webhook: Webhook, reveal_secret: bool) -> Self {
+        let key = webhook.signing.as_ref().map(|s| &s.key);
         Self {
             id: webhook.id,
             company_id: webhook.company_id,
@@ -77,11 +106,21 @@ impl WebhookBody {
             url: webhook.url.to_string(),
             events: webhook.events,
             enabled: webhook.enabled,
-            has_secret: webhook.secret.is_some(),
-            secret: webhook
-                .secret
-                .filter(|_| reveal_secret)
-                .map(|s| s.expose().to_owned()),
+            signature: key.map(|k| k.scheme().as_str()),
+            has_secret: matches!(key, Some(SigningKey::Hmac(_))),
+            secret: match key {
+                Some(SigningKey::Hmac(secret)) if reveal_secret => Some(secret.expose().to_owned()),
+                _ => None,
+            },
+            public_key: match key {
+                Some(SigningKey::Ed25519(key)) => Some(key.public_key()),
+                _ => None,
+            },
+            secret_rotation_ends_at: webhook
+                .signing
+                .as_ref()
+                .and_then(|s| s.previous.as_ref())
+                .map(|p| p.until),
             created_at: webhook.created_at,
             updated_at: webhook.updated_at,
         }
@@ -113,7 +152,12 @@ pub async fn create(
         name: check_name(required(body.name, "name")?)?,
         url: state.check_url(&required(body.url, "url")?)?,
         events: state.check_events(required(body.events, "events")?)?,
-        secret: choose_secret(body.secret.map(Some), body.generate_secret)?.flatten(),
+        signing_key: choose_key(
+            body.secret.map(Some),
+            body.generate_secret,
+            body.signature.as_deref(),
+        )?
+        .flatten(),
         enabled: body.enabled.unwrap_or(true),
     };
     let webhook = state.storage.create_webhook(new).await?;
@@ -158,13 +202,13 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = webhook_id(&id)?;
-    let secret = choose_secret(body.secret, body.generate_secret)?;
-    let reveal = secret.as_ref().is_some_and(Option::is_some);
+    let signing_key = choose_key(body.secret, body.generate_secret, body.signature.as_deref())?;
+    let reveal = signing_key.as_ref().is_some_and(Option::is_some);
     let changes = WebhookChanges {
         name: body.name.map(check_name).transpose()?,
         url: body.url.map(|u| state.check_url(&u)).transpose()?,
         events: body.events.map(|e| state.check_events(e)).transpose()?,
-        secret,
+        signing_key,
         enabled: body.enabled,
     };
     let webhook = state
@@ -210,23 +254,122 @@ fn check_name(name: String) -> Result<String, ApiError> {
     Ok(name)
 }
 
-/// `secret` as given (`Some(None)` removes it), or a generated one; not both.
-fn choose_secret(
+/// The signing key a create or update asks for: `secret` as given (`Some(None)` removes the
+/// key), a generated secret, or with `signature: "ed25519"` a generated key pair. `None`
+/// leaves the key as it is.
+fn choose_key(
     given: Option<Option<String>>,
     generate: bool,
-) -> Result<Option<Option<SigningSecret>>, ApiError> {
+    signature: Option<&str>,
+) -> Result<Option<Option<SigningKey>>, ApiError> {
     let invalid = |m: String| ApiError::invalid_field("secret", m);
+    match signature.map(scheme).transpose()? {
+        Some(SignatureScheme::Ed25519) => {
+            if generate || matches!(given, Some(Some(_))) {
+                return Err(ApiError::invalid_field(
+                    "signature",
+                    "an ed25519 webhook's key pair is generated: give no secret",
+                ));
+            }
+            return Ok(Some(Some(SigningKey::generate(SignatureScheme::Ed25519))));
+        }
+        Some(SignatureScheme::Hmac) if given.is_none() => {
+            return Ok(Some(Some(SigningKey::generate(SignatureScheme::Hmac))));
+        }
+        Some(SignatureScheme::Hmac) | None => {}
+    }
     match (given, generate) {
         (Some(Some(_)), true) => Err(invalid(
             "give a secret or set generate_secret, not both".into(),
         )),
-        (_, true) => Ok(Some(Some(SigningSecret::generate()))),
+        (_, true) => Ok(Some(Some(SigningKey::generate(SignatureScheme::Hmac)))),
         (Some(Some(text)), false) => SigningSecret::parse(&text)
-            .map(|s| Some(Some(s)))
+            .map(|s| Some(Some(SigningKey::Hmac(s))))
             .map_err(|e| invalid(format!("secret {e}"))),
         (Some(None), false) => Ok(Some(None)),
         (None, false) => Ok(None),
     }
+}
+
+fn scheme(value: &str) -> Result<SignatureScheme, ApiError> {
+    SignatureScheme::parse(value).ok_or_else(|| {
+        ApiError::invalid_field("signature", "signature must be \"hmac\" or \"ed25519\"")
+    })
+}
+
+/// `POST /v1/webhooks/{id}/secret/rotate`: a new key, shown once (the HMAC secret, or the
+/// Ed25519 public key); the replaced one signs beside it until the grace ends.
+pub async fn rotate_secret(
+    State(state): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<String>,
+    OptionalJson(body): OptionalJson<RotateBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = webhook_id(&id)?;
+    let grace = match body.grace.as_deref() {
+        None => DEFAULT_GRACE,
+        Some(text) => humantime::parse_duration(text)
+            .ok()
+            .filter(|grace| *grace <= MAX_GRACE)
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    "grace",
+                    "grace must be a duration from \"0s\" to \"7d\", like \"24h\"",
+                )
+            })?,
+    };
+    let requested = body.signature.as_deref().map(scheme).transpose()?;
+    let current = state
+        .storage
+        .webhook(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    let scheme = requested
+        .or_else(|| current.signing.as_ref().map(|s| s.key.scheme()))
+        .unwrap_or(SignatureScheme::Hmac);
+    let key = SigningKey::generate(scheme);
+    let webhook = state
+        .storage
+        .rotate_signing_key(id, &key, grace)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    state
+        .subscriptions
+        .invalidate(Some(webhook.company_id.as_str()));
+    Ok(Json(WebhookBody::new(webhook, true)))
+}
+
+/// `GET /v1/webhooks/{id}/public-key`: what receivers of an Ed25519 webhook verify with.
+pub async fn public_key(
+    State(state): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let webhook = state
+        .storage
+        .webhook(webhook_id(&id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    let signing = webhook.signing.as_ref();
+    let Some(SigningKey::Ed25519(key)) = signing.map(|s| &s.key) else {
+        return Err(ApiError::not_found(
+            "public key (the webhook does not sign with ed25519)",
+        ));
+    };
+    let previous = signing
+        .and_then(|s| s.previous.as_ref())
+        .and_then(|p| match &p.key {
+            SigningKey::Ed25519(key) => Some((key.public_key(), p.until)),
+            SigningKey::Hmac(_) => None,
+        });
+    let mut body = json!({"public_key": key.public_key()});
+    if let Some((previous_key, until)) = previous {
+        body["previous_public_key"] = json!(previous_key);
+        body["secret_rotation_ends_at"] = json!(
+            until
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        );
+    }
+    Ok(Json(body))
 }
 
 impl ApiState {

@@ -32,7 +32,7 @@ use testkit::{
 use crate::{
     broker::Broker,
     config::Config,
-    domain::{CompanyId, EndpointUrl, SigningSecret, WebhookId},
+    domain::{CompanyId, EndpointUrl, SigningKey, SigningSecret, WebhookId},
     storage::{self, NewWebhook, Storage, WebhookChanges},
 };
 use process::Measured;
@@ -213,9 +213,13 @@ async fn connect_and_measure(
     opened: &mut Opened,
 ) -> anyhow::Result<Report> {
     // Creates and migrates the run's database.
-    let storage = opened
-        .storage
-        .insert(Storage::connect(&setup.config.database).await?);
+    let storage = opened.storage.insert(
+        Storage::connect(
+            &setup.config.database,
+            setup.config.security.secret_keys.clone(),
+        )
+        .await?,
+    );
     let broker = opened.broker.insert(
         Broker::connect(&setup.config.amqp.url, crate::app::topology(&setup.config)).await?,
     );
@@ -390,7 +394,7 @@ async fn create_webhook(
             name: format!("bench {n}"),
             url: EndpointUrl::parse(url, true)?,
             events: vec![EVENT_TYPE.to_owned()],
-            secret: Some(secret.clone()),
+            signing_key: Some(SigningKey::Hmac(secret.clone())),
             enabled,
         })
         .await?;

@@ -46,18 +46,6 @@ pub enum BrokerError {
     NoNode,
 }
 
-/// `url` with its password replaced, for logs.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "(unparsable url)".to_owned(),
-    }
-}
-
 /// The broker refused a declaration that contradicts the existing queue (406).
 fn is_precondition_failed(error: &lapin::Error) -> bool {
     use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
@@ -105,7 +93,7 @@ impl Broker {
                     break;
                 }
                 Err(e) => {
-                    tracing::debug!(node = %redact(url), error = %e, "broker node does not answer");
+                    tracing::debug!(node = %crate::config::redact_urls(url), error = %e, "broker node does not answer");
                     last_error = Some(e);
                 }
             }

@@ -5,6 +5,7 @@ mod catalog;
 mod delivery;
 mod endpoint;
 mod ids;
+mod keyring;
 mod secret;
 mod timestamp;
 
@@ -12,5 +13,8 @@ pub use catalog::{Catalog, EventFilter, FilterError, entry_matches};
 pub use delivery::{DeliveryStatus, Job, StoredDelivery, Trigger};
 pub use endpoint::{EndpointUrl, UrlError, host_is_internal, is_internal_ip};
 pub use ids::{CompanyId, DeliveryId, EventId, IdError, WebhookId, is_short_text};
-pub use secret::{SecretError, SigningSecret};
+pub use keyring::{DEVELOPMENT_KEY_ID, KeyRing, KeyRingError, SealError};
+pub use secret::{
+    Ed25519Key, PreviousKey, SecretError, SignatureScheme, Signing, SigningKey, SigningSecret,
+};
 pub use timestamp::parse_utc;

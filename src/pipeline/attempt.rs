@@ -99,7 +99,7 @@ async fn send_and_settle(
             event_id: &attempt.job.event_id,
             event_type: &attempt.job.event_type,
             attempt_number: attempt.job.attempt,
-            secret: attempt.webhook.secret.as_ref(),
+            signing: attempt.webhook.signing.as_ref(),
             body: attempt.body.clone(),
         })
         .await;

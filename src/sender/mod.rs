@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::{
     config::DeliveryConfig,
-    domain::{EndpointUrl, EventId, SigningSecret, host_is_internal},
+    domain::{EndpointUrl, EventId, Signing, host_is_internal},
     outcome::FailureKind,
     signing,
 };
@@ -27,7 +27,7 @@ pub struct AttemptRequest<'a> {
     pub event_id: &'a EventId,
     pub event_type: &'a str,
     pub attempt_number: u32,
-    pub secret: Option<&'a SigningSecret>,
+    pub signing: Option<&'a Signing>,
     /// The envelope exactly as published; `Bytes` so every attempt shares one buffer.
     pub body: Bytes,
 }
@@ -195,8 +195,8 @@ fn signed_headers(request: &AttemptRequest<'_>, timestamp: i64) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(7);
     put_text(&mut headers, WEBHOOK_ID, request.event_id.as_str());
     headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
-    if let Some(secret) = request.secret {
-        let signature = signing::sign(secret, request.event_id.as_str(), timestamp, &request.body);
+    if let Some(keys) = request.signing {
+        let signature = signing::header(keys, request.event_id.as_str(), timestamp, &request.body);
         put_text(&mut headers, WEBHOOK_SIGNATURE, &signature);
     }
     put_text(&mut headers, TESORO_EVENT, request.event_type);

@@ -123,7 +123,8 @@ impl Storage {
             .query_opt(
                 "SELECT d.id AS delivery_id, d.alias_id, d.alias_offset, d.status,
                         d.attempt_count, w.id, w.company_id, w.name, w.url, w.events,
-                        w.secret, w.enabled, w.created_at, w.updated_at
+                        w.signing_key, w.previous_signing_key, w.secret_rotation_ends_at,
+                        w.enabled, w.created_at, w.updated_at
                  FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
                  WHERE d.id = $1 OR d.alias_id = $1",
                 &[&id.0],
@@ -143,7 +144,7 @@ impl Storage {
             alias_offset,
             status: parse_status(row.try_get("status")?)?,
             attempt_count: to_u32(row.try_get("attempt_count")?),
-            webhook: super::webhooks::from_row(&row)?,
+            webhook: super::webhooks::from_row(&row, &self.keys)?,
         }))
     }
 

@@ -11,9 +11,11 @@ mod recorder;
 mod tls;
 mod webhooks;
 
+use std::sync::Arc;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
-use crate::config::DatabaseConfig;
+use crate::{config::DatabaseConfig, domain::KeyRing};
 
 pub use batch::{DeliveryWrite, EventRow};
 pub use changes::{ChangeListener, listen_for_changes};
@@ -39,6 +41,10 @@ pub enum StorageError {
     Url(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A sealed signing key that does not open: its key is missing from
+    /// `security.secret_keys`, or the value was altered.
+    #[error("{0}")]
+    Sealed(String),
     /// One failure that several callers awaited together (a shared load).
     #[error(transparent)]
     Shared(std::sync::Arc<StorageError>),
@@ -61,7 +67,10 @@ impl StorageError {
             },
             StorageError::Pool(_) => true,
             StorageError::Shared(e) => e.is_outage(),
-            StorageError::Migration(_) | StorageError::Url(_) | StorageError::Corrupt(_) => false,
+            StorageError::Migration(_)
+            | StorageError::Url(_)
+            | StorageError::Corrupt(_)
+            | StorageError::Sealed(_) => false,
         }
     }
 }
@@ -95,19 +104,34 @@ enum PlanCache {
 #[derive(Clone)]
 pub struct Storage {
     pool: Pool,
+    /// Seals webhook signing keys as they are written, opens them as they are read.
+    keys: Arc<KeyRing>,
 }
 
 impl Storage {
-    /// Creates the database if missing, applies migrations, and opens the pool.
-    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StorageError> {
+    /// Creates the database if missing, applies migrations, opens the pool, and seals every
+    /// signing key under the key ring's first key (see `reseal_signing_keys`).
+    pub async fn connect(
+        config: &DatabaseConfig,
+        keys: Arc<KeyRing>,
+    ) -> Result<Self, StorageError> {
         ensure_database(&config.url).await?;
         migrate(&config.url).await?;
-        Self::open(config)
+        let storage = Self::open(config, keys)?;
+        let resealed = storage.reseal_signing_keys().await?;
+        if resealed > 0 {
+            tracing::info!(
+                webhooks = resealed,
+                key = storage.keys.sealing_key_id(),
+                "sealed webhook signing keys under the first key of security.secret_keys"
+            );
+        }
+        Ok(storage)
     }
 
     /// Opens the pool without touching the schema.
-    pub fn open(config: &DatabaseConfig) -> Result<Self, StorageError> {
-        Self::open_pool(config, config.pool_size, PlanCache::Adaptive)
+    pub fn open(config: &DatabaseConfig, keys: Arc<KeyRing>) -> Result<Self, StorageError> {
+        Self::open_pool(config, config.pool_size, PlanCache::Adaptive, keys)
     }
 
     /// Ends the pooled connections that are idle (the rest end when returned), so a database
@@ -118,14 +142,19 @@ impl Storage {
 
     /// A pool of `connections` for the recorder's batch statement alone, planned once per
     /// connection.
-    fn open_for_batches(config: &DatabaseConfig, connections: usize) -> Result<Self, StorageError> {
-        Self::open_pool(config, connections, PlanCache::Generic)
+    fn open_for_batches(
+        &self,
+        config: &DatabaseConfig,
+        connections: usize,
+    ) -> Result<Self, StorageError> {
+        Self::open_pool(config, connections, PlanCache::Generic, self.keys.clone())
     }
 
     fn open_pool(
         config: &DatabaseConfig,
         connections: usize,
         plans: PlanCache,
+        keys: Arc<KeyRing>,
     ) -> Result<Self, StorageError> {
         let tls::DatabaseTarget {
             config: mut pg,
@@ -151,7 +180,7 @@ impl Storage {
             .recycle_timeout(Some(config.pool_timeout))
             .build()
             .map_err(|e| StorageError::Url(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self { pool, keys })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
@@ -185,6 +214,13 @@ mod tests {
 
     use super::*;
 
+    fn keys() -> Arc<KeyRing> {
+        crate::config::Config::defaults()
+            .expect("defaults")
+            .security
+            .secret_keys
+    }
+
     fn database(url: &str) -> DatabaseConfig {
         DatabaseConfig {
             url: url.to_owned(),
@@ -206,9 +242,9 @@ mod tests {
     #[tokio::test]
     async fn only_the_batch_pool_forces_generic_plans() {
         let config = database("postgres://postgres@127.0.0.1:5432/postgres");
-        let batches = Storage::open_for_batches(&config, 1).expect("pool");
+        let api = Storage::open(&config, keys()).expect("pool");
+        let batches = api.open_for_batches(&config, 1).expect("pool");
         assert_eq!(plan_cache_mode(&batches).await, "force_generic_plan");
-        let api = Storage::open(&config).expect("pool");
         assert_eq!(plan_cache_mode(&api).await, "auto");
     }
 }

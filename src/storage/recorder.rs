@@ -48,10 +48,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the recorder task, with its own connections to `database` (so API load cannot
-    /// starve it of connections, nor it the API); it ends when every handle is dropped.
-    pub fn start(database: &DatabaseConfig) -> Result<Self, StorageError> {
-        let storage = Storage::open_for_batches(database, CONCURRENT_FLUSHES)?;
+    /// Starts the recorder task, with connections of its own to `database` beside `storage`'s
+    /// (so API load cannot starve it of connections, nor it the API); it ends when every
+    /// handle is dropped.
+    pub fn start(storage: &Storage, database: &DatabaseConfig) -> Result<Self, StorageError> {
+        let storage = storage.open_for_batches(database, CONCURRENT_FLUSHES)?;
         let (queue, pending) = mpsc::unbounded_channel();
         tokio::spawn(run(storage, pending));
         Ok(Self { queue })

@@ -1,10 +1,13 @@
-//! Webhook (subscription) rows.
+//! Webhook (subscription) rows. Their signing keys are sealed under the key ring before they
+//! are written and opened as they are read: the database never holds one in clear.
+
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
 use super::{Storage, StorageError};
-use crate::domain::{CompanyId, EndpointUrl, SigningSecret, WebhookId};
+use crate::domain::{CompanyId, EndpointUrl, KeyRing, PreviousKey, Signing, SigningKey, WebhookId};
 
 /// A stored subscription. Values were validated when written.
 #[derive(Debug, Clone)]
@@ -14,7 +17,8 @@ pub struct Webhook {
     pub name: String,
     pub url: EndpointUrl,
     pub events: Vec<String>,
-    pub secret: Option<SigningSecret>,
+    /// `None`: requests go unsigned.
+    pub signing: Option<Signing>,
     pub enabled: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
@@ -27,38 +31,57 @@ pub struct NewWebhook {
     pub name: String,
     pub url: EndpointUrl,
     pub events: Vec<String>,
-    pub secret: Option<SigningSecret>,
+    pub signing_key: Option<SigningKey>,
     pub enabled: bool,
 }
 
-/// A validated partial update: `None` leaves a field as it is. `secret: Some(None)` removes it.
+/// A validated partial update: `None` leaves a field as it is. `signing_key: Some(None)`
+/// removes the key; setting or removing one ends a rotation's grace at once.
 #[derive(Debug, Default)]
 pub struct WebhookChanges {
     pub name: Option<String>,
     pub url: Option<EndpointUrl>,
     pub events: Option<Vec<String>>,
-    pub secret: Option<Option<SigningSecret>>,
+    pub signing_key: Option<Option<SigningKey>>,
     pub enabled: Option<bool>,
 }
 
-const COLUMNS: &str = "id, company_id, name, url, events, secret, enabled, created_at, updated_at";
+const COLUMNS: &str = "id, company_id, name, url, events, signing_key, \
+    previous_signing_key, secret_rotation_ends_at, enabled, created_at, updated_at";
 
-pub(super) fn from_row(row: &Row) -> Result<Webhook, StorageError> {
+pub(super) fn from_row(row: &Row, keys: &KeyRing) -> Result<Webhook, StorageError> {
     let corrupt = |what: &str| StorageError::Corrupt(format!("webhook {what}"));
     let url: String = row.try_get("url")?;
-    let secret: Option<String> = row.try_get("secret")?;
+    let id = WebhookId(row.try_get("id")?);
+    let open = |column: &str| -> Result<Option<SigningKey>, StorageError> {
+        let Some(sealed) = row.try_get::<_, Option<String>>(column)? else {
+            return Ok(None);
+        };
+        let text = keys
+            .open(&sealed, &id.to_string())
+            .map_err(|e| StorageError::Sealed(format!("webhook {id}'s {column}: {e}")))?;
+        SigningKey::parse(&text)
+            .map(Some)
+            .map_err(|_| corrupt(column))
+    };
+    let previous = match (
+        open("previous_signing_key")?,
+        row.try_get::<_, Option<OffsetDateTime>>("secret_rotation_ends_at")?,
+    ) {
+        (Some(key), Some(until)) if until > OffsetDateTime::now_utc() => {
+            Some(PreviousKey { key, until })
+        }
+        _ => None,
+    };
     Ok(Webhook {
-        id: WebhookId(row.try_get("id")?),
+        id,
         company_id: CompanyId::parse(row.try_get::<_, String>("company_id")?)
             .map_err(|_| corrupt("company_id"))?,
         name: row.try_get("name")?,
         // Stored URLs passed the SSRF check of their time; delivery checks resolved addresses.
         url: EndpointUrl::parse(&url, true).map_err(|_| corrupt("url"))?,
         events: row.try_get("events")?,
-        secret: secret
-            .map(|s| SigningSecret::parse(&s))
-            .transpose()
-            .map_err(|_| corrupt("secret"))?,
+        signing: open("signing_key")?.map(|key| Signing { key, previous }),
         enabled: row.try_get("enabled")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -68,24 +91,30 @@ pub(super) fn from_row(row: &Row) -> Result<Webhook, StorageError> {
 impl Storage {
     pub async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, StorageError> {
         let client = self.client().await?;
+        let id = WebhookId::new();
         let row = client
             .query_one(
                 &format!(
-                    "INSERT INTO webhooks (id, company_id, name, url, events, secret, enabled)
+                    "INSERT INTO webhooks (id, company_id, name, url, events, signing_key, enabled)
                      VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
                 ),
                 &[
-                    &WebhookId::new().0,
+                    &id.0,
                     &new.company_id.as_str(),
                     &new.name,
                     &new.url.as_str(),
                     &new.events,
-                    &new.secret.as_ref().map(SigningSecret::expose),
+                    &self.seal(new.signing_key.as_ref(), id),
                     &new.enabled,
                 ],
             )
             .await?;
-        from_row(&row)
+        from_row(&row, &self.keys)
+    }
+
+    /// `key` sealed for webhook `id`'s row.
+    fn seal(&self, key: Option<&SigningKey>, id: WebhookId) -> Option<String> {
+        key.map(|key| self.keys.seal(key.expose(), &id.to_string()))
     }
 
     pub async fn webhook(&self, id: WebhookId) -> Result<Option<Webhook>, StorageError> {
@@ -96,7 +125,9 @@ impl Storage {
                 &[&id.0],
             )
             .await?;
-        row.as_ref().map(from_row).transpose()
+        row.as_ref()
+            .map(|row| from_row(row, &self.keys))
+            .transpose()
     }
 
     /// A company's webhooks, oldest first.
@@ -111,7 +142,7 @@ impl Storage {
                 &[&company.as_str()],
             )
             .await?;
-        rows.iter().map(from_row).collect()
+        rows.iter().map(|row| from_row(row, &self.keys)).collect()
     }
 
     /// Applies `changes`; `None` when the webhook does not exist.
@@ -121,8 +152,8 @@ impl Storage {
         changes: WebhookChanges,
     ) -> Result<Option<Webhook>, StorageError> {
         let client = self.client().await?;
-        let (set_secret, secret) = match &changes.secret {
-            Some(secret) => (true, secret.as_ref().map(SigningSecret::expose)),
+        let (set_key, key) = match &changes.signing_key {
+            Some(key) => (true, self.seal(key.as_ref(), id)),
             None => (false, None),
         };
         let row = client
@@ -132,7 +163,10 @@ impl Storage {
                         name = COALESCE($2, name),
                         url = COALESCE($3, url),
                         events = COALESCE($4, events),
-                        secret = CASE WHEN $5 THEN $6 ELSE secret END,
+                        signing_key = CASE WHEN $5 THEN $6 ELSE signing_key END,
+                        previous_signing_key = CASE WHEN $5 THEN NULL ELSE previous_signing_key END,
+                        secret_rotation_ends_at =
+                            CASE WHEN $5 THEN NULL ELSE secret_rotation_ends_at END,
                         enabled = COALESCE($7, enabled),
                         updated_at = now()
                      WHERE id = $1 RETURNING {COLUMNS}"
@@ -142,13 +176,106 @@ impl Storage {
                     &changes.name,
                     &changes.url.as_ref().map(EndpointUrl::as_str),
                     &changes.events,
-                    &set_secret,
-                    &secret,
+                    &set_key,
+                    &key,
                     &changes.enabled,
                 ],
             )
             .await?;
-        row.as_ref().map(from_row).transpose()
+        row.as_ref()
+            .map(|row| from_row(row, &self.keys))
+            .transpose()
+    }
+
+    /// Makes `key` the webhook's signing key; the key it replaces keeps signing beside it for
+    /// `grace` (none when zero, or when there was none). `None` when the webhook does not exist.
+    pub async fn rotate_signing_key(
+        &self,
+        id: WebhookId,
+        key: &SigningKey,
+        grace: Duration,
+    ) -> Result<Option<Webhook>, StorageError> {
+        let client = self.client().await?;
+        let grace = (!grace.is_zero()).then_some(grace.as_secs_f64());
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE webhooks SET
+                        previous_signing_key = CASE WHEN $3::float8 IS NULL THEN NULL
+                            ELSE signing_key END,
+                        secret_rotation_ends_at = CASE
+                            WHEN $3::float8 IS NULL OR signing_key IS NULL THEN NULL
+                            ELSE now() + make_interval(secs => $3) END,
+                        signing_key = $2,
+                        updated_at = now()
+                     WHERE id = $1 RETURNING {COLUMNS}"
+                ),
+                &[&id.0, &self.seal(Some(key), id), &grace],
+            )
+            .await?;
+        row.as_ref()
+            .map(|row| from_row(row, &self.keys))
+            .transpose()
+    }
+
+    /// Seals again, under the key ring's first key, every signing key sealed under another
+    /// one, and seals the plain secrets an older version stored (emptying their column).
+    /// Idempotent, and safe from several processes at once: a row changed meanwhile is left
+    /// to its writer. Returns how many rows it changed.
+    pub async fn reseal_signing_keys(&self) -> Result<u64, StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, secret, signing_key, previous_signing_key FROM webhooks
+                 WHERE secret IS NOT NULL
+                    OR split_part(signing_key, ':', 2) <> $1
+                    OR split_part(previous_signing_key, ':', 2) <> $1",
+                &[&self.keys.sealing_key_id()],
+            )
+            .await?;
+        let mut changed = 0;
+        for row in &rows {
+            let id = WebhookId(row.try_get("id")?);
+            let context = id.to_string();
+            let (plain, current, previous): (Option<String>, Option<String>, Option<String>) = (
+                row.try_get("secret")?,
+                row.try_get("signing_key")?,
+                row.try_get("previous_signing_key")?,
+            );
+            let reseal = |sealed: &Option<String>| -> Result<Option<String>, StorageError> {
+                let Some(sealed) = sealed else {
+                    return Ok(None);
+                };
+                if self.keys.is_current(sealed) {
+                    return Ok(Some(sealed.clone()));
+                }
+                let text = self.keys.open(sealed, &context).map_err(|e| {
+                    StorageError::Sealed(format!("webhook {id}'s signing key: {e}"))
+                })?;
+                Ok(Some(self.keys.seal(&text, &context)))
+            };
+            let new_current = match &plain {
+                Some(secret) => Some(self.keys.seal(secret, &context)),
+                None => reseal(&current)?,
+            };
+            changed += client
+                .execute(
+                    "UPDATE webhooks SET secret = NULL, signing_key = $5, previous_signing_key = $6
+                     WHERE id = $1 AND secret IS NOT DISTINCT FROM $2
+                       AND signing_key IS NOT DISTINCT FROM $3
+                       AND previous_signing_key IS NOT DISTINCT FROM $4",
+                    &[
+                        &id.0,
+                        &plain,
+                        &current,
+                        &previous,
+                        &new_current,
+                        &reseal(&previous)?,
+                    ],
+                )
+                .await?;
+        }
+        Ok(changed)
     }
 
     /// Deletes a webhook with its deliveries and attempts, in one transaction; returns its

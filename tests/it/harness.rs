@@ -767,7 +767,7 @@ pub struct TestDatabase {
 impl TestDatabase {
     pub async fn create() -> Self {
         let config = test_config();
-        let storage = storage::Storage::connect(&config.database)
+        let storage = storage::Storage::connect(&config.database, config.security.secret_keys)
             .await
             .expect("database created");
         let db = connect_db(&config.database.url).await;

@@ -15,6 +15,7 @@ mod recorder;
 mod recovery;
 mod retries;
 mod schema;
+mod security;
 mod stop;
 mod subscriptions;
 mod tls;

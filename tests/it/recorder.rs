@@ -36,11 +36,14 @@ fn write(event_id: &str, event_type: &str) -> DeliveryWrite {
 #[tokio::test]
 async fn a_refused_write_fails_alone_and_its_batch_commits() {
     let db = TestDatabase::create().await;
-    let recorder = Recorder::start(&DatabaseConfig {
-        url: db.url.clone(),
-        pool_size: 2,
-        pool_timeout: Duration::from_secs(5),
-    })
+    let recorder = Recorder::start(
+        &db.storage,
+        &DatabaseConfig {
+            url: db.url.clone(),
+            pool_size: 2,
+            pool_timeout: Duration::from_secs(5),
+        },
+    )
     .expect("recorder");
     // Sent together, so they gather into one batch; PostgreSQL refuses a NUL in text.
     let events: Vec<String> = (0..7).map(|i| format!("evt_rec_{i}")).collect();

@@ -12,12 +12,13 @@ const SERVER_CERT: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
 
 /// Whether the pool's connection is encrypted, as the server sees it.
 async fn encrypted(url: &str) -> Result<bool, String> {
-    let storage = Storage::open(&DatabaseConfig {
+    let database = DatabaseConfig {
         url: url.to_owned(),
         pool_size: 1,
         pool_timeout: Duration::from_secs(5),
-    })
-    .map_err(|e| e.to_string())?;
+    };
+    let storage =
+        Storage::open(&database, test_config().security.secret_keys).map_err(|e| e.to_string())?;
     let encrypted = storage
         .connection_is_encrypted()
         .await
