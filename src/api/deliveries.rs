@@ -9,8 +9,10 @@ use time::OffsetDateTime;
 
 use super::{
     ApiState,
+    auth::Principal,
     error::ApiError,
     extract::{ApiJson, ApiPath, ApiQuery},
+    webhooks::owned_webhook,
 };
 use crate::{
     broker::Publisher,
@@ -41,7 +43,7 @@ pub struct DeliveriesQuery {
 }
 
 /// `?company_id=` on single-delivery routes: when given, a delivery of another company is
-/// reported as not found.
+/// reported as not found (as it always is to a company token).
 #[derive(Deserialize)]
 pub struct ScopeQuery {
     company_id: Option<String>,
@@ -97,10 +99,6 @@ pub fn window(since: Option<&str>, until: Option<&str>) -> Result<Window, ApiErr
     Ok(window)
 }
 
-fn webhook_id(id: &str) -> Result<WebhookId, ApiError> {
-    WebhookId::parse(id).map_err(|_| ApiError::not_found("webhook"))
-}
-
 fn delivery_id(id: &str) -> Result<DeliveryId, ApiError> {
     DeliveryId::parse(id).map_err(|_| ApiError::not_found("delivery"))
 }
@@ -113,25 +111,28 @@ fn company(value: Option<String>) -> Result<Option<CompanyId>, ApiError> {
         .transpose()
 }
 
-/// The delivery `found`, unless it does not exist or `?company_id=` names another company:
-/// both are "not found", so ids of other tenants reveal nothing.
+/// The delivery `found`, unless it does not exist, `?company_id=` names another company, or
+/// the caller may not see it: all are "not found", so ids of other tenants reveal nothing.
 fn scoped<T>(
     found: Option<T>,
+    principal: &Principal,
     scope: ScopeQuery,
     owner: impl Fn(&T) -> &str,
 ) -> Result<T, ApiError> {
     let company = company(scope.company_id)?;
     found
         .filter(|d| company.as_ref().is_none_or(|c| c.as_str() == owner(d)))
+        .filter(|d| principal.may_see(owner(d)))
         .ok_or_else(|| ApiError::not_found("delivery"))
 }
 
 pub async fn webhook_attempts(
     State(state): State<Arc<ApiState>>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<AttemptsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = webhook_id(&id)?;
+    let id = owned_webhook(&state, &principal, &id).await?.id;
     let limit = parse_limit(query.limit)?;
     let before = query
         .before
@@ -140,9 +141,6 @@ pub async fn webhook_attempts(
                 .map_err(|_| ApiError::invalid_field("before", "before must be an attempt id"))
         })
         .transpose()?;
-    if state.storage.webhook(id).await?.is_none() {
-        return Err(ApiError::not_found("webhook"));
-    }
     let data = state.storage.webhook_attempts(id, before, limit).await?;
     let next_before = next_cursor(data.len(), limit, data.last().map(|a| a.id));
     Ok(Json(json!({"data": data, "next_before": next_before})))
@@ -159,6 +157,7 @@ fn next_cursor<T>(len: usize, limit: i64, last: Option<T>) -> Option<T> {
 
 pub async fn list(
     State(state): State<Arc<ApiState>>,
+    principal: Principal,
     ApiQuery(query): ApiQuery<DeliveriesQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let window = window(query.since.as_deref(), query.until.as_deref())?;
@@ -171,7 +170,8 @@ pub async fn list(
                     .map_err(|e| ApiError::invalid_field("webhook_id", format!("webhook_id {e}")))
             })
             .transpose()?,
-        company_id: company(query.company_id)?,
+        // A company token lists its own company's deliveries only, whatever else it filters by.
+        company_id: principal.acting_for(company(query.company_id)?)?,
         status: query
             .status
             .map(|s| {
@@ -221,11 +221,12 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<Arc<ApiState>>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = delivery_id(&id)?;
-    let delivery = scoped(state.storage.delivery(id).await?, scope, |d| {
+    let delivery = scoped(state.storage.delivery(id).await?, &principal, scope, |d| {
         d.company_id.as_str()
     })?;
     let attempts = state.storage.delivery_attempts(id).await?;
@@ -237,6 +238,7 @@ pub async fn get(
 /// One attempt of a delivery, with its request and response bodies whole.
 pub async fn attempt(
     State(state): State<Arc<ApiState>>,
+    principal: Principal,
     ApiPath((id, number)): ApiPath<(String, String)>,
     ApiQuery(scope): ApiQuery<ScopeQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -246,7 +248,7 @@ pub async fn attempt(
         .ok()
         .filter(|n| *n >= 1)
         .ok_or_else(|| ApiError::not_found("attempt"))?;
-    scoped(state.storage.delivery(id).await?, scope, |d| {
+    scoped(state.storage.delivery(id).await?, &principal, scope, |d| {
         d.company_id.as_str()
     })?;
     let attempt = state
@@ -279,13 +281,17 @@ impl From<RecoveryError> for ApiError {
 
 pub async fn retry(
     State(state): State<Arc<ApiState>>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     ApiQuery(scope): ApiQuery<ScopeQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = delivery_id(&id)?;
-    let target = scoped(state.storage.retry_target(id).await?, scope, |t| {
-        t.company_id.as_str()
-    })?;
+    let target = scoped(
+        state.storage.retry_target(id).await?,
+        &principal,
+        scope,
+        |t| t.company_id.as_str(),
+    )?;
     let result = recovery::retry_delivery(&state.storage, &publisher(&state)?, &target).await?;
     let enqueued = result == RetryResult::Enqueued;
     Ok((
@@ -296,17 +302,15 @@ pub async fn retry(
 
 pub async fn recover(
     State(state): State<Arc<ApiState>>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RecoverBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = webhook_id(&id)?;
+    let id = owned_webhook(&state, &principal, &id).await?.id;
     if body.since.is_none() {
         return Err(ApiError::invalid_field("since", "since is required"));
     }
     let window = window(body.since.as_deref(), body.until.as_deref())?;
-    if state.storage.webhook(id).await?.is_none() {
-        return Err(ApiError::not_found("webhook"));
-    }
     let scope = ReplayScope::Webhook(id);
     let count =
         recovery::replay_failed(&state.storage, &publisher(&state)?, &scope, window, |_| {})

@@ -1,5 +1,5 @@
-//! The API's error body: `{"error": {"code", "message", "field"}}`, with 400, 401, 404, 405,
-//! 413 or 422 for bad input and 503 when storage is unavailable. Never a 500 for anything a client sent.
+//! The API's error body: `{"error": {"code", "message", "field"}}`, with 400, 401, 403, 404,
+//! 405, 413 or 422 for bad input and 503 when storage is unavailable. Never a 500 for anything a client sent.
 
 use std::borrow::Cow;
 
@@ -46,6 +46,11 @@ impl ApiError {
             "a valid bearer token is required",
             None,
         )
+    }
+
+    /// The token is valid but may not do this: another company's data, or an admin route.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message, None)
     }
 
     pub fn not_found(what: &str) -> Self {

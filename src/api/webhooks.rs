@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use super::{
     ApiState,
+    auth::Principal,
     error::ApiError,
     extract::{ApiJson, ApiPath, ApiQuery, OptionalJson, present},
 };
@@ -143,10 +144,11 @@ pub async fn event_types(State(state): State<Arc<ApiState>>) -> Json<serde_json:
 
 pub async fn create(
     State(state): State<Arc<ApiState>>,
+    principal: Principal,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let company_id = CompanyId::parse(required(body.company_id, "company_id")?)
-        .map_err(|e| ApiError::invalid_field("company_id", e.to_string()))?;
+    let named = body.company_id.map(parse_company).transpose()?;
+    let company_id = required(principal.acting_for(named)?, "company_id")?;
     let new = NewWebhook {
         company_id,
         name: check_name(required(body.name, "name")?)?,
@@ -169,13 +171,13 @@ pub async fn create(
 
 pub async fn list(
     State(state): State<Arc<ApiState>>,
+    principal: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let company = query
-        .company_id
+    let named = query.company_id.map(parse_company).transpose()?;
+    let company = principal
+        .acting_for(named)?
         .ok_or(ApiError::missing_parameter("company_id"))?;
-    let company = CompanyId::parse(company)
-        .map_err(|e| ApiError::invalid_field("company_id", e.to_string()))?;
     let webhooks = state.storage.company_webhooks(&company).await?;
     let data: Vec<_> = webhooks
         .into_iter()
@@ -186,22 +188,35 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<Arc<ApiState>>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let webhook = state
-        .storage
-        .webhook(webhook_id(&id)?)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    let webhook = owned_webhook(&state, &principal, &id).await?;
     Ok(Json(WebhookBody::new(webhook, false)))
+}
+
+/// The webhook `id`, if it exists and `principal` may see it; else not found.
+pub(super) async fn owned_webhook(
+    state: &ApiState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Webhook, ApiError> {
+    state
+        .storage
+        .webhook(webhook_id(id)?)
+        .await?
+        .filter(|webhook| principal.may_see(webhook.company_id.as_str()))
+        .ok_or_else(|| ApiError::not_found("webhook"))
 }
 
 pub async fn update(
     State(state): State<Arc<ApiState>>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = webhook_id(&id)?;
+    // A webhook's company never changes, so the check holds for the write that follows.
+    let id = owned_webhook(&state, &principal, &id).await?.id;
     let signing_key = choose_key(body.secret, body.generate_secret, body.signature.as_deref())?;
     let reveal = signing_key.as_ref().is_some_and(Option::is_some);
     let changes = WebhookChanges {
@@ -224,9 +239,11 @@ pub async fn update(
 
 pub async fn delete(
     State(state): State<Arc<ApiState>>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let company = state.storage.delete_webhook(webhook_id(&id)?).await?;
+    let id = owned_webhook(&state, &principal, &id).await?.id;
+    let company = state.storage.delete_webhook(id).await?;
     let company = company.ok_or_else(|| ApiError::not_found("webhook"))?;
     state.subscriptions.invalidate(Some(&company));
     Ok(StatusCode::NO_CONTENT)
@@ -234,6 +251,10 @@ pub async fn delete(
 
 fn webhook_id(id: &str) -> Result<WebhookId, ApiError> {
     WebhookId::parse(id).map_err(|_| ApiError::not_found("webhook"))
+}
+
+fn parse_company(id: String) -> Result<CompanyId, ApiError> {
+    CompanyId::parse(id).map_err(|e| ApiError::invalid_field("company_id", e.to_string()))
 }
 
 fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ApiError> {
@@ -301,10 +322,11 @@ fn scheme(value: &str) -> Result<SignatureScheme, ApiError> {
 /// Ed25519 public key); the replaced one signs beside it until the grace ends.
 pub async fn rotate_secret(
     State(state): State<Arc<ApiState>>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
     OptionalJson(body): OptionalJson<RotateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = webhook_id(&id)?;
+    let current = owned_webhook(&state, &principal, &id).await?;
     let grace = match body.grace.as_deref() {
         None => DEFAULT_GRACE,
         Some(text) => humantime::parse_duration(text)
@@ -318,18 +340,13 @@ pub async fn rotate_secret(
             })?,
     };
     let requested = body.signature.as_deref().map(scheme).transpose()?;
-    let current = state
-        .storage
-        .webhook(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook"))?;
     let scheme = requested
         .or_else(|| current.signing.as_ref().map(|s| s.key.scheme()))
         .unwrap_or(SignatureScheme::Hmac);
     let key = SigningKey::generate(scheme);
     let webhook = state
         .storage
-        .rotate_signing_key(id, &key, grace)
+        .rotate_signing_key(current.id, &key, grace)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
     state
@@ -341,13 +358,10 @@ pub async fn rotate_secret(
 /// `GET /v1/webhooks/{id}/public-key`: what receivers of an Ed25519 webhook verify with.
 pub async fn public_key(
     State(state): State<Arc<ApiState>>,
+    principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let webhook = state
-        .storage
-        .webhook(webhook_id(&id)?)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    let webhook = owned_webhook(&state, &principal, &id).await?;
     let signing = webhook.signing.as_ref();
     let Some(SigningKey::Ed25519(key)) = signing.map(|s| &s.key) else {
         return Err(ApiError::not_found(

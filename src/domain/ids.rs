@@ -118,6 +118,10 @@ uuid_id!(
     /// One event going to one webhook, across all its attempts.
     DeliveryId
 );
+uuid_id!(
+    /// A company-scoped API token (its id, not the token).
+    TokenId
+);
 
 #[cfg(test)]
 mod tests {

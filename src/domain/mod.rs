@@ -8,13 +8,15 @@ mod ids;
 mod keyring;
 mod secret;
 mod timestamp;
+mod token;
 
 pub use catalog::{Catalog, EventFilter, FilterError, entry_matches};
 pub use delivery::{DeliveryStatus, Job, StoredDelivery, Trigger};
 pub use endpoint::{EndpointUrl, UrlError, host_is_internal, is_internal_ip};
-pub use ids::{CompanyId, DeliveryId, EventId, IdError, WebhookId, is_short_text};
+pub use ids::{CompanyId, DeliveryId, EventId, IdError, TokenId, WebhookId, is_short_text};
 pub use keyring::{DEVELOPMENT_KEY_ID, KeyRing, KeyRingError, SealError};
 pub use secret::{
     Ed25519Key, PreviousKey, SecretError, SignatureScheme, Signing, SigningKey, SigningSecret,
 };
 pub use timestamp::parse_utc;
+pub use token::{CompanyToken, TOKEN_PREFIX, token_hash};

@@ -9,6 +9,7 @@ mod migrate;
 mod parking;
 mod recorder;
 mod tls;
+mod tokens;
 mod webhooks;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use migrate::{drop_database, ensure_database, migrate};
 pub use parking::ParkedDelivery;
 pub use recorder::{RecordError, Recorder};
 pub use tls::{DatabaseTarget, target as database_target};
+pub use tokens::ApiToken;
 pub use webhooks::{NewWebhook, Webhook, WebhookChanges};
 
 #[derive(Debug, thiserror::Error)]

@@ -18,4 +18,5 @@ mod schema;
 mod security;
 mod stop;
 mod subscriptions;
+mod tenancy;
 mod tls;
