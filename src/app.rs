@@ -20,7 +20,7 @@ use crate::{
     domain::Catalog,
     health::{Dependency, Health, OutageSignal},
     pipeline::{EndpointLimiter, Pipeline, Subscriptions, fanout, jobs, parking},
-    sender::{Sender, SenderError},
+    sender::{HostResolver, Sender, SenderError, SystemResolver, TargetGuard},
     storage::{Recorder, Storage, StorageError},
     telemetry,
 };
@@ -60,8 +60,19 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
+    run_with_resolver(config, listener, shutdown, Arc::new(SystemResolver)).await
+}
+
+/// `run`, resolving webhook host names with `resolver` (tests script it).
+pub async fn run_with_resolver(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    resolver: Arc<dyn HostResolver>,
+) -> Result<(), AppError> {
     let (storage, broker) = prepare(&config).await?;
-    let sender = Sender::new(&config.delivery)?;
+    let targets = TargetGuard::new(resolver, config.delivery.target_policy());
+    let sender = Sender::new(&config.delivery, targets.clone())?;
     let subscriptions = Arc::new(Subscriptions::new(storage.clone()));
     let follow = {
         let subscriptions = subscriptions.clone();
@@ -77,7 +88,7 @@ pub async fn run(
         subscriptions: subscriptions.clone(),
         catalog: Catalog::builtin(),
         admin_token: config.api.admin_token.clone(),
-        allow_private_targets: config.delivery.allow_private_targets,
+        targets,
         metrics: telemetry::prometheus(),
         publisher: publisher_rx,
     });

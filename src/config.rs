@@ -146,9 +146,19 @@ pub struct DeliveryConfig {
     /// Events (envelopes as published) longer than this are quarantined, not delivered.
     pub max_event_size: ByteSize,
     pub allow_private_targets: bool,
+    /// Internal ranges opened to webhooks although the SSRF guard is on.
+    pub allowed_targets: Vec<ipnet::IpNet>,
 }
 
 impl DeliveryConfig {
+    /// The SSRF guard's rule for what webhooks may reach.
+    pub fn target_policy(&self) -> crate::domain::TargetPolicy {
+        crate::domain::TargetPolicy {
+            allow_private: self.allow_private_targets,
+            allowed: self.allowed_targets.clone(),
+        }
+    }
+
     /// `max_event_size` in bytes (validated to fit).
     pub fn max_event_bytes(&self) -> usize {
         usize::try_from(self.max_event_size.as_u64()).unwrap_or(usize::MAX)
@@ -363,6 +373,14 @@ mod tests {
             (
                 "[delivery]\nmax_event_size = \"65MiB\"",
                 "delivery.max_event_size",
+            ),
+            (
+                "[delivery]\nallowed_targets = [\"10.0.0.0/33\"]",
+                "allowed_targets",
+            ),
+            (
+                "[delivery]\nallowed_targets = \"10.0.0.0/8\"",
+                "allowed_targets",
             ),
         ];
         for (toml, key) in cases {

@@ -27,6 +27,7 @@ use crate::{
     domain::Catalog,
     health::{Dependency, Health, WorkerState},
     pipeline::Subscriptions,
+    sender::TargetGuard,
     storage::Storage,
 };
 
@@ -37,7 +38,8 @@ pub struct ApiState {
     pub subscriptions: Arc<Subscriptions>,
     pub catalog: Catalog,
     pub admin_token: String,
-    pub allow_private_targets: bool,
+    /// The SSRF guard: a webhook URL is checked with it when saved.
+    pub targets: TargetGuard,
     pub metrics: PrometheusHandle,
     /// The worker's current publisher: `Some` while its broker connection and consumers are
     /// up, set by the supervisor. Manual retries publish through it.

@@ -152,7 +152,7 @@ pub async fn create(
     let new = NewWebhook {
         company_id,
         name: check_name(required(body.name, "name")?)?,
-        url: state.check_url(&required(body.url, "url")?)?,
+        url: state.check_url(&required(body.url, "url")?).await?,
         events: state.check_events(required(body.events, "events")?)?,
         signing_key: choose_key(
             body.secret.map(Some),
@@ -221,7 +221,10 @@ pub async fn update(
     let reveal = signing_key.as_ref().is_some_and(Option::is_some);
     let changes = WebhookChanges {
         name: body.name.map(check_name).transpose()?,
-        url: body.url.map(|u| state.check_url(&u)).transpose()?,
+        url: match body.url {
+            Some(url) => Some(state.check_url(&url).await?),
+            None => None,
+        },
         events: body.events.map(|e| state.check_events(e)).transpose()?,
         signing_key,
         enabled: body.enabled,
@@ -387,9 +390,16 @@ pub async fn public_key(
 }
 
 impl ApiState {
-    fn check_url(&self, url: &str) -> Result<EndpointUrl, ApiError> {
-        EndpointUrl::parse(url, self.allow_private_targets)
-            .map_err(|e| ApiError::invalid_field("url", format!("url {e}")))
+    /// Parses `url` and checks what it reaches: an IP literal, or every address its name
+    /// resolves to, must be one the SSRF guard permits.
+    async fn check_url(&self, url: &str) -> Result<EndpointUrl, ApiError> {
+        let url = EndpointUrl::parse(url, self.targets.policy())
+            .map_err(|e| ApiError::invalid_field("url", format!("url {e}")))?;
+        self.targets.check(&url).await.map_err(|e| {
+            let host = url.as_url().host_str().unwrap_or_default();
+            ApiError::invalid_field("url", format!("url {host} resolves to {e}"))
+        })?;
+        Ok(url)
     }
 
     fn check_events(&self, events: Vec<String>) -> Result<Vec<String>, ApiError> {

@@ -392,7 +392,7 @@ async fn create_webhook(
         .create_webhook(NewWebhook {
             company_id: company.clone(),
             name: format!("bench {n}"),
-            url: EndpointUrl::parse(url, true)?,
+            url: EndpointUrl::parse_stored(url)?,
             events: vec![EVENT_TYPE.to_owned()],
             signing_key: Some(SigningKey::Hmac(secret.clone())),
             enabled,

@@ -12,7 +12,7 @@ mod token;
 
 pub use catalog::{Catalog, EventFilter, FilterError, entry_matches};
 pub use delivery::{DeliveryStatus, Job, StoredDelivery, Trigger};
-pub use endpoint::{EndpointUrl, UrlError, host_is_internal, is_internal_ip};
+pub use endpoint::{EndpointUrl, TargetPolicy, UrlError, internal_class, is_internal_ip};
 pub use ids::{CompanyId, DeliveryId, EventId, IdError, TokenId, WebhookId, is_short_text};
 pub use keyring::{DEVELOPMENT_KEY_ID, KeyRing, KeyRingError, SealError};
 pub use secret::{

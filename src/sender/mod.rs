@@ -12,11 +12,11 @@ use time::OffsetDateTime;
 
 use crate::{
     config::DeliveryConfig,
-    domain::{EndpointUrl, EventId, Signing, host_is_internal},
+    domain::{EndpointUrl, EventId, Signing},
     outcome::FailureKind,
     signing,
 };
-pub use resolver::BlockedTarget;
+pub use resolver::{BlockedTarget, HostResolver, SystemResolver, TargetGuard};
 
 pub const USER_AGENT_VALUE: &str = concat!("tesoro-webhooks/", env!("CARGO_PKG_VERSION"));
 
@@ -64,7 +64,8 @@ impl AttemptResult {
 pub struct Sender {
     client: reqwest::Client,
     max_response_body: usize,
-    allow_private_targets: bool,
+    /// Checks IP-literal hosts, which bypass the resolver (names are checked as they resolve).
+    targets: TargetGuard,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +73,12 @@ pub struct Sender {
 pub struct SenderError(#[from] reqwest::Error);
 
 impl Sender {
-    pub fn new(config: &DeliveryConfig) -> Result<Self, SenderError> {
+    /// A sender that reaches only what `targets` permits.
+    pub fn new(config: &DeliveryConfig, targets: TargetGuard) -> Result<Self, SenderError> {
         // reqwest is built without a bundled crypto provider; ring is the one we ship. A second
         // install (another Sender in the same process) is a harmless no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(3)))
             // Redirects are failures: following them would turn POSTs into GETs and could
@@ -88,15 +90,13 @@ impl Sender {
             .pool_max_idle_per_host(1024)
             .tcp_nodelay(true)
             .no_proxy()
-            .user_agent(USER_AGENT_VALUE);
-        if !config.allow_private_targets {
-            builder = builder.dns_resolver(Arc::new(resolver::GuardedResolver));
-        }
+            .user_agent(USER_AGENT_VALUE)
+            .dns_resolver(Arc::new(targets.clone()));
         Ok(Self {
             client: builder.build()?,
             max_response_body: usize::try_from(config.max_response_body.as_u64())
                 .unwrap_or(usize::MAX),
-            allow_private_targets: config.allow_private_targets,
+            targets,
         })
     }
 
@@ -114,8 +114,9 @@ impl Sender {
             failure: None,
         };
         // IP literals bypass the resolver; check them here.
-        if !self.allow_private_targets && host_is_internal(request.url.as_url()) {
-            result.failure = Some((FailureKind::BlockedTarget, BlockedTarget.to_string()));
+        if let Some(refusal) = self.targets.policy().refuses_host(request.url.as_url()) {
+            let blocked = BlockedTarget(refusal);
+            result.failure = Some((FailureKind::BlockedTarget, blocked.to_string()));
             return result;
         }
         let sent = self

@@ -79,7 +79,7 @@ pub(super) fn from_row(row: &Row, keys: &KeyRing) -> Result<Webhook, StorageErro
             .map_err(|_| corrupt("company_id"))?,
         name: row.try_get("name")?,
         // Stored URLs passed the SSRF check of their time; delivery checks resolved addresses.
-        url: EndpointUrl::parse(&url, true).map_err(|_| corrupt("url"))?,
+        url: EndpointUrl::parse_stored(&url).map_err(|_| corrupt("url"))?,
         events: row.try_get("events")?,
         signing: open("signing_key")?.map(|key| Signing { key, previous }),
         enabled: row.try_get("enabled")?,

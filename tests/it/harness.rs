@@ -29,6 +29,7 @@ use tesoro_webhooks::{
     broker::{Broker, Message, Publisher},
     config::Config,
     retry::RetrySchedule,
+    sender::{HostResolver, SystemResolver},
     storage,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -211,12 +212,18 @@ impl TestWorker {
     }
 
     pub async fn start_with(config: Config) -> Self {
+        Self::start_resolving(config, Arc::new(SystemResolver)).await
+    }
+
+    /// A worker that resolves webhook host names with `resolver`.
+    pub async fn start_resolving(config: Config, resolver: Arc<dyn HostResolver>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
         // `prepare` first, so the database and queues exist before the test publishes.
         app::prepare(&config).await.expect("prepare");
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(app::run(config.clone(), listener, shutdown.clone()));
+        let run = app::run_with_resolver(config.clone(), listener, shutdown.clone(), resolver);
+        let handle = tokio::spawn(run);
         Self::attach(config, base_url, shutdown, Some(handle), None).await
     }
 
@@ -607,6 +614,47 @@ impl Prepared {
 impl Drop for Prepared {
     fn drop(&mut self) {
         remove_everything(self.config.clone());
+    }
+}
+
+/// Answers host names from a script, without the system resolver: each lookup of a name takes
+/// its next answer, the last one repeating (so a name can answer differently the second
+/// time, as in DNS rebinding). Unknown names do not resolve.
+#[derive(Default)]
+pub struct ScriptedResolver {
+    answers: Mutex<std::collections::HashMap<String, VecDeque<Vec<std::net::IpAddr>>>>,
+}
+
+impl ScriptedResolver {
+    pub fn answer(self, host: &str, answers: &[&[&str]]) -> Self {
+        let answers = answers
+            .iter()
+            .map(|ips| ips.iter().map(|ip| ip.parse().expect("ip")).collect())
+            .collect();
+        self.answers
+            .lock()
+            .expect("lock")
+            .insert(host.to_owned(), answers);
+        self
+    }
+}
+
+impl HostResolver for ScriptedResolver {
+    fn lookup(
+        &self,
+        host: &str,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<std::net::IpAddr>>> {
+        let mut answers = self.answers.lock().expect("lock");
+        let answer = answers.get_mut(host).and_then(|queue| {
+            if queue.len() > 1 {
+                queue.pop_front()
+            } else {
+                queue.front().cloned()
+            }
+        });
+        Box::pin(std::future::ready(answer.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such host")
+        })))
     }
 }
 

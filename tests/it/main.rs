@@ -16,6 +16,7 @@ mod recovery;
 mod retries;
 mod schema;
 mod security;
+mod ssrf;
 mod stop;
 mod subscriptions;
 mod tenancy;
