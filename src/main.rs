@@ -17,7 +17,7 @@ async fn main() -> std::process::ExitCode {
     match cli.execute().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", telemetry::error_line(error.as_ref()));
             if error.is::<tesoro_webhooks::bench::Interrupted>() {
                 std::process::ExitCode::from(130)
             } else {

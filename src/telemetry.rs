@@ -18,6 +18,22 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// `error` and its causes on one line, each cause once: a layer whose message already
+/// quotes its source (many crates' do) would otherwise print the same words twice.
+pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
 /// The process's Prometheus handle. The `metrics` facade has one recorder per process, so this
 /// is installed once and shared by every worker the process runs (tests run several).
 pub fn prometheus() -> PrometheusHandle {
@@ -33,4 +49,22 @@ pub fn prometheus() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("broker: {0}")]
+        Quoting(#[from] std::io::Error),
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = anyhow::Error::new(Outer::from(io)).context("connecting");
+        assert_eq!(error_line(error.as_ref()), "connecting: broker: refused");
+    }
 }

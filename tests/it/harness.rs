@@ -229,13 +229,19 @@ impl TestWorker {
 
     /// Runs the real `tesoro-webhooks run` binary in a child process.
     pub async fn start_process(config: Config) -> Self {
+        Self::start_process_with_env(config, &[]).await
+    }
+
+    /// `start_process`, with environment variables of its own (keys the config file the
+    /// harness writes leaves at their defaults).
+    pub async fn start_process_with_env(config: Config, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()
             .expect("addr")
             .port();
         app::prepare(&config).await.expect("prepare");
-        let process = WorkerProcess::spawn(&config, port);
+        let process = WorkerProcess::spawn(&config, port, env);
         let base_url = format!("http://127.0.0.1:{port}");
         Self::attach(
             config,
@@ -454,7 +460,7 @@ pub struct CliOutput {
 }
 
 impl WorkerProcess {
-    fn spawn(config: &Config, port: u16) -> Self {
+    fn spawn(config: &Config, port: u16, env: &[(&str, &str)]) -> Self {
         let config_file = config_file(config, port);
         let log = tempfile::NamedTempFile::new().expect("log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
@@ -462,6 +468,7 @@ impl WorkerProcess {
             .arg("--config")
             .arg(&config_file)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(log.reopen().expect("log file handle"))
             .spawn()
@@ -543,7 +550,7 @@ impl TestWorker {
             .local_addr()
             .expect("addr")
             .port();
-        let sibling = WorkerProcess::spawn(&self.config, port);
+        let sibling = WorkerProcess::spawn(&self.config, port, &[]);
         wait_until("the sibling worker to be ready", || async {
             let url = format!("http://127.0.0.1:{port}/readyz");
             let response = self.http.get(url).send().await.ok()?;
@@ -567,7 +574,7 @@ impl TestWorker {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port");
-        *process = WorkerProcess::spawn(&self.config, port);
+        *process = WorkerProcess::spawn(&self.config, port, &[]);
         self.wait_ready().await;
     }
 }

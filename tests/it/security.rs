@@ -407,3 +407,187 @@ async fn keygen_prints_a_usable_key_and_a_missing_key_stops_the_worker() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// A RabbitMQ user of the test's own, with a password to look for; deleted on drop.
+struct BrokerUser {
+    name: String,
+}
+
+impl BrokerUser {
+    fn create(name: &str, password: &str) -> Self {
+        let ctl = |args: &[&str]| {
+            let status = std::process::Command::new("rabbitmqctl")
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("rabbitmqctl");
+            assert!(status.success(), "rabbitmqctl {args:?}");
+        };
+        ctl(&["add_user", name, password]);
+        let user = Self {
+            name: name.to_owned(),
+        };
+        ctl(&["set_permissions", "-p", "/", name, ".*", ".*", ".*"]);
+        user
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_user", &self.name])
+            .stdout(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn no_secret_token_or_password_reaches_the_output() {
+    let suffix = format!("{:08x}", rand::random::<u32>());
+    let amqp_password = format!("amqp-pw-{suffix}");
+    let database_password = format!("pg-pw-{suffix}");
+    // Dropped after the worker, which cleans up with this user.
+    let _user = BrokerUser::create(&format!("tw_test_{suffix}"), &amqp_password);
+    let mut config = test_config();
+    config.amqp.url = format!("amqp://tw_test_{suffix}:{amqp_password}@127.0.0.1:5672/%2f");
+    // The server trusts local connections, so any password is accepted and never checked.
+    config.database.url = config
+        .database
+        .url
+        .replace("postgres@", &format!("postgres:{database_password}@"));
+    let key_entry = new_key_entry();
+    let keys_env = format!("[\"{key_entry}\"]");
+    let mut worker = TestWorker::start_process_with_env(
+        config,
+        &[
+            ("TESORO_WEBHOOKS__SECURITY__SECRET_KEYS", &keys_env),
+            ("RUST_LOG", "debug"),
+        ],
+    )
+    .await;
+    let receiver = TestReceiver::start().await;
+    let failing = TestReceiver::start().await;
+    failing.set_default(crate::harness::Reply::Status(500));
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    for (url, company) in [(receiver.url(), "cmp_out"), (failing.url(), "cmp_out")] {
+        let (status, body) = worker
+            .api(
+                "POST",
+                "/v1/webhooks",
+                Some(json!({"company_id": company, "name": "x", "url": url,
+                            "events": ["deal.won"], "secret": secret})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (_, rotated) = worker
+        .api("GET", "/v1/webhooks?company_id=cmp_out", None)
+        .await;
+    let id = rotated["data"][0]["id"].as_str().expect("id").to_owned();
+    let (_, rotated) = worker
+        .api("POST", &format!("/v1/webhooks/{id}/secret/rotate"), None)
+        .await;
+    let new_secret = rotated["secret"].as_str().expect("secret").to_owned();
+    let (_, token) = worker
+        .api("POST", "/v1/companies/cmp_out/tokens", Some(json!({})))
+        .await;
+    let company_token = token["token"].as_str().expect("token").to_owned();
+
+    // Successes, failures that retry and end Failed, a bad token, a quarantined message.
+    let (event_id, _) = worker.publish("deal.won", "cmp_out", json!({})).await;
+    let webhook_ids: Vec<String> = rotated_ids(&worker).await;
+    for webhook_id in &webhook_ids {
+        let status = if *webhook_id == id {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        worker.wait_for_status(&event_id, webhook_id, status).await;
+    }
+    let response = worker
+        .http
+        .get(worker.url("/v1/webhooks"))
+        .bearer_auth(format!("{company_token}x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 401);
+    worker.publish_raw("deal.won", b"not json").await;
+    let queue = worker.broker.topology().quarantine_queue.clone();
+    wait_until_one_quarantined(&worker, &queue).await;
+    let listed = worker.cli(&["quarantine", "list"]).await;
+    assert!(listed.success, "{}", listed.stderr);
+    let metrics = worker.metrics().await;
+    let migrate = |amqp: String, database: String| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
+            .arg("migrate")
+            .env("TESORO_WEBHOOKS__AMQP__URL", amqp)
+            .env("TESORO_WEBHOOKS__DATABASE__URL", database)
+            .output()
+            .expect("migrate");
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr)
+    };
+    let bad_config = migrate(
+        format!("amqp://tw:{amqp_password}@127.0.0.1:notaport/%2f"),
+        format!("postgres://postgres:{database_password}@127.0.0.1/tw"),
+    );
+    let bad_database_url = migrate(
+        "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+        format!("postgres://postgres:{database_password}@127.0.0.1:notaport/tw"),
+    );
+    let unreachable_database = migrate(
+        "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+        format!("postgres://postgres:{database_password}@127.0.0.1:1/tw"),
+    );
+    let unreachable_broker = migrate(
+        format!("amqp://tw:{amqp_password}@127.0.0.1:1/%2f"),
+        worker.config.database.url.clone(),
+    );
+    let (_, log) = worker.terminate_process().await;
+
+    let output = [
+        log,
+        listed.stdout,
+        listed.stderr,
+        metrics,
+        bad_config,
+        bad_database_url,
+        unreachable_database,
+        unreachable_broker,
+    ]
+    .join("\n");
+    assert!(output.contains("delivery"), "the output was captured");
+    let (_, encryption_key) = key_entry.split_once(':').expect("id:key");
+    for (what, secret) in [
+        ("the broker password", amqp_password.as_str()),
+        ("the database password", database_password.as_str()),
+        ("the admin token", crate::harness::TOKEN),
+        ("the company token", company_token.as_str()),
+        ("the webhook secret", &secret["whsec_".len()..]),
+        ("the rotated secret", &new_secret["whsec_".len()..]),
+        ("the encryption key", encryption_key),
+    ] {
+        assert!(!output.contains(secret), "{what} appears in the output");
+    }
+}
+
+async fn rotated_ids(worker: &TestWorker) -> Vec<String> {
+    let (_, listed) = worker
+        .api("GET", "/v1/webhooks?company_id=cmp_out", None)
+        .await;
+    listed["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|w| w["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+async fn wait_until_one_quarantined(worker: &TestWorker, queue: &str) {
+    crate::harness::wait_until("the message in quarantine", || async {
+        (worker.broker.depth(queue).await.ok()? >= 1).then_some(())
+    })
+    .await;
+}
