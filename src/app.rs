@@ -133,20 +133,44 @@ enum SessionEnd {
     Outage(Dependency),
 }
 
-/// How often the count of workers sharing the load is sampled.
+/// How often the broker's and the pipeline's gauges are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
-/// Samples how many workers consume the events queue (each has one consumer on it) into the
-/// `workers` gauge until `stop`: per-endpoint bounds hold per process, so an endpoint sees up
-/// to `max_in_flight_per_endpoint` × this many attempts at once. A failed sample is skipped;
-/// a lost connection ends the session through the consumers.
-async fn sample_workers(broker: &Broker, stop: &CancellationToken) -> Result<(), BrokerError> {
-    let queue = &broker.topology().events_queue;
+/// Samples until `stop`: every queue's ready messages (a passive declare each), the messages
+/// this worker holds per consumed queue, its deliveries in flight, and how many workers share
+/// the load (the events queue's consumers, one per worker: per-endpoint bounds hold per
+/// process, so an endpoint sees up to `max_in_flight_per_endpoint` × this many attempts at
+/// once). A failed sample is skipped; a lost connection ends the session through the
+/// consumers.
+async fn sample_gauges(
+    broker: &Broker,
+    pipeline: &Pipeline,
+    max_in_flight: usize,
+    stop: &CancellationToken,
+) -> Result<(), BrokerError> {
+    let topology = broker.topology();
+    let consumed = [
+        ("events", &topology.events_queue),
+        ("deliveries", &topology.deliveries_queue),
+        ("dead", &topology.dead_queue),
+    ];
     loop {
-        match broker.consumers(queue).await {
-            Ok(consumers) => crate::metrics::workers(consumers),
-            Err(e) => tracing::debug!(error = %e, "cannot count the workers"),
+        for (role, queue) in topology.queue_roles() {
+            match broker.counts(queue).await {
+                Ok((ready, consumers)) => {
+                    crate::metrics::queue_ready(&role, ready);
+                    if queue == topology.events_queue {
+                        crate::metrics::workers(consumers);
+                    }
+                }
+                Err(e) => tracing::debug!(queue, error = %e, "cannot sample the queue"),
+            }
         }
+        for (role, queue) in consumed {
+            crate::metrics::queue_unacked(role, broker.held(queue));
+        }
+        let free = pipeline.in_flight.available_permits();
+        crate::metrics::deliveries_in_flight(max_in_flight.saturating_sub(free));
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             () = tokio::time::sleep(SAMPLE_EVERY) => {}
@@ -308,7 +332,8 @@ impl Worker<'_> {
                 move |m| jobs::handle_dead(p.clone(), m),
             );
             let sweeper = parking::sweep_parked(pipeline.clone(), stop.clone());
-            let sampler = sample_workers(broker, &stop);
+            let sampler =
+                sample_gauges(broker, &pipeline, self.config.delivery.max_in_flight, &stop);
             tokio::try_join!(events, deliveries, dead, sweeper, sampler)
         };
         self.publisher

@@ -6,6 +6,8 @@ use serde::{
     de::{self, MapAccess, SeqAccess, Visitor},
 };
 
+use time::OffsetDateTime;
+
 use crate::domain::{Catalog, CompanyId, EventId};
 
 /// Why a message on the bus is not a deliverable event. Its `code` travels with the quarantined
@@ -39,6 +41,9 @@ pub struct EnvelopeHead {
     pub id: EventId,
     pub event_type: String,
     pub company_id: CompanyId,
+    /// Its `timestamp`, when it holds an RFC 3339 time (optional in the contract): where the
+    /// delivery latency is measured from.
+    pub occurred_at: Option<OffsetDateTime>,
 }
 
 /// Parses and checks an envelope. It must be at most `max_bytes` long (each copy in flight and
@@ -74,10 +79,15 @@ pub fn parse(
     if !catalog.contains(&event_type) {
         return Err(InvalidEnvelope::UnknownEventType(event_type));
     }
+    let occurred_at = match raw.timestamp {
+        Some(serde_json::Value::String(text)) => crate::domain::parse_utc(&text),
+        _ => None,
+    };
     Ok(EnvelopeHead {
         id,
         event_type,
         company_id,
+        occurred_at,
     })
 }
 
@@ -87,11 +97,13 @@ pub fn parse(
 /// overflow their stack).
 pub const MAX_NESTING: usize = 127;
 
-/// The three routing fields of an envelope object; every other member is checked and dropped.
+/// The routing fields of an envelope object and its timestamp; every other member is checked
+/// and dropped.
 struct RawHead {
     id: Option<serde_json::Value>,
     event: Option<serde_json::Value>,
     company_id: Option<serde_json::Value>,
+    timestamp: Option<serde_json::Value>,
 }
 
 impl<'de> Deserialize<'de> for RawHead {
@@ -116,12 +128,14 @@ impl<'de> Visitor<'de> for HeadVisitor {
             id: None,
             event: None,
             company_id: None,
+            timestamp: None,
         };
         while let Some(key) = map.next_key::<HeadKey>()? {
             let (slot, name) = match key {
                 HeadKey::Id => (&mut head.id, "id"),
                 HeadKey::Event => (&mut head.event, "event"),
                 HeadKey::CompanyId => (&mut head.company_id, "company_id"),
+                HeadKey::Timestamp => (&mut head.timestamp, "timestamp"),
                 HeadKey::Other => {
                     map.next_value::<Checked>()?;
                     continue;
@@ -142,6 +156,7 @@ enum HeadKey {
     Id,
     Event,
     CompanyId,
+    Timestamp,
     Other,
 }
 
@@ -158,6 +173,7 @@ impl<'de> Deserialize<'de> for HeadKey {
                     "id" => HeadKey::Id,
                     "event" => HeadKey::Event,
                     "company_id" => HeadKey::CompanyId,
+                    "timestamp" => HeadKey::Timestamp,
                     _ => HeadKey::Other,
                 })
             }
@@ -234,6 +250,28 @@ mod tests {
         assert_eq!(head.id.as_str(), "evt_1");
         assert_eq!(head.event_type, "deal.won");
         assert_eq!(head.company_id.as_str(), "cmp_42");
+        assert_eq!(
+            head.occurred_at,
+            Some(time::macros::datetime!(2026-11-27 08:00:00 UTC))
+        );
+    }
+
+    /// The timestamp is optional in the contract: without a readable one, the envelope is
+    /// still delivered, and no latency is measured for it.
+    #[test]
+    fn a_missing_or_unreadable_timestamp_is_no_timestamp() {
+        for body in [
+            r#"{"id":"e","event":"deal.won","company_id":"c"}"#,
+            r#"{"id":"e","event":"deal.won","company_id":"c","timestamp":"yesterday"}"#,
+            r#"{"id":"e","event":"deal.won","company_id":"c","timestamp":1764230400}"#,
+        ] {
+            assert_eq!(check(body).expect(body).occurred_at, None, "{body}");
+        }
+        let offset = r#"{"id":"e","event":"deal.won","company_id":"c","timestamp":"2026-11-27T09:00:00+01:00"}"#;
+        assert_eq!(
+            check(offset).expect("valid").occurred_at,
+            Some(time::macros::datetime!(2026-11-27 08:00:00 UTC))
+        );
     }
 
     #[test]

@@ -1,77 +1,220 @@
-//! Every metric name in one place, with the helpers that record them. Labels stay low in
-//! cardinality: outcome kinds and reason codes, never a URL, an event id or a company.
+//! Every metric in one place: its name, kind, help text, histogram buckets and the label values
+//! it starts with, and the helpers that record them. Labels stay low in cardinality: outcome
+//! kinds, reason codes and queue roles, never a URL, an event id or a company. Durations are
+//! histograms (buckets sum across workers; a summary's quantiles do not). Every counter exists
+//! at 0 from the start, so `rate()` and ratios work before the first event.
 
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+use crate::outcome::FailureKind;
 
 pub const EVENTS_RECEIVED: &str = "tesoro_webhooks_events_received_total";
 pub const EVENTS_UNMATCHED: &str = "tesoro_webhooks_events_unmatched_total";
 pub const QUARANTINED: &str = "tesoro_webhooks_quarantined_total";
 pub const ATTEMPTS: &str = "tesoro_webhooks_attempts_total";
 pub const ATTEMPT_DURATION: &str = "tesoro_webhooks_attempt_duration_seconds";
+pub const DELIVERY_LATENCY: &str = "tesoro_webhooks_delivery_latency_seconds";
 pub const DELIVERIES_SUCCEEDED: &str = "tesoro_webhooks_deliveries_succeeded_total";
 pub const DELIVERIES_FAILED: &str = "tesoro_webhooks_deliveries_failed_total";
 pub const RETRIES_SCHEDULED: &str = "tesoro_webhooks_retries_scheduled_total";
 pub const STALE_JOBS: &str = "tesoro_webhooks_stale_jobs_total";
 pub const DEFERRED: &str = "tesoro_webhooks_deferred_total";
 pub const HANDLER_ERRORS: &str = "tesoro_webhooks_handler_errors_total";
+pub const PRUNED: &str = "tesoro_webhooks_pruned_total";
 pub const RECORD_BATCH_SIZE: &str = "tesoro_webhooks_record_batch_size";
+pub const RECORD_COMMIT_DURATION: &str = "tesoro_webhooks_record_commit_duration_seconds";
+pub const QUEUE_READY: &str = "tesoro_webhooks_queue_messages_ready";
+pub const QUEUE_UNACKED: &str = "tesoro_webhooks_queue_messages_unacked";
+pub const DELIVERIES_IN_FLIGHT: &str = "tesoro_webhooks_deliveries_in_flight";
 pub const DELIVERIES_PARKED: &str = "tesoro_webhooks_deliveries_parked";
+pub const WEBHOOKS_DISABLED: &str = "tesoro_webhooks_webhooks_disabled";
+pub const OLDEST_OVERDUE: &str = "tesoro_webhooks_oldest_overdue_delivery_seconds";
 pub const WORKERS: &str = "tesoro_webhooks_workers";
+pub const BUILD_INFO: &str = "tesoro_webhooks_build_info";
 
-/// Registers descriptions (the `# HELP` lines). Called once by the exporter's owner.
+/// Reasons a message is quarantined for (`quarantined_total{reason}`).
+pub const QUARANTINE_REASONS: &[&str] = &[
+    "not_json",
+    "missing_field",
+    "unknown_event_type",
+    "too_large",
+    "invalid_job",
+    "refused_by_database",
+    "unknown_delivery",
+    "handler_panicked",
+    "handling_failed",
+];
+/// The consumers a handling can fail in (`handler_errors_total{stage}`).
+pub const STAGES: &[&str] = &["fanout", "job", "dead", "quarantine"];
+/// What retention removes (`pruned_total{table}`).
+pub const PRUNED_TABLES: &[&str] = &["deliveries", "attempts", "events"];
+
+/// Seconds, from a fast local endpoint to the 5 s timeout and past it (a slow body).
+const ATTEMPT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Seconds from the event's timestamp to its 2xx: a first attempt's milliseconds, a retry's
+/// minutes or hours (the default schedule's last attempt comes about 2.6 h after the event).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0,
+    3600.0, 7200.0, 14400.0, 86400.0,
+];
+/// Writes per batch: the recorder takes at most 512.
+const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 512.0];
+/// Seconds one batch statement takes to commit.
+const COMMIT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// The histograms and their buckets, for the exporter.
+pub fn histogram_buckets() -> [(&'static str, &'static [f64]); 4] {
+    [
+        (ATTEMPT_DURATION, ATTEMPT_BUCKETS),
+        (DELIVERY_LATENCY, LATENCY_BUCKETS),
+        (RECORD_BATCH_SIZE, BATCH_SIZE_BUCKETS),
+        (RECORD_COMMIT_DURATION, COMMIT_BUCKETS),
+    ]
+}
+
+/// Registers descriptions (the `# HELP` lines) and every counter at 0. Called once by the
+/// exporter's owner.
 pub fn describe() {
-    describe_counter!(
-        EVENTS_RECEIVED,
-        "Valid envelopes consumed from the events queue."
+    let counters: [(&str, &str); 11] = [
+        (
+            EVENTS_RECEIVED,
+            "Valid envelopes consumed from the events queue.",
+        ),
+        (
+            EVENTS_UNMATCHED,
+            "Valid envelopes that matched no enabled webhook.",
+        ),
+        (
+            QUARANTINED,
+            "Messages moved to the quarantine queue, by reason.",
+        ),
+        (
+            ATTEMPTS,
+            "HTTP attempts, by result (delivered, or the failure kind).",
+        ),
+        (DELIVERIES_SUCCEEDED, "Deliveries that got a 2xx."),
+        (
+            DELIVERIES_FAILED,
+            "Deliveries that exhausted their retries (Failed).",
+        ),
+        (RETRIES_SCHEDULED, "Failed attempts sent to a retry tier."),
+        (
+            STALE_JOBS,
+            "Redelivered or duplicate jobs skipped by the dedupe check.",
+        ),
+        (
+            HANDLER_ERRORS,
+            "Handlings that failed: handed back for an outage, or tried again later.",
+        ),
+        (
+            DEFERRED,
+            "Deliveries handed off or parked untried because their endpoint was saturated.",
+        ),
+        (
+            PRUNED,
+            "Rows removed by retention, by table (deliveries, attempts, events).",
+        ),
+    ];
+    for (name, help) in counters {
+        describe_counter!(name, help);
+    }
+    let gauges = [
+        (
+            QUEUE_READY,
+            "Messages ready in each queue (events, deliveries, retry tiers, dead, quarantine), \
+             sampled every 5 s; the broker's count, the same on every worker: aggregate with max.",
+        ),
+        (
+            QUEUE_UNACKED,
+            "Messages this worker holds unacknowledged, per consumed queue: aggregate with sum.",
+        ),
+        (
+            DELIVERIES_IN_FLIGHT,
+            "Deliveries this worker is attempting or recording (bounded by max_in_flight).",
+        ),
+        (
+            DELIVERIES_PARKED,
+            "Deliveries parked in the database while their endpoint hangs (the database's \
+             count, the same on every worker), read at each scrape.",
+        ),
+        (
+            WEBHOOKS_DISABLED,
+            "Webhooks that are disabled (the database's count), read at each scrape.",
+        ),
+        (
+            OLDEST_OVERDUE,
+            "How long the oldest delivery whose attempt is due has waited (0 when none), read \
+             at each scrape.",
+        ),
+        (
+            WORKERS,
+            "Worker processes consuming the events queue (its consumer count, sampled every \
+             few seconds; the same on every worker). Each holds up to \
+             max_in_flight_per_endpoint attempts per endpoint.",
+        ),
+        (
+            BUILD_INFO,
+            "Always 1; the version label names the running build.",
+        ),
+    ];
+    for (name, help) in gauges {
+        describe_gauge!(name, help);
+    }
+    describe_histogram!(
+        ATTEMPT_DURATION,
+        metrics::Unit::Seconds,
+        "Duration of HTTP attempts."
     );
-    describe_counter!(
-        EVENTS_UNMATCHED,
-        "Valid envelopes that matched no enabled webhook."
-    );
-    describe_counter!(
-        QUARANTINED,
-        "Messages moved to the quarantine queue, by reason."
-    );
-    describe_counter!(
-        ATTEMPTS,
-        "HTTP attempts, by result (delivered, or the failure kind)."
-    );
-    describe_histogram!(ATTEMPT_DURATION, "Duration of HTTP attempts.");
-    describe_counter!(DELIVERIES_SUCCEEDED, "Deliveries that got a 2xx.");
-    describe_counter!(
-        DELIVERIES_FAILED,
-        "Deliveries that exhausted their retries (Failed)."
-    );
-    describe_counter!(RETRIES_SCHEDULED, "Failed attempts sent to a retry tier.");
-    describe_counter!(
-        STALE_JOBS,
-        "Redelivered or duplicate jobs skipped by the dedupe check."
-    );
-    describe_counter!(
-        HANDLER_ERRORS,
-        "Handlings that failed: handed back for an outage, or tried again later."
-    );
-    describe_counter!(
-        DEFERRED,
-        "Deliveries handed off or parked untried because their endpoint was saturated."
-    );
-    describe_gauge!(
-        DELIVERIES_PARKED,
-        "Deliveries parked in the database while their endpoint hangs (the database's count, \
-         the same on every worker), read at each scrape."
-    );
-    describe_gauge!(
-        WORKERS,
-        "Worker processes consuming the events queue (its consumer count, sampled every few \
-         seconds; the same on every worker). Each holds up to max_in_flight_per_endpoint \
-         attempts per endpoint."
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        metrics::Unit::Seconds,
+        "From the event's timestamp to the 2xx that delivered it, retries included."
     );
     describe_histogram!(
         RECORD_BATCH_SIZE,
         "Delivery outcomes written per PostgreSQL transaction."
     );
+    describe_histogram!(
+        RECORD_COMMIT_DURATION,
+        metrics::Unit::Seconds,
+        "Time one batch of delivery outcomes takes to commit."
+    );
+    start_at_zero();
+}
+
+/// Every counter, with each label value it can take, at 0.
+fn start_at_zero() {
+    for name in [
+        EVENTS_RECEIVED,
+        EVENTS_UNMATCHED,
+        DELIVERIES_SUCCEEDED,
+        DELIVERIES_FAILED,
+        RETRIES_SCHEDULED,
+        STALE_JOBS,
+        DEFERRED,
+    ] {
+        counter!(name).increment(0);
+    }
+    let results = std::iter::once("delivered").chain(FailureKind::ALL.iter().map(|k| k.as_str()));
+    for result in results {
+        counter!(ATTEMPTS, "result" => result).increment(0);
+    }
+    for reason in QUARANTINE_REASONS {
+        counter!(QUARANTINED, "reason" => *reason).increment(0);
+    }
+    for stage in STAGES {
+        counter!(HANDLER_ERRORS, "stage" => *stage).increment(0);
+    }
+    for table in PRUNED_TABLES {
+        counter!(PRUNED, "table" => *table).increment(0);
+    }
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 pub fn attempt(result: &'static str, duration: Duration) {
@@ -79,12 +222,33 @@ pub fn attempt(result: &'static str, duration: Duration) {
     histogram!(ATTEMPT_DURATION).record(duration.as_secs_f64());
 }
 
-pub fn parked(deliveries: u64) {
-    gauge!(DELIVERIES_PARKED).set(deliveries as f64);
+/// A delivery got its 2xx `latency` after its event's timestamp.
+pub fn delivered_after(latency: Duration) {
+    histogram!(DELIVERY_LATENCY).record(latency.as_secs_f64());
+}
+
+/// The database's gauges, read at each scrape.
+pub fn database_gauges(parked: u64, disabled_webhooks: u64, oldest_overdue: Duration) {
+    gauge!(DELIVERIES_PARKED).set(parked as f64);
+    gauge!(WEBHOOKS_DISABLED).set(disabled_webhooks as f64);
+    gauge!(OLDEST_OVERDUE).set(oldest_overdue.as_secs_f64());
 }
 
 pub fn workers(count: u32) {
     gauge!(WORKERS).set(f64::from(count));
+}
+
+/// `queue` is the queue's role (`events`, `retry_1m`, ...), not its full name.
+pub fn queue_ready(queue: &str, messages: u32) {
+    gauge!(QUEUE_READY, "queue" => queue.to_owned()).set(f64::from(messages));
+}
+
+pub fn queue_unacked(queue: &str, messages: usize) {
+    gauge!(QUEUE_UNACKED, "queue" => queue.to_owned()).set(messages as f64);
+}
+
+pub fn deliveries_in_flight(deliveries: usize) {
+    gauge!(DELIVERIES_IN_FLIGHT).set(deliveries as f64);
 }
 
 pub fn quarantined(reason: &'static str) {
@@ -93,6 +257,10 @@ pub fn quarantined(reason: &'static str) {
 
 pub fn handler_error(stage: &'static str) {
     counter!(HANDLER_ERRORS, "stage" => stage).increment(1);
+}
+
+pub fn pruned(table: &'static str, rows: u64) {
+    counter!(PRUNED, "table" => table).increment(rows);
 }
 
 /// Counts a delivery's settlement, once it is durable.
@@ -110,6 +278,8 @@ pub fn count(name: &'static str) {
     counter!(name).increment(1);
 }
 
-pub fn record_batch(writes: usize) {
+/// One recorder batch of `writes`, committed (or not) in `took`.
+pub fn record_batch(writes: usize, took: Duration) {
     histogram!(RECORD_BATCH_SIZE).record(writes as f64);
+    histogram!(RECORD_COMMIT_DURATION).record(took.as_secs_f64());
 }

@@ -28,6 +28,15 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    pub const ALL: [FailureKind; 6] = [
+        FailureKind::Status,
+        FailureKind::Timeout,
+        FailureKind::Connect,
+        FailureKind::Tls,
+        FailureKind::BlockedTarget,
+        FailureKind::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Status => "status",

@@ -2,7 +2,7 @@
 
 use std::{io::IsTerminal, sync::OnceLock};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: `info`, with refinery's per-migration
@@ -40,7 +40,15 @@ pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let builder = crate::metrics::histogram_buckets().into_iter().fold(
+                PrometheusBuilder::new(),
+                |builder, (name, buckets)| {
+                    builder
+                        .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+                        .unwrap_or_else(|_| unreachable!("bucket lists are not empty"))
+                },
+            );
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics stays empty");

@@ -123,15 +123,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// How long a scrape waits for the parking lot's count before rendering without it (the
-/// gauge then keeps its last value), so /metrics answers while the database does not.
-const PARKED_COUNT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a scrape waits for the database's gauges before rendering without them (they
+/// then keep their last values), so /metrics answers while the database does not.
+const DATABASE_GAUGES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn render_metrics(State(state): State<Arc<ApiState>>) -> String {
-    match tokio::time::timeout(PARKED_COUNT_TIMEOUT, state.storage.count_parked()).await {
-        Ok(Ok(parked)) => crate::metrics::parked(parked),
-        Ok(Err(e)) => tracing::debug!(error = %e, "cannot count parked deliveries"),
-        Err(_) => tracing::debug!("counting parked deliveries timed out"),
+    match tokio::time::timeout(DATABASE_GAUGES_TIMEOUT, state.storage.gauges()).await {
+        Ok(Ok(g)) => {
+            crate::metrics::database_gauges(g.parked, g.disabled_webhooks, g.oldest_overdue);
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the database's gauges"),
+        Err(_) => tracing::debug!("reading the database's gauges timed out"),
     }
     state.metrics.run_upkeep();
     state.metrics.render()

@@ -4,6 +4,8 @@
 use lapin::types::{AMQPValue, FieldTable};
 
 use super::topology::long_string;
+use time::OffsetDateTime;
+
 use crate::domain::{DeliveryId, EventId, Job, Trigger, WebhookId, is_short_text};
 
 const DELIVERY_ID: &str = "x-tesoro-delivery-id";
@@ -13,6 +15,8 @@ const EVENT_TYPE: &str = "x-tesoro-event-type";
 const ATTEMPT: &str = "x-tesoro-attempt";
 const SERIES_ATTEMPT: &str = "x-tesoro-series-attempt";
 const TRIGGER: &str = "x-tesoro-trigger";
+/// The event's timestamp, Unix milliseconds; absent when unknown.
+const EVENT_TIME: &str = "x-tesoro-event-time";
 /// On a message republished to be tried again: how often its handling failed so far.
 pub const FAILURES: &str = "x-tesoro-failures";
 /// On dead-lettered and quarantined messages: why.
@@ -42,6 +46,10 @@ pub fn to_headers(job: &Job) -> FieldTable {
         SERIES_ATTEMPT.into(),
         AMQPValue::LongUInt(job.series_attempt),
     );
+    if let Some(at) = job.occurred_at {
+        let millis = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        headers.insert(EVENT_TIME.into(), AMQPValue::LongLongInt(millis));
+    }
     headers
 }
 
@@ -76,6 +84,13 @@ pub fn from_headers(headers: Option<&FieldTable>) -> Result<Job, JobError> {
         attempt: number(ATTEMPT)?,
         series_attempt: number(SERIES_ATTEMPT)?,
         trigger: Trigger::parse(&text(TRIGGER)?).ok_or(JobError(TRIGGER))?,
+        // Optional (older jobs lack it), and only a measuring point: an unreadable one is none.
+        occurred_at: headers
+            .get(EVENT_TIME)
+            .and_then(integer)
+            .and_then(|millis| {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).ok()
+            }),
     })
 }
 
@@ -113,13 +128,19 @@ mod tests {
             attempt: 3,
             series_attempt: 2,
             trigger: Trigger::Manual,
+            occurred_at: Some(time::macros::datetime!(2026-11-27 08:00:00.123 UTC)),
         }
     }
 
     #[test]
     fn headers_round_trip() {
         let job = job();
-        assert_eq!(from_headers(Some(&to_headers(&job))), Ok(job));
+        assert_eq!(from_headers(Some(&to_headers(&job))), Ok(job.clone()));
+        let untimed = Job {
+            occurred_at: None,
+            ..job
+        };
+        assert_eq!(from_headers(Some(&to_headers(&untimed))), Ok(untimed));
     }
 
     #[test]

@@ -8,8 +8,12 @@ mod publisher;
 mod topology;
 
 use std::{
+    collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -74,6 +78,8 @@ pub struct Broker {
     /// its close, which can then run after the connection began closing; lapin reports that
     /// as a connection error, logged at ERROR on every graceful stop.
     open_channels: Mutex<Vec<Channel>>,
+    /// Messages each consumed queue has handed this process that are not settled yet.
+    held: Mutex<HashMap<String, Arc<AtomicUsize>>>,
 }
 
 impl Broker {
@@ -107,6 +113,7 @@ impl Broker {
             connection,
             topology: Arc::new(topology),
             open_channels: Mutex::new(Vec::new()),
+            held: Mutex::new(HashMap::new()),
         })
     }
 
@@ -122,6 +129,21 @@ impl Broker {
 
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// Messages of `queue` this process holds unacknowledged (being handled, or settled and
+    /// waiting for the coalesced ack).
+    pub fn held(&self, queue: &str) -> usize {
+        self.held_counter(queue).load(Ordering::Relaxed)
+    }
+
+    fn held_counter(&self, queue: &str) -> Arc<AtomicUsize> {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(queue.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Declares every exchange and queue; idempotent, and safe from several processes at
@@ -209,6 +231,7 @@ impl Broker {
             .await?;
         subscribed();
         let acks = Acks::start(tracker, channel.clone());
+        let held = self.held_counter(queue);
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => {
@@ -234,12 +257,15 @@ impl Broker {
             };
             let message = Message::from(delivery);
             let handler = handler.clone();
+            let held = held.clone();
+            held.fetch_add(1, Ordering::Relaxed);
             // Boxed: a handler's future runs to kilobytes (a fan-out's, with its HTTP and
             // recording state), and tokio moves a task's future by value several times
             // (spawn, into its cell, out when it completes); a box moves once.
             tracker.spawn(Box::pin(async move {
                 let disposition = settle_even_on_panic(handler(message)).await;
                 settler.settle(disposition).await;
+                held.fetch_sub(1, Ordering::Relaxed);
             }));
         }
     }
@@ -257,6 +283,12 @@ impl Broker {
     /// Messages waiting in `queue` (ready, not counting unacked ones).
     pub async fn depth(&self, queue: &str) -> Result<u32, BrokerError> {
         Ok(self.inspect(queue).await?.message_count())
+    }
+
+    /// Messages ready in `queue`, and its consumers (one passive declare).
+    pub async fn counts(&self, queue: &str) -> Result<(u32, u32), BrokerError> {
+        let declared = self.inspect(queue).await?;
+        Ok((declared.message_count(), declared.consumer_count()))
     }
 
     /// Consumers attached to `queue`: a worker is consuming once this is non-zero.

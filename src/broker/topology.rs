@@ -134,6 +134,23 @@ impl Topology {
         }
     }
 
+    /// Every queue with its role, the label metrics name it by: `events`, `deliveries`,
+    /// `retry.<delay>` for each tier, `dead`, `quarantine`.
+    pub fn queue_roles(&self) -> Vec<(String, &str)> {
+        let mut roles = vec![
+            ("events".to_owned(), self.events_queue.as_str()),
+            ("deliveries".to_owned(), self.deliveries_queue.as_str()),
+        ];
+        roles.extend(
+            self.tiers
+                .iter()
+                .map(|tier| (tier.routing_key.clone(), tier.queue.as_str())),
+        );
+        roles.push(("dead".to_owned(), self.dead_queue.as_str()));
+        roles.push(("quarantine".to_owned(), self.quarantine_queue.as_str()));
+        roles
+    }
+
     pub fn tier_for(&self, delay: Duration) -> Option<&Tier> {
         self.tiers.iter().find(|t| t.delay == delay)
     }

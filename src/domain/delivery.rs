@@ -2,6 +2,8 @@
 //! asks for its next attempt. Shared by the broker (jobs travel as headers), storage (rows)
 //! and the pipeline, which depend on these and not on each other.
 
+use time::OffsetDateTime;
+
 use super::{DeliveryId, EventId, WebhookId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +86,10 @@ pub struct Job {
     /// until a manual retry starts a new series.
     pub series_attempt: u32,
     pub trigger: Trigger,
+    /// The event's timestamp, carried through the automatic series that started with it: the
+    /// delivery latency is measured from it. `None` for a new series (a manual retry, a parked
+    /// delivery's release), whose latency says nothing about the pipeline.
+    pub occurred_at: Option<OffsetDateTime>,
 }
 
 impl Job {
@@ -93,6 +99,7 @@ impl Job {
         webhook_id: WebhookId,
         event_id: EventId,
         event_type: String,
+        occurred_at: Option<OffsetDateTime>,
     ) -> Self {
         Self {
             delivery_id,
@@ -102,6 +109,7 @@ impl Job {
             attempt: 1,
             series_attempt: 1,
             trigger: Trigger::Automatic,
+            occurred_at,
         }
     }
 
@@ -116,6 +124,7 @@ impl Job {
             attempt: attempts_made + 1,
             series_attempt: 1,
             trigger,
+            occurred_at: None,
         }
     }
 

@@ -106,6 +106,11 @@ async fn send_and_settle(
     drop(slot);
     let failure_kind = result.failure.as_ref().map(|(kind, _)| *kind);
     let outcome = outcome::classify(result.status(), failure_kind);
+    if let (Outcome::Delivered, Some(occurred_at)) = (outcome, attempt.job.occurred_at) {
+        let received = result.started_at + result.duration;
+        let latency = (received - occurred_at).try_into().unwrap_or_default();
+        metrics::delivered_after(latency);
+    }
     metrics::attempt(
         match outcome {
             Outcome::Delivered => "delivered",

@@ -81,6 +81,7 @@ async fn fan_out(
                 webhook.id,
                 head.id.clone(),
                 head.event_type.clone(),
+                head.occurred_at,
             ),
             webhook,
             body: message.body.clone(),

@@ -234,6 +234,7 @@ mod tests {
                 WebhookId(uuid::Uuid::from_u128(2)),
                 EventId::parse("evt_1").expect("valid"),
                 "deal.won".into(),
+                None,
             )
         }
     }

@@ -4,6 +4,7 @@
 mod batch;
 mod changes;
 mod deliveries;
+mod gauges;
 mod log;
 mod migrate;
 mod parking;
@@ -23,6 +24,7 @@ pub use changes::{ChangeListener, listen_for_changes};
 pub use deliveries::{
     AttemptRecord, JobTarget, PreparedDelivery, ReplayScope, RetryTarget, Window,
 };
+pub use gauges::DatabaseGauges;
 pub use log::{AttemptView, DeliveryFilter, DeliveryView};
 pub use migrate::{drop_database, ensure_database, migrate};
 pub use parking::ParkedDelivery;

@@ -43,18 +43,6 @@ SELECT c.id, c.webhook_id, c.event_id, c.event_type, c.attempt_count, e.body,
 FROM claimed c JOIN events e ON e.id = c.event_id";
 
 impl Storage {
-    /// Deliveries waiting in the parking lot, due or not (the partial index holds only them).
-    pub async fn count_parked(&self) -> Result<u64, StorageError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT count(*) FROM deliveries WHERE parked_until IS NOT NULL",
-                &[],
-            )
-            .await?;
-        Ok(u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0))
-    }
-
     /// Claims up to `limit` due parked deliveries for `lease`: they are not due again before
     /// it ends, unless unparked.
     pub async fn claim_parked(

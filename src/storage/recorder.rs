@@ -80,11 +80,13 @@ async fn run(storage: Storage, mut pending: mpsc::UnboundedReceiver<(DeliveryWri
             return;
         };
         let batch = gather(first, &mut pending).await;
-        crate::metrics::record_batch(batch.len());
         let storage = storage.clone();
         tokio::spawn(async move {
+            let size = batch.len();
+            let started = std::time::Instant::now();
             let (writes, waiters) = batch.into_iter().unzip();
             commit_isolating(&storage, writes, waiters).await;
+            crate::metrics::record_batch(size, started.elapsed());
             drop(slot);
         });
     }

@@ -64,6 +64,15 @@ where
     }
 }
 
+/// The value of the sample `series` (a metric name with its labels, as /metrics prints it:
+/// `tesoro_webhooks_attempts_total{result="delivered"}`) in a /metrics text.
+pub fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
 /// One of `rabbitmqctl list_queues`' counters for `queue`: `messages` (ready plus
 /// unacknowledged), `messages_ready` or `messages_unacknowledged`. rabbitmqctl blocks for a
 /// second or so, so it runs off the runtime's threads.

@@ -248,6 +248,7 @@ async fn unusable_delivery_jobs_are_quarantined() {
         attempt: 1,
         series_attempt: 1,
         trigger: Trigger::Automatic,
+        occurred_at: None,
     };
     worker
         .publisher()
@@ -307,6 +308,7 @@ async fn a_job_ahead_of_the_recorded_attempts_waits_instead_of_being_dropped() {
         attempt: 3,
         series_attempt: 3,
         trigger: Trigger::Automatic,
+        occurred_at: None,
     };
     worker
         .publisher()
