@@ -105,8 +105,14 @@ pub async fn run_with_resolver(
         health,
         shutdown: shutdown.clone(),
     };
+    let pruning = tokio::spawn(crate::retention::run(
+        config.database.url.clone(),
+        config.retention.clone(),
+        shutdown.clone(),
+    ));
     let (api_result, ()) = tokio::join!(api, worker.supervise(broker));
     let _ = follow.await;
+    let _ = pruning.await;
     api_result?;
     tracing::info!("worker stopped");
     Ok(())

@@ -45,6 +45,12 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Print a fresh key for `security.secret_keys` (it encrypts webhook secrets at rest).
     Keygen,
+    /// Apply the retention policy now (`retention.*`); with --dry-run, report what would go.
+    Prune {
+        /// Count what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The benchmark's bare consume → POST → ack loop (started by `bench --baseline`).
     #[command(hide = true)]
     BenchBaseline {
@@ -140,6 +146,7 @@ impl Cli {
             }
             Command::Publish(args) => publish(&config, args).await,
             Command::Replay(args) => replay(&config, args).await,
+            Command::Prune { dry_run } => prune(&config, dry_run).await,
             Command::Quarantine(command) => quarantine(&config, command).await,
             Command::Bench(args) => {
                 let interrupted = CancellationToken::new();
@@ -277,6 +284,39 @@ fn parse_time(flag: &str, value: Option<&str>) -> anyhow::Result<Option<OffsetDa
             })
         })
         .transpose()
+}
+
+async fn prune(config: &Config, dry_run: bool) -> anyhow::Result<()> {
+    use crate::retention;
+    let retention = &config.retention;
+    let keys = config.security.secret_keys.clone();
+    let storage = crate::storage::Storage::connect(&config.database, keys).await?;
+    let describe = |counts: crate::storage::PruneCounts| {
+        format!(
+            "{} deliveries ({} attempts, {} events): succeeded ones older than {}, failed ones \
+             older than {}",
+            counts.deliveries,
+            counts.attempts,
+            counts.events,
+            humantime::format_duration(retention.max_age),
+            humantime::format_duration(retention.failed_max_age),
+        )
+    };
+    if dry_run {
+        let (succeeded, failed) = retention::boundaries(retention, OffsetDateTime::now_utc());
+        let counts = storage.prunable(succeeded, failed).await?;
+        println!(
+            "dry run: would remove {}; nothing changed",
+            describe(counts)
+        );
+        return Ok(());
+    }
+    let never = CancellationToken::new();
+    match retention::prune_once(&config.database.url, retention, &never).await? {
+        Some(counts) => println!("removed {}", describe(counts)),
+        None => println!("another worker is pruning now; nothing done"),
+    }
+    Ok(())
 }
 
 async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {

@@ -34,6 +34,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub delivery: DeliveryConfig,
     pub security: SecurityConfig,
+    pub retention: RetentionConfig,
 }
 
 #[derive(Clone, Deserialize)]
@@ -98,6 +99,22 @@ pub fn redact_urls(urls: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// How long the delivery log is kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Succeeded deliveries, with their attempts and events, are removed this long after they
+    /// were created.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Failed deliveries are kept this long (at least `max_age`): someone may still retry them.
+    #[serde(with = "humantime_serde")]
+    pub failed_max_age: Duration,
+    /// How often one of the workers prunes.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
 }
 
 /// Encryption at rest of webhook signing keys.
@@ -245,6 +262,23 @@ impl Config {
         if !(MIN_EVENT_SIZE..=MAX_EVENT_SIZE).contains(&self.delivery.max_event_size.as_u64()) {
             return invalid("delivery.max_event_size", "must be 1KiB to 64MiB");
         }
+        let retention = &self.retention;
+        if retention.max_age < Duration::from_secs(1) {
+            return invalid("retention.max_age", "must be at least 1s");
+        }
+        if retention.failed_max_age < retention.max_age {
+            return invalid(
+                "retention.failed_max_age",
+                "must be at least retention.max_age",
+            );
+        }
+        // Far enough that the boundary's millisecond fits a UUID's 48 bits.
+        if retention.failed_max_age > Duration::from_secs(100 * 365 * 24 * 3600) {
+            return invalid("retention.failed_max_age", "must be at most 100 years");
+        }
+        if retention.interval < Duration::from_millis(100) {
+            return invalid("retention.interval", "must be at least 100ms");
+        }
         Ok(())
     }
 }
@@ -271,6 +305,14 @@ mod tests {
         assert_eq!(config.delivery.max_response_body.as_u64(), 64 * 1024);
         assert_eq!(config.delivery.max_event_bytes(), 1024 * 1024);
         assert!(!config.delivery.allow_private_targets);
+        assert_eq!(
+            config.retention.max_age,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        assert_eq!(
+            config.retention.failed_max_age,
+            Duration::from_secs(90 * 24 * 3600)
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@
 //! [`backoff`], [`settle`] (how a delivery settles, which job may run, and the fate of a
 //! message whose handling failed).
 //! I/O, one crate each: [`storage`] (tokio-postgres), [`broker`] (lapin), [`sender`]
-//! (reqwest), [`api`] (axum). Wiring: [`pipeline`], [`recovery`], [`app`], [`cli`],
+//! (reqwest), [`api`] (axum). Wiring: [`pipeline`], [`recovery`], [`retention`], [`app`], [`cli`],
 //! [`telemetry`], [`metrics`], [`health`] (readiness, and the signal that pauses the consumers
 //! during an outage). [`bench`] is the load benchmark.
 
@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod pipeline;
 pub mod recovery;
+pub mod retention;
 pub mod retry;
 pub mod sender;
 pub mod settle;

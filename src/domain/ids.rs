@@ -123,6 +123,16 @@ uuid_id!(
     TokenId
 );
 
+impl DeliveryId {
+    /// The lowest id a delivery created at `time` or later can have: ids are UUID v7, whose
+    /// first 48 bits are the creation time in Unix milliseconds, and UUIDs compare bytewise,
+    /// so "created before `time`" is "id below this".
+    pub fn lowest_at(time: time::OffsetDateTime) -> Self {
+        let millis = u128::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        Self(Uuid::from_u128((millis & 0xffff_ffff_ffff) << 80))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +144,15 @@ mod tests {
         assert_eq!(EventId::parse("  "), Err(IdError::Malformed));
         assert_eq!(EventId::parse("a\nb"), Err(IdError::Malformed));
         assert_eq!(CompanyId::parse("x".repeat(256)), Err(IdError::Malformed));
+    }
+
+    #[test]
+    fn delivery_ids_order_by_creation_time() {
+        let now = time::OffsetDateTime::now_utc();
+        let id = DeliveryId::new();
+        assert!(DeliveryId::lowest_at(now - time::Duration::milliseconds(2)) < id);
+        assert!(DeliveryId::lowest_at(now + time::Duration::milliseconds(2)) > id);
+        assert!(DeliveryId::lowest_at(time::OffsetDateTime::UNIX_EPOCH) <= id);
     }
 
     #[test]

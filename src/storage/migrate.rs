@@ -11,7 +11,7 @@ mod embedded {
 /// Serialises concurrent migrators (two workers starting at once) on one advisory lock.
 const MIGRATION_LOCK: i64 = 0x7e50_0001;
 
-async fn connect(url: &str) -> Result<Client, StorageError> {
+pub(super) async fn connect(url: &str) -> Result<Client, StorageError> {
     let target = super::tls::target(url)?;
     let (client, connection) = target.config.connect(target.tls).await?;
     tokio::spawn(async move {

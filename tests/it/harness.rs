@@ -446,7 +446,8 @@ fn config_file(config: &Config, port: u16) -> tempfile::TempPath {
         "[amqp]\nurl = \"{}\"\nprefix = \"{}\"\nevents_exchange = \"{}\"\ndelivery_limit = {}\n\
          [database]\nurl = \"{}\"\n\
          [api]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\
-         [delivery]\nretry_schedule = [{}]\nallow_private_targets = true\nmax_event_size = {}\n",
+         [delivery]\nretry_schedule = [{}]\nallow_private_targets = true\nmax_event_size = {}\n\
+         [retention]\nmax_age = \"{}ms\"\nfailed_max_age = \"{}ms\"\ninterval = \"{}ms\"\n",
         config.amqp.url,
         config.amqp.prefix,
         config.amqp.events_exchange,
@@ -454,6 +455,9 @@ fn config_file(config: &Config, port: u16) -> tempfile::TempPath {
         config.database.url,
         delays.join(", "),
         config.delivery.max_event_size.as_u64(),
+        config.retention.max_age.as_millis(),
+        config.retention.failed_max_age.as_millis(),
+        config.retention.interval.as_millis(),
     );
     let mut file = tempfile::NamedTempFile::new().expect("config file");
     std::io::Write::write_all(&mut file, toml.as_bytes()).expect("write config");

@@ -14,6 +14,7 @@ mod poison;
 mod quarantine;
 mod recorder;
 mod recovery;
+mod retention;
 mod retries;
 mod schema;
 mod security;

@@ -1,0 +1,150 @@
+//! Retention: old succeeded deliveries go with their attempts, Failed ones by their own longer
+//! age, an event with its last delivery; pending work and newer rows stay. One worker prunes at
+//! a time.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tesoro_webhooks::{config::RetentionConfig, storage::Pruner};
+
+use crate::harness::{Reply, TestReceiver, TestWorker, test_config, wait_until};
+
+/// (deliveries, attempts) of `event_id`, and whether its event row is kept.
+async fn kept(worker: &TestWorker, event_id: &str) -> (i64, i64, bool) {
+    let row = worker
+        .db
+        .query_one(
+            "SELECT (SELECT count(*) FROM deliveries WHERE event_id = $1),
+                (SELECT count(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+                 WHERE d.event_id = $1),
+                EXISTS (SELECT 1 FROM events WHERE id = $1)",
+            &[&event_id],
+        )
+        .await
+        .expect("query");
+    (row.get(0), row.get(1), row.get(2))
+}
+
+async fn sleep_until(instant: Instant) {
+    tokio::time::sleep_until(instant.into()).await;
+}
+
+#[tokio::test]
+async fn old_deliveries_go_failed_ones_by_their_own_age_and_newer_ones_stay() {
+    let mut config = test_config();
+    config.retention = RetentionConfig {
+        max_age: Duration::from_secs(5),
+        failed_max_age: Duration::from_secs(8),
+        // The test prunes by hand.
+        interval: Duration::from_secs(3600),
+    };
+    let worker = TestWorker::start_with(config).await;
+    let healthy = TestReceiver::start().await;
+    let failing = TestReceiver::start().await;
+    failing.set_default(Reply::Status(500));
+    let ok = worker
+        .create_webhook("cmp_ret", &healthy.url(), &["deal.won"])
+        .await;
+    let bad = worker
+        .create_webhook("cmp_ret", &failing.url(), &["deal.won"])
+        .await;
+    let started = Instant::now();
+    let (old, _) = worker.publish("deal.won", "cmp_ret", json!({})).await;
+    worker
+        .wait_for_status(&old, ok["id"].as_str().expect("id"), "succeeded")
+        .await;
+    worker
+        .wait_for_status(&old, bad["id"].as_str().expect("id"), "failed")
+        .await;
+    assert_eq!(kept(&worker, &old).await, (2, 6, true));
+
+    sleep_until(started + Duration::from_millis(5300)).await;
+    let (new, _) = worker.publish("deal.won", "cmp_ret", json!({})).await;
+    worker
+        .wait_for_status(&new, ok["id"].as_str().expect("id"), "succeeded")
+        .await;
+    let dry = worker.cli(&["prune", "--dry-run"]).await;
+    assert!(dry.success, "{}", dry.stderr);
+    assert!(
+        dry.stdout
+            .contains("would remove 1 deliveries (1 attempts, 0 events)"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        kept(&worker, &old).await,
+        (2, 6, true),
+        "a dry run changes nothing"
+    );
+
+    let pruned = worker.cli(&["prune"]).await;
+    assert!(pruned.success, "{}", pruned.stderr);
+    assert!(
+        pruned
+            .stdout
+            .contains("removed 1 deliveries (1 attempts, 0 events)"),
+        "{}",
+        pruned.stdout
+    );
+    // The Failed delivery is younger than its own limit; its event stays with it.
+    assert_eq!(kept(&worker, &old).await, (1, 5, true));
+    assert_eq!(kept(&worker, &new).await, (2, 2, true), "new rows stay");
+
+    sleep_until(started + Duration::from_millis(8300)).await;
+    let pruned = worker.cli(&["prune"]).await;
+    assert!(
+        pruned
+            .stdout
+            .contains("removed 1 deliveries (5 attempts, 1 events)"),
+        "{}",
+        pruned.stdout
+    );
+    assert_eq!(kept(&worker, &old).await, (0, 0, false));
+    assert!(
+        kept(&worker, &new).await.0 >= 1,
+        "the new event's deliveries stay"
+    );
+}
+
+#[tokio::test]
+async fn the_workers_prune_on_their_own_one_at_a_time() {
+    let mut config = test_config();
+    config.retention = RetentionConfig {
+        max_age: Duration::from_secs(1),
+        failed_max_age: Duration::from_secs(1),
+        interval: Duration::from_millis(300),
+    };
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_auto", &receiver.url(), &["deal.won"])
+        .await;
+
+    // While another process holds the pruning lock, nobody else prunes.
+    let holder = Pruner::lock(&worker.config.database.url)
+        .await
+        .expect("connect")
+        .expect("the lock is free");
+    let (event, _) = worker.publish("deal.won", "cmp_auto", json!({})).await;
+    worker
+        .wait_for_status(&event, webhook["id"].as_str().expect("id"), "succeeded")
+        .await;
+    let busy = worker.cli(&["prune"]).await;
+    assert!(
+        busy.stdout.contains("another worker is pruning now"),
+        "{}",
+        busy.stdout
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        kept(&worker, &event).await.0,
+        1,
+        "kept while the lock is held"
+    );
+
+    drop(holder);
+    wait_until("the worker to prune the delivery", || async {
+        (kept(&worker, &event).await == (0, 0, false)).then_some(())
+    })
+    .await;
+}
