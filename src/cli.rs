@@ -136,6 +136,7 @@ impl Cli {
             return Ok(());
         }
         let config = Config::load(self.config.as_deref())?;
+        crate::telemetry::init_logging(config.log.format);
         match self.command {
             Command::Keygen => unreachable!("handled before the configuration is read"),
             Command::Run => run(config).await,

@@ -35,6 +35,23 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub security: SecurityConfig,
     pub retention: RetentionConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: one line of text each.
+    Text,
+    /// For machines: one JSON object per line.
+    Json,
 }
 
 #[derive(Clone, Deserialize)]

@@ -13,7 +13,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    telemetry::init_logging();
     match cli.execute().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

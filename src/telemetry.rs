@@ -5,17 +5,29 @@ use std::{io::IsTerminal, sync::OnceLock};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: `info`, with refinery's per-migration
-/// lines left out: `migrate` logs each applied migration itself). Colours only on a
-/// terminal: a log file or a collector gets plain text.
-pub fn init_logging() {
+use crate::config::LogFormat;
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default: `info`, with refinery's
+/// per-migration lines left out: `migrate` logs each applied migration itself). Text has
+/// colours only on a terminal: a log file gets plain text. JSON is one object per line, the
+/// event's fields at its top level.
+pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,refinery_core=warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// `error` and its causes on one line, each cause once: a layer whose message already

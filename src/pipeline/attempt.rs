@@ -111,12 +111,20 @@ async fn send_and_settle(
         let latency = (received - occurred_at).try_into().unwrap_or_default();
         metrics::delivered_after(latency);
     }
-    metrics::attempt(
-        match outcome {
-            Outcome::Delivered => "delivered",
-            Outcome::Failed(kind) => kind.as_str(),
-        },
-        result.duration,
+    let result_label = match outcome {
+        Outcome::Delivered => "delivered",
+        Outcome::Failed(kind) => kind.as_str(),
+    };
+    metrics::attempt(result_label, result.duration);
+    tracing::debug!(
+        event_id = %attempt.job.event_id,
+        webhook_id = %attempt.webhook.id,
+        delivery_id = %attempt.job.delivery_id,
+        attempt = attempt.job.attempt,
+        result = result_label,
+        status = result.status(),
+        duration_ms = u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
+        "attempt made"
     );
     let settlement = settle::settle(
         &attempt.job,

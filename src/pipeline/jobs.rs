@@ -37,7 +37,9 @@ async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(
         if pipeline.storage.webhook(job.webhook_id).await?.is_some() {
             return Err(PipelineError::NotYetRecorded);
         }
-        tracing::info!(delivery = %job.delivery_id, "job for a deleted webhook dropped");
+        tracing::info!(event_id = %job.event_id, webhook_id = %job.webhook_id,
+            delivery_id = %job.delivery_id, attempt = job.attempt,
+            "job for a deleted webhook dropped");
         return Ok(());
     };
     // A job of a duplicate publish names its alias, and numbers its attempts from there.
@@ -58,8 +60,10 @@ async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(
         Admission::Wait => return Err(PipelineError::NotYetRecorded),
         Admission::Stale => {
             tracing::debug!(
-                delivery = %job.delivery_id,
-                job_attempt = job.attempt,
+                event_id = %job.event_id,
+                webhook_id = %job.webhook_id,
+                delivery_id = %job.delivery_id,
+                attempt = job.attempt,
                 recorded = target.attempt_count,
                 "stale job skipped"
             );
@@ -112,10 +116,12 @@ async fn confirm_failed(
         .mark_failed(job.delivery_id, job.attempt, reason.as_deref())
         .await?;
     if marked {
-        tracing::info!(delivery = %job.delivery_id, webhook = %job.webhook_id,
-            attempts = job.attempt, "delivery failed after its last retry");
+        tracing::info!(event_id = %job.event_id, webhook_id = %job.webhook_id,
+            delivery_id = %job.delivery_id, attempt = job.attempt,
+            "delivery failed after its last retry");
     } else {
-        tracing::debug!(delivery = %job.delivery_id, attempts = job.attempt,
+        tracing::debug!(event_id = %job.event_id, webhook_id = %job.webhook_id,
+            delivery_id = %job.delivery_id, attempt = job.attempt,
             "dead job for a delivery not at that attempt (recorded later, or unknown)");
     }
     Ok(())

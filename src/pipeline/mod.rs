@@ -181,8 +181,10 @@ impl Pipeline {
                 Disposition::HandBack
             }
             Fate::RetryLater { after, failures } => {
-                tracing::warn!(stage = stage.label(), failure = ?failure, failures,
-                    retry_in = ?after, "handling failed; the message will be tried again");
+                tracing::warn!(stage = stage.label(),
+                    message_id = message.message_id().unwrap_or("(none)"), failure = ?failure,
+                    failures, retry_in = ?after,
+                    "handling failed; the message will be tried again");
                 tokio::select! {
                     () = tokio::time::sleep(after) => {}
                     // Stopping, or pausing for an outage: handed back, not counted.

@@ -111,7 +111,9 @@ async fn commit_isolating(storage: &Storage, writes: Vec<DeliveryWrite>, waiters
             }
             Err(e) => {
                 if let ([write], false) = (writes.as_slice(), e.is_outage()) {
-                    tracing::warn!(delivery = %write.delivery_id, error = %e,
+                    tracing::warn!(event_id = %write.event_id, webhook_id = %write.webhook_id,
+                        delivery_id = %write.delivery_id, attempt = write.attempt_count,
+                        error = %e,
                         "the database refused one delivery's write; the rest of its batch committed");
                 }
                 Err(Arc::new(e))

@@ -8,6 +8,7 @@ mod bench;
 mod crash;
 mod delivery;
 mod harness;
+mod logs;
 mod metrics;
 mod parking;
 mod poison;
