@@ -45,6 +45,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Print a fresh key for `security.secret_keys` (it encrypts webhook secrets at rest).
     Keygen,
+    /// Exit 0 when the worker at `api.listen` answers /healthz (a container's HEALTHCHECK).
+    Healthcheck,
     /// Apply the retention policy now (`retention.*`); with --dry-run, report what would go.
     Prune {
         /// Count what would be removed; change nothing.
@@ -148,6 +150,7 @@ impl Cli {
             Command::Publish(args) => publish(&config, args).await,
             Command::Replay(args) => replay(&config, args).await,
             Command::Prune { dry_run } => prune(&config, dry_run).await,
+            Command::Healthcheck => healthcheck(&config).await,
             Command::Quarantine(command) => quarantine(&config, command).await,
             Command::Bench(args) => {
                 let interrupted = CancellationToken::new();
@@ -285,6 +288,30 @@ fn parse_time(flag: &str, value: Option<&str>) -> anyhow::Result<Option<OffsetDa
             })
         })
         .transpose()
+}
+
+async fn healthcheck(config: &Config) -> anyhow::Result<()> {
+    let mut address = config.api.listen;
+    // Listening on every address: ask on loopback.
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .no_proxy()
+        .build()?
+        .get(format!("http://{address}/healthz"))
+        .send()
+        .await
+        .with_context(|| format!("no answer from {address}"))?;
+    if !response.status().is_success() {
+        bail!("/healthz answered {}", response.status());
+    }
+    Ok(())
 }
 
 async fn prune(config: &Config, dry_run: bool) -> anyhow::Result<()> {

@@ -58,6 +58,7 @@ impl Health {
 
     pub fn set_outage(&self, outage: Option<Dependency>) {
         self.state.send_modify(|s| s.outage = outage);
+        crate::metrics::dependencies_up(outage);
     }
 }
 

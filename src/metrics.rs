@@ -32,6 +32,7 @@ pub const DELIVERIES_PARKED: &str = "tesoro_webhooks_deliveries_parked";
 pub const WEBHOOKS_DISABLED: &str = "tesoro_webhooks_webhooks_disabled";
 pub const OLDEST_OVERDUE: &str = "tesoro_webhooks_oldest_overdue_delivery_seconds";
 pub const WORKERS: &str = "tesoro_webhooks_workers";
+pub const DEPENDENCY_UP: &str = "tesoro_webhooks_dependency_up";
 pub const BUILD_INFO: &str = "tesoro_webhooks_build_info";
 
 /// Reasons a message is quarantined for (`quarantined_total{reason}`).
@@ -159,6 +160,11 @@ pub fn describe() {
              max_in_flight_per_endpoint attempts per endpoint.",
         ),
         (
+            DEPENDENCY_UP,
+            "0 while this worker waits out an outage of the dependency (database, broker) with \
+             its consumers paused, else 1.",
+        ),
+        (
             BUILD_INFO,
             "Always 1; the version label names the running build.",
         ),
@@ -215,6 +221,11 @@ fn start_at_zero() {
         counter!(PRUNED, "table" => *table).increment(0);
     }
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    dependencies_up(None);
+    // Registered, so their (empty) buckets are exported before the first observation.
+    for (name, _) in histogram_buckets() {
+        let _ = histogram!(name);
+    }
 }
 
 pub fn attempt(result: &'static str, duration: Duration) {
@@ -232,6 +243,15 @@ pub fn database_gauges(parked: u64, disabled_webhooks: u64, oldest_overdue: Dura
     gauge!(DELIVERIES_PARKED).set(parked as f64);
     gauge!(WEBHOOKS_DISABLED).set(disabled_webhooks as f64);
     gauge!(OLDEST_OVERDUE).set(oldest_overdue.as_secs_f64());
+}
+
+/// Every dependency up but `outage`.
+pub fn dependencies_up(outage: Option<crate::health::Dependency>) {
+    use crate::health::Dependency;
+    for dependency in [Dependency::Database, Dependency::Broker] {
+        let up = if outage == Some(dependency) { 0.0 } else { 1.0 };
+        gauge!(DEPENDENCY_UP, "dependency" => dependency.as_str()).set(up);
+    }
 }
 
 pub fn workers(count: u32) {

@@ -365,6 +365,78 @@ mod tests {
         assert!(topology.tier_for(Duration::from_secs(301)).is_none());
     }
 
+    /// The definitions shipped for teams that provision the broker ahead of the workers
+    /// (`deploy/rabbitmq/definitions.json`) declare exactly what the workers declare with the
+    /// default configuration: the same queues with the same arguments (a queue declared with
+    /// other arguments would make the workers' own declaration fail), bindings and exchanges.
+    #[test]
+    fn the_shipped_definitions_match_the_topology() {
+        let definitions: serde_json::Value =
+            serde_json::from_str(include_str!("../../deploy/rabbitmq/definitions.json"))
+                .expect("definitions.json parses");
+        let config = Config::defaults().expect("defaults");
+        let topology = Topology::new(&config.amqp, &config.delivery.retry_schedule.tiers());
+        let as_json = |args: &FieldTable| -> serde_json::Value {
+            args.inner()
+                .iter()
+                .map(|(key, value)| {
+                    let value = match value {
+                        AMQPValue::LongString(s) => {
+                            serde_json::json!(String::from_utf8_lossy(s.as_bytes()))
+                        }
+                        AMQPValue::LongLongInt(n) => serde_json::json!(n),
+                        other => panic!("unexpected argument {other:?}"),
+                    };
+                    (key.to_string(), value)
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let queues = definitions["queues"].as_array().expect("queues");
+        let bindings = definitions["bindings"].as_array().expect("bindings");
+        let specs = topology.queues();
+        assert_eq!(queues.len(), specs.len());
+        assert_eq!(bindings.len(), specs.len());
+        for spec in &specs {
+            let queue = queues
+                .iter()
+                .find(|q| q["name"] == spec.name)
+                .unwrap_or_else(|| panic!("{} missing", spec.name));
+            assert_eq!(queue["durable"], true, "{}", spec.name);
+            assert_eq!(
+                queue["arguments"],
+                as_json(&spec.arguments),
+                "{}",
+                spec.name
+            );
+            assert!(
+                bindings.iter().any(|b| b["source"] == spec.exchange
+                    && b["destination"] == spec.name
+                    && b["routing_key"] == spec.key),
+                "binding of {}",
+                spec.name
+            );
+        }
+        let exchanges: Vec<_> = definitions["exchanges"]
+            .as_array()
+            .expect("exchanges")
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap_or(""),
+                    e["type"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            exchanges,
+            [
+                (topology.events_exchange.as_str(), "topic"),
+                (topology.work_exchange.as_str(), "direct")
+            ]
+        );
+    }
+
     /// No broker version may drop a consumed message silently: each consumed queue ends a
     /// loop in quarantine; the quarantine queue itself dead-letters nowhere.
     #[test]

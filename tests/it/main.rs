@@ -7,6 +7,7 @@ mod api;
 mod bench;
 mod crash;
 mod delivery;
+mod deploy;
 mod harness;
 mod logs;
 mod metrics;

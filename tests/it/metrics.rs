@@ -106,6 +106,11 @@ async fn metrics_follow_a_known_sequence_of_events() {
         ("tesoro_webhooks_deliveries_parked", 0.0),
         ("tesoro_webhooks_oldest_overdue_delivery_seconds", 0.0),
         ("tesoro_webhooks_workers", 1.0),
+        (
+            "tesoro_webhooks_dependency_up{dependency=\"database\"}",
+            1.0,
+        ),
+        ("tesoro_webhooks_dependency_up{dependency=\"broker\"}", 1.0),
     ];
     for (series, value) in expected {
         assert_eq!(
