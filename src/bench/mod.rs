@@ -36,8 +36,8 @@ use crate::{
     storage::{self, NewWebhook, Storage, WebhookChanges},
 };
 use process::Measured;
-use report::Phase;
 pub use report::Report;
+use report::{Phase, Pruning};
 
 const EVENT_TYPE: &str = "deal.won";
 const COMPANY: &str = "cmp_bench";
@@ -66,6 +66,10 @@ pub struct BenchArgs {
     /// Also measure a bare consume → POST → ack loop in the same run.
     #[arg(long)]
     pub baseline: bool,
+    /// Measure the worker while it prunes: it keeps deliveries for 1 s only (retention), so
+    /// pruning runs throughout, against a run of the same worker without pruning.
+    #[arg(long)]
+    pub prune: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -285,8 +289,8 @@ async fn measure(
     let events_queue = broker.topology().events_queue.clone();
     let healthy_deliveries = u64::from(args.events) * u64::from(args.webhooks);
 
-    let run_worker = async |run: Run| {
-        let worker = Measured::spawn(&["run"], &setup.env, config_path)?;
+    let run_worker = async |run: Run, env: &[(String, String)]| {
+        let worker = Measured::spawn(&["run"], env, config_path)?;
         run_phase(
             worker,
             broker,
@@ -304,7 +308,7 @@ async fn measure(
     let without_dead = if dead.is_empty() {
         None
     } else {
-        let phase = run_worker(Run::WithoutDead).await?;
+        let phase = run_worker(Run::WithoutDead, &setup.env).await?;
         for id in &dead {
             let enable = WebhookChanges {
                 enabled: Some(true),
@@ -314,7 +318,22 @@ async fn measure(
         }
         Some(phase)
     };
-    let worker_phase = run_worker(Run::Worker).await?;
+    let (worker_phase, pruning) = if args.prune {
+        let without = run_worker(Run::WithoutPruning, &setup.env).await?;
+        let before = storage.count_deliveries().await?;
+        let phase = run_worker(Run::Worker, &pruning_env(&setup.env)).await?;
+        let after = storage.count_deliveries().await?;
+        let pruned_deliveries = (before + phase.deliveries as u64).saturating_sub(after);
+        (
+            phase,
+            Some(Pruning {
+                without,
+                pruned_deliveries,
+            }),
+        )
+    } else {
+        (run_worker(Run::Worker, &setup.env).await?, None)
+    };
     black_hole.abort();
 
     let baseline = if args.baseline {
@@ -362,6 +381,7 @@ async fn measure(
         worker: worker_phase,
         baseline,
         without_dead,
+        pruning,
         signatures_checked: arrivals
             .signatures_checked
             .load(std::sync::atomic::Ordering::Relaxed),
@@ -378,6 +398,23 @@ enum Run {
     Baseline = 1,
     /// The worker with the dead webhooks disabled: what the healthy ones get without them.
     WithoutDead = 2,
+    /// The worker without pruning: what it delivers when retention has nothing to do.
+    WithoutPruning = 3,
+}
+
+/// `env` with a retention of one second, checked five times a second: the worker prunes
+/// everything delivered a second earlier, all through the run.
+fn pruning_env(env: &[(String, String)]) -> Vec<(String, String)> {
+    let prefix = crate::config::ENV_PREFIX;
+    let mut env = env.to_vec();
+    for (key, value) in [
+        ("RETENTION__MAX_AGE", "1s"),
+        ("RETENTION__FAILED_MAX_AGE", "1s"),
+        ("RETENTION__INTERVAL", "200ms"),
+    ] {
+        env.push((format!("{prefix}{key}"), value.to_owned()));
+    }
+    env
 }
 
 async fn create_webhook(

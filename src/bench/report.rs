@@ -96,8 +96,17 @@ pub struct Report {
     pub baseline: Option<Phase>,
     /// The worker with the dead webhooks disabled (only with `--dead-webhooks`).
     pub without_dead: Option<Phase>,
+    /// With `--prune`: the worker without pruning, and the deliveries pruned while the
+    /// measured worker ran.
+    pub pruning: Option<Pruning>,
     pub signatures_checked: u64,
     pub signatures_bad: u64,
+}
+
+/// The reference for `--prune`.
+pub struct Pruning {
+    pub without: Phase,
+    pub pruned_deliveries: u64,
 }
 
 fn round(value: f64, places: i32) -> f64 {
@@ -109,6 +118,12 @@ impl Report {
     fn ratio(&self) -> Option<f64> {
         let baseline = self.baseline.as_ref()?.deliveries_per_sec;
         (baseline > 0.0).then(|| self.worker.deliveries_per_sec / baseline)
+    }
+
+    /// Deliveries/s while pruning, against without it.
+    fn kept_while_pruning(&self) -> Option<f64> {
+        let without = self.pruning.as_ref()?.without.deliveries_per_sec;
+        (without > 0.0).then(|| self.worker.deliveries_per_sec / without)
     }
 
     /// Healthy deliveries/s with the dead webhooks, against without them.
@@ -143,6 +158,12 @@ impl Report {
         if let (Some(without), Some(kept)) = (&self.without_dead, self.kept_with_dead()) {
             out["without_dead_deliveries_per_sec"] = json!(round(without.deliveries_per_sec, 1));
             out["healthy_ratio_to_without_dead"] = json!(round(kept, 3));
+        }
+        if let (Some(pruning), Some(kept)) = (&self.pruning, self.kept_while_pruning()) {
+            out["without_pruning_deliveries_per_sec"] =
+                json!(round(pruning.without.deliveries_per_sec, 1));
+            out["pruning_ratio_to_without"] = json!(round(kept, 3));
+            out["pruned_deliveries"] = json!(pruning.pruned_deliveries);
         }
         if let (Some(baseline), Some(ratio)) = (&self.baseline, self.ratio()) {
             out["baseline_deliveries_per_sec"] = json!(round(baseline.deliveries_per_sec, 1));
@@ -207,6 +228,15 @@ impl Report {
                 "healthy deliveries/s without the dead webhooks: {:.0}; kept with them: {:.1} %\n",
                 without.deliveries_per_sec,
                 kept * 100.0
+            );
+        }
+        if let (Some(pruning), Some(kept)) = (&self.pruning, self.kept_while_pruning()) {
+            out += &format!(
+                "deliveries/s without pruning: {:.0}; kept while pruning: {:.1} % \
+                 ({} deliveries pruned meanwhile)\n",
+                pruning.without.deliveries_per_sec,
+                kept * 100.0,
+                pruning.pruned_deliveries
             );
         }
         out += &format!(
@@ -292,11 +322,13 @@ mod tests {
                 rate: None,
                 payload_bytes: bytesize::ByteSize::kib(1),
                 baseline: true,
+                prune: false,
                 json: true,
             },
             worker: phase(400),
             baseline: Some(phase(20)),
             without_dead: None,
+            pruning: None,
             signatures_checked: 0,
             signatures_bad: 0,
         };
@@ -309,5 +341,47 @@ mod tests {
             .find(|line| line.starts_with("longest gap ms (steady)"))
             .unwrap_or_else(|| panic!("no gap row in:\n{table}"));
         assert!(row.contains("400.00") && row.contains("20.00"), "{row}");
+    }
+
+    #[test]
+    fn the_report_compares_a_pruning_run_with_one_without() {
+        let start = Instant::now();
+        // 100 arrivals at `ms` apart: a steady rate of 1000 / ms per second.
+        let phase = |ms: u64| {
+            let published: Vec<Instant> = (0..100).map(|_| start).collect();
+            let received: Vec<(u32, Instant)> = (0..100u32)
+                .map(|n| (n, start + Duration::from_millis(ms * u64::from(n))))
+                .collect();
+            Phase::measure(&received, &published, Duration::from_secs(1), 1.0, 10.0)
+        };
+        let report = Report {
+            args: BenchArgs {
+                events: 100,
+                webhooks: 1,
+                dead_webhooks: 0,
+                rate: None,
+                payload_bytes: bytesize::ByteSize::kib(1),
+                baseline: false,
+                prune: true,
+                json: true,
+            },
+            worker: phase(2),
+            baseline: None,
+            without_dead: None,
+            pruning: Some(Pruning {
+                without: phase(1),
+                pruned_deliveries: 1234,
+            }),
+            signatures_checked: 0,
+            signatures_bad: 0,
+        };
+        let json = report.to_json();
+        assert_eq!(json["pruning_ratio_to_without"], 0.5);
+        assert_eq!(json["pruned_deliveries"], 1234);
+        let table = report.table();
+        assert!(
+            table.contains("kept while pruning: 50.0 % (1234 deliveries pruned meanwhile)"),
+            "{table}"
+        );
     }
 }

@@ -102,6 +102,15 @@ fn counts(row: &tokio_postgres::Row) -> Result<PruneCounts, StorageError> {
 }
 
 impl Storage {
+    /// Every delivery stored (the benchmark counts what pruning removed with it).
+    pub async fn count_deliveries(&self) -> Result<u64, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT count(*) FROM deliveries", &[])
+            .await?;
+        Ok(u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0))
+    }
+
     /// What a prune with these boundaries would remove now (`prune --dry-run`).
     pub async fn prunable(
         &self,
