@@ -30,6 +30,26 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The recorder keeps each histogram sample until upkeep folds it into the buckets, which a
+/// scrape also does; with nobody scraping, the samples (two per delivery) would pile up
+/// without bound. A thread of its own, so it runs whatever runtime is up.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep; scrapes still fold samples");
+    }
+}
+
 /// `error` and its causes on one line, each cause once: a layer whose message already
 /// quotes its source (many crates' do) would otherwise print the same words twice.
 pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
@@ -66,6 +86,7 @@ pub fn prometheus() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
             }
             crate::metrics::describe();
+            spawn_upkeep(handle.clone());
             handle
         })
         .clone()
