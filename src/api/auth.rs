@@ -13,7 +13,11 @@ use axum::{
 };
 use subtle::ConstantTimeEq;
 
-use super::{ApiState, error::ApiError};
+use super::{
+    ApiState,
+    error::ApiError,
+    schema::{CommonErrors, Session},
+};
 use crate::domain::{CompanyId, TOKEN_PREFIX, token_hash};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +68,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
             .cloned()
             .ok_or_else(ApiError::unauthorized)
     }
+}
+
+/// Who the token belongs to: the admin, or a company.
+#[utoipa::path(get, path = "/session", tag = "tokens", security(("bearer" = [])),
+    responses((status = 200, body = Session), CommonErrors))]
+pub async fn session(principal: Principal) -> axum::Json<Session> {
+    axum::Json(match principal {
+        Principal::Admin => Session {
+            admin: true,
+            company_id: None,
+        },
+        Principal::Company(company) => Session {
+            admin: false,
+            company_id: Some(company.to_string()),
+        },
+    })
 }
 
 /// Resolves the bearer token into the request's [`Principal`], or answers 401.

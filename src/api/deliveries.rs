@@ -4,15 +4,16 @@ use std::sync::Arc;
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde::Deserialize;
-use serde_json::json;
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     ApiState,
     auth::Principal,
     error::ApiError,
     extract::{ApiJson, ApiPath, ApiQuery},
-    webhooks::owned_webhook,
+    schema::{AttemptPage, CommonErrors, DeliveryDetail, DeliveryPage, Recovered, Retried},
+    webhooks::{WebhookPath, owned_webhook},
 };
 use crate::{
     broker::Publisher,
@@ -24,35 +25,102 @@ use crate::{
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AttemptsQuery {
+    /// Attempts per page, 1 to 500 (50 by default).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// The `next_before` of the previous page.
+    #[param(value_type = Option<i64>)]
     before: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
+    /// One of `webhook_id` and `company_id` is required (a company token's own company is
+    /// implied).
+    #[param(value_type = Option<String>, format = Uuid)]
     webhook_id: Option<String>,
     company_id: Option<String>,
+    #[param(value_type = Option<DeliveryStatusName>)]
     status: Option<String>,
+    /// An exact event type.
     event_type: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
+    /// Created before (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     until: Option<String>,
+    /// The `next_before` of the previous page.
+    #[param(value_type = Option<String>, format = Uuid)]
     before: Option<String>,
+    /// Deliveries per page, 1 to 500 (50 by default).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+}
+
+/// A delivery's status (documentation of the `status` filter).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(
+    dead_code,
+    reason = "describes a string parameter in the OpenAPI document"
+)]
+pub enum DeliveryStatusName {
+    Pending,
+    Succeeded,
+    Retrying,
+    Failed,
 }
 
 /// `?company_id=` on single-delivery routes: when given, a delivery of another company is
 /// reported as not found (as it always is to a company token).
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ScopeQuery {
     company_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The `{id}` of a delivery route.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(
+    dead_code,
+    reason = "describes the path parameter in the OpenAPI document"
+)]
+pub struct DeliveryPath {
+    /// The delivery's id.
+    #[param(value_type = String, format = Uuid)]
+    id: String,
+}
+
+/// The `{id}` and `{number}` of one attempt.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(
+    dead_code,
+    reason = "describes the path parameters in the OpenAPI document"
+)]
+pub struct AttemptPath {
+    /// The delivery's id.
+    #[param(value_type = String, format = Uuid)]
+    id: String,
+    /// The attempt's number, from 1.
+    #[param(value_type = i32, minimum = 1)]
+    number: String,
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecoverBody {
+    /// Failed deliveries created at or after this time (RFC 3339) are retried.
+    #[schema(required = true, format = DateTime)]
     since: Option<String>,
+    /// And before this one, if given.
+    #[schema(format = DateTime)]
     until: Option<String>,
 }
 
@@ -126,6 +194,10 @@ fn scoped<T>(
         .ok_or_else(|| ApiError::not_found("delivery"))
 }
 
+/// The webhook's latest attempts, newest first; bodies are previews.
+#[utoipa::path(get, path = "/webhooks/{id}/attempts", tag = "deliveries",
+    security(("bearer" = [])), params(WebhookPath, AttemptsQuery),
+    responses((status = 200, body = AttemptPage), CommonErrors))]
 pub async fn webhook_attempts(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -143,7 +215,7 @@ pub async fn webhook_attempts(
         .transpose()?;
     let data = state.storage.webhook_attempts(id, before, limit).await?;
     let next_before = next_cursor(data.len(), limit, data.last().map(|a| a.id));
-    Ok(Json(json!({"data": data, "next_before": next_before})))
+    Ok(Json(AttemptPage { data, next_before }))
 }
 
 /// The cursor for the next page, when this page was full.
@@ -155,6 +227,10 @@ fn next_cursor<T>(len: usize, limit: i64, last: Option<T>) -> Option<T> {
     }
 }
 
+/// Deliveries, newest first.
+#[utoipa::path(get, path = "/deliveries", tag = "deliveries", security(("bearer" = [])),
+    params(DeliveriesQuery),
+    responses((status = 200, body = DeliveryPage), CommonErrors))]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -216,9 +292,13 @@ pub async fn list(
     }
     let data = state.storage.deliveries(&filter).await?;
     let next_before = next_cursor(data.len(), filter.limit, data.last().map(|d| d.id));
-    Ok(Json(json!({"data": data, "next_before": next_before})))
+    Ok(Json(DeliveryPage { data, next_before }))
 }
 
+/// One delivery with all its attempts (bodies as previews).
+#[utoipa::path(get, path = "/deliveries/{id}", tag = "deliveries", security(("bearer" = [])),
+    params(DeliveryPath, ScopeQuery),
+    responses((status = 200, body = DeliveryDetail), CommonErrors))]
 pub async fn get(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -230,12 +310,13 @@ pub async fn get(
         d.company_id.as_str()
     })?;
     let attempts = state.storage.delivery_attempts(id).await?;
-    let mut body = serde_json::to_value(&delivery).unwrap_or_default();
-    body["attempts"] = json!(attempts);
-    Ok(Json(body))
+    Ok(Json(DeliveryDetail { delivery, attempts }))
 }
 
 /// One attempt of a delivery, with its request and response bodies whole.
+#[utoipa::path(get, path = "/deliveries/{id}/attempts/{number}", tag = "deliveries",
+    security(("bearer" = [])), params(AttemptPath, ScopeQuery),
+    responses((status = 200, body = crate::storage::AttemptView), CommonErrors))]
 pub async fn attempt(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -279,6 +360,10 @@ impl From<RecoveryError> for ApiError {
     }
 }
 
+/// Sends the delivery again now: same event id and body, fresh timestamp and signature.
+#[utoipa::path(post, path = "/deliveries/{id}/retry", tag = "deliveries",
+    security(("bearer" = [])), params(DeliveryPath, ScopeQuery),
+    responses((status = 202, body = Retried), CommonErrors))]
 pub async fn retry(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -296,10 +381,17 @@ pub async fn retry(
     let enqueued = result == RetryResult::Enqueued;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"delivery_id": id, "enqueued": enqueued})),
+        Json(Retried {
+            delivery_id: id.0,
+            enqueued,
+        }),
     ))
 }
 
+/// Re-enqueues every Failed delivery of the webhook created in the window.
+#[utoipa::path(post, path = "/webhooks/{id}/recover", tag = "deliveries",
+    security(("bearer" = [])), params(WebhookPath), request_body = RecoverBody,
+    responses((status = 202, body = Recovered), CommonErrors))]
 pub async fn recover(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -315,5 +407,5 @@ pub async fn recover(
     let count =
         recovery::replay_failed(&state.storage, &publisher(&state)?, &scope, window, |_| {})
             .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"enqueued": count}))))
+    Ok((StatusCode::ACCEPTED, Json(Recovered { enqueued: count })))
 }

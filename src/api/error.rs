@@ -3,14 +3,13 @@
 
 use std::borrow::Cow;
 
+use super::schema::{ErrorBody, ErrorDetail};
+use crate::storage::StorageError;
 use axum::{
     Json,
     http::{HeaderValue, StatusCode, header::WWW_AUTHENTICATE},
     response::{IntoResponse, Response},
 };
-use serde_json::json;
-
-use crate::storage::StorageError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -119,8 +118,13 @@ impl From<StorageError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            json!({"error": {"code": self.code, "message": self.message, "field": self.field}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field.map(Cow::into_owned),
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response

@@ -5,19 +5,17 @@ mod auth;
 mod deliveries;
 mod error;
 mod extract;
+mod schema;
 mod tokens;
+mod ui;
 mod webhooks;
 
 use std::sync::Arc;
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::{Method, StatusCode},
-    middleware,
-    routing::{MethodRouter, delete, get, patch, post},
-};
+use axum::{Json, Router, extract::State, http::StatusCode, middleware, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use auth::Principal;
 pub use error::ApiError;
@@ -48,85 +46,109 @@ pub struct ApiState {
     pub health: Health,
 }
 
-type Handler = MethodRouter<Arc<ApiState>>;
-
-/// Every `/v1` route with its handler. The router is built from this table and the tests walk
-/// it (the tenant-isolation test fails for a route it does not cover).
-fn v1_routes() -> Vec<(Method, &'static str, Handler)> {
+/// Every `/v1` route, each documented by its handler's `#[utoipa::path]`: the router and the
+/// OpenAPI document come from this one list, so they cannot drift apart.
+fn v1_routes() -> OpenApiRouter<Arc<ApiState>> {
     use {deliveries as d, tokens as t, webhooks as w};
-    vec![
-        (Method::GET, "/event-types", get(w::event_types)),
-        (Method::GET, "/webhooks", get(w::list)),
-        (Method::POST, "/webhooks", post(w::create)),
-        (Method::GET, "/webhooks/{id}", get(w::get)),
-        (Method::PATCH, "/webhooks/{id}", patch(w::update)),
-        (Method::DELETE, "/webhooks/{id}", delete(w::delete)),
-        (
-            Method::GET,
-            "/webhooks/{id}/attempts",
-            get(d::webhook_attempts),
-        ),
-        (Method::POST, "/webhooks/{id}/recover", post(d::recover)),
-        (
-            Method::POST,
-            "/webhooks/{id}/secret/rotate",
-            post(w::rotate_secret),
-        ),
-        (Method::GET, "/webhooks/{id}/public-key", get(w::public_key)),
-        (Method::GET, "/deliveries", get(d::list)),
-        (Method::GET, "/deliveries/{id}", get(d::get)),
-        (Method::POST, "/deliveries/{id}/retry", post(d::retry)),
-        (
-            Method::GET,
-            "/deliveries/{id}/attempts/{number}",
-            get(d::attempt),
-        ),
-        (
-            Method::POST,
-            "/companies/{company_id}/tokens",
-            post(t::issue),
-        ),
-        (Method::GET, "/companies/{company_id}/tokens", get(t::list)),
-        (
-            Method::DELETE,
-            "/companies/{company_id}/tokens/{token_id}",
-            delete(t::revoke),
-        ),
-    ]
+    OpenApiRouter::new()
+        .routes(routes!(auth::session))
+        .routes(routes!(w::event_types))
+        .routes(routes!(w::list))
+        .routes(routes!(w::create))
+        .routes(routes!(w::get))
+        .routes(routes!(w::update))
+        .routes(routes!(w::delete))
+        .routes(routes!(w::rotate_secret))
+        .routes(routes!(w::public_key))
+        .routes(routes!(w::health))
+        .routes(routes!(d::webhook_attempts))
+        .routes(routes!(d::recover))
+        .routes(routes!(d::list))
+        .routes(routes!(d::get))
+        .routes(routes!(d::retry))
+        .routes(routes!(d::attempt))
+        .routes(routes!(t::issue))
+        .routes(routes!(t::list))
+        .routes(routes!(t::revoke))
 }
 
-/// The method and path (under `/v1`) of every route the API serves.
-pub fn v1_route_table() -> Vec<(Method, &'static str)> {
-    v1_routes()
-        .into_iter()
-        .map(|(method, path, _)| (method, path))
+/// The routes outside `/v1`, open to anyone.
+fn operations_routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(render_metrics))
+        .routes(routes!(healthz))
+        .routes(routes!(readiness))
+}
+
+/// The OpenAPI 3.1 document of the whole API, served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, v1) = v1_routes().split_for_parts();
+    let (_, operations) = operations_routes().split_for_parts();
+    let mut document = schema::ApiDoc::openapi().nest("/v1", v1);
+    document.merge(operations);
+    document
+}
+
+/// The method and path (under `/v1`) of every route the API serves there, from the document.
+pub fn v1_route_table() -> Vec<(axum::http::Method, String)> {
+    let (_, v1) = v1_routes().split_for_parts();
+    v1.paths
+        .paths
+        .iter()
+        .flat_map(|(path, item)| {
+            [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("PATCH", &item.patch),
+                ("PUT", &item.put),
+                ("DELETE", &item.delete),
+            ]
+            .into_iter()
+            .filter(|(_, operation)| operation.is_some())
+            .filter_map(|(method, _)| Some((method.parse().ok()?, path.clone())))
+        })
         .collect()
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
-    let v1 = v1_routes()
-        .into_iter()
-        .fold(Router::new(), |router, (_, path, handler)| {
-            router.route(path, handler)
-        })
+    let (v1, _) = v1_routes().split_for_parts();
+    let v1 = v1
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ));
+    let (operations, _) = operations_routes().split_for_parts();
+    let document = Arc::new(openapi());
     Router::new()
         .nest("/v1", v1)
-        .route("/metrics", get(render_metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readiness))
+        .merge(operations)
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { Json(document.as_ref().clone()) }
+            }),
+        )
+        .merge(ui::router())
         .with_state(state)
+}
+
+/// Liveness: 200 while the process serves.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process serves", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// How long a scrape waits for the database's gauges before rendering without them (they
 /// then keep their last values), so /metrics answers while the database does not.
 const DATABASE_GAUGES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Prometheus text exposition of the worker's metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
 async fn render_metrics(State(state): State<Arc<ApiState>>) -> String {
     match tokio::time::timeout(DATABASE_GAUGES_TIMEOUT, state.storage.gauges()).await {
         Ok(Ok(g)) => {
@@ -145,19 +167,23 @@ const READINESS_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// Ready while every consumer is subscribed and the database answers within a second; else
 /// 503, naming what is down: `consumers` (starting, or paused), and `database` or `broker`
 /// (an outage the worker is waiting out, or a failed ping).
-async fn readiness(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<serde_json::Value>) {
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready", body = schema::Readiness),
+    (status = 503, description = "Not ready; `down` names why", body = schema::Readiness)))]
+async fn readiness(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<schema::Readiness>) {
     let worker = state.health.state();
     let database = matches!(
         tokio::time::timeout(READINESS_PING_TIMEOUT, state.storage.ping()).await,
         Ok(true)
     );
     let down = readiness_problems(worker, database);
-    if down.is_empty() {
-        (StatusCode::OK, Json(serde_json::json!({"ready": true})))
+    let status = if down.is_empty() {
+        StatusCode::OK
     } else {
-        let body = serde_json::json!({"ready": false, "down": down});
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let ready = down.is_empty();
+    (status, Json(schema::Readiness { ready, down }))
 }
 
 /// What keeps the worker from being ready, in a fixed order.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde::Deserialize;
-use serde_json::json;
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     ApiState,
@@ -14,24 +14,56 @@ use super::{
     deliveries::parse_time,
     error::ApiError,
     extract::{ApiPath, OptionalJson},
+    schema::{CommonErrors, IssuedToken, Page},
 };
 use crate::domain::{CompanyId, CompanyToken, TokenId};
+use crate::storage::ApiToken;
 
 const MAX_NAME_LEN: usize = 200;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueBody {
     /// What the token is for ("dashboard", "zapier"); shown in the listing.
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
-    /// RFC 3339; the token stops working then. None: it works until revoked.
+    /// RFC 3339, in the future; the token stops working then. None: until revoked.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
+}
+
+/// The `{company_id}` of a token route.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(
+    dead_code,
+    reason = "describes the path parameter in the OpenAPI document"
+)]
+pub struct CompanyPath {
+    company_id: String,
+}
+
+/// The `{company_id}` and `{token_id}` of one token.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(
+    dead_code,
+    reason = "describes the path parameters in the OpenAPI document"
+)]
+pub struct TokenPath {
+    company_id: String,
+    #[param(value_type = String, format = Uuid)]
+    token_id: String,
 }
 
 fn company(id: String) -> Result<CompanyId, ApiError> {
     CompanyId::parse(id).map_err(|e| ApiError::invalid_field("company_id", e.to_string()))
 }
 
+/// Issues a token for the company; it is shown in this response only.
+#[utoipa::path(post, path = "/companies/{company_id}/tokens", tag = "tokens",
+    security(("bearer" = [])), params(CompanyPath), request_body(content = Option<IssueBody>),
+    responses((status = 201, body = IssuedToken), CommonErrors))]
 pub async fn issue(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -62,21 +94,31 @@ pub async fn issue(
         .storage
         .create_token(&company, &name, &token.hash(), expires_at)
         .await?;
-    let mut body = serde_json::to_value(&issued).unwrap_or_default();
-    body["token"] = json!(token.expose());
-    Ok((StatusCode::CREATED, Json(body)))
+    let issued = IssuedToken {
+        listed: issued,
+        token: token.expose().to_owned(),
+    };
+    Ok((StatusCode::CREATED, Json(issued)))
 }
 
+/// The company's tokens (never the tokens themselves).
+#[utoipa::path(get, path = "/companies/{company_id}/tokens", tag = "tokens",
+    security(("bearer" = [])), params(CompanyPath),
+    responses((status = 200, body = Page<ApiToken>), CommonErrors))]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
     ApiPath(company_id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require_admin()?;
-    let tokens = state.storage.company_tokens(&company(company_id)?).await?;
-    Ok(Json(json!({ "data": tokens })))
+    let data = state.storage.company_tokens(&company(company_id)?).await?;
+    Ok(Json(Page { data }))
 }
 
+/// Revokes a token.
+#[utoipa::path(delete, path = "/companies/{company_id}/tokens/{token_id}", tag = "tokens",
+    security(("bearer" = [])), params(TokenPath),
+    responses((status = 204, description = "Revoked"), CommonErrors))]
 pub async fn revoke(
     State(state): State<Arc<ApiState>>,
     principal: Principal,

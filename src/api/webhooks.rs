@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     ApiState,
     auth::Principal,
     error::ApiError,
     extract::{ApiJson, ApiPath, ApiQuery, OptionalJson, present},
+    schema::{Category, CommonErrors, EventTypes, Health, Page, PublicKeys},
 };
 use crate::{
     domain::{CompanyId, EndpointUrl, SignatureScheme, SigningKey, SigningSecret, WebhookId},
@@ -24,61 +25,113 @@ const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3
 /// The longest grace a rotation may give: a key being retired should not sign for weeks.
 const MAX_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
-#[derive(Deserialize)]
+/// How a webhook's requests are signed (documentation of the `signature` member).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(
+    dead_code,
+    reason = "describes a string member in the OpenAPI document"
+)]
+pub enum Signature {
+    Hmac,
+    Ed25519,
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
+    /// Required with the admin token; a company token's own company by default.
+    #[schema(min_length = 1, max_length = 255)]
     company_id: Option<String>,
+    /// 1 to 200 characters, no control characters.
+    #[schema(required = true, min_length = 1, max_length = 200)]
     name: Option<String>,
+    /// An absolute http(s) URL; its host must reach an address the SSRF guard permits.
+    #[schema(required = true, format = "uri", max_length = 2048)]
     url: Option<String>,
+    /// Event types (`deal.won`) or whole categories (`deal.*`), at least one.
+    #[schema(required = true, min_items = 1)]
     events: Option<Vec<String>>,
+    /// `whsec_` + base64 of 24 to 64 bytes.
+    #[schema(pattern = "^whsec_")]
     secret: Option<String>,
+    /// Generate a secret (shown in the response only).
     #[serde(default)]
     generate_secret: bool,
-    /// `hmac` (the default) or `ed25519`.
+    /// `hmac` (the default) or `ed25519` (a key pair is generated; give no secret).
+    #[schema(value_type = Option<Signature>)]
     signature: Option<String>,
+    /// True by default.
     enabled: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    #[schema(format = "uri", max_length = 2048)]
     url: Option<String>,
+    #[schema(min_items = 1)]
     events: Option<Vec<String>>,
+    /// A new secret, or null to remove the key (requests go unsigned).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable, pattern = "^whsec_")]
     secret: Option<Option<String>>,
     #[serde(default)]
     generate_secret: bool,
+    #[schema(value_type = Option<Signature>)]
     signature: Option<String>,
     enabled: Option<bool>,
 }
 
 /// `POST /v1/webhooks/{id}/secret/rotate`; every member optional.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
-    /// How long the replaced key keeps signing beside the new one (humantime, "24h").
+    /// How long the replaced key keeps signing beside the new one: `0s` to `7d`, `24h` by
+    /// default.
+    #[schema(example = "24h")]
     grace: Option<String>,
     /// The new key's scheme; the current one's by default (a webhook without a key gets an
     /// HMAC secret).
+    #[schema(value_type = Option<Signature>)]
     signature: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Required with the admin token; a company token's own company by default.
     company_id: Option<String>,
 }
 
+/// The `{id}` of a webhook route.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(
+    dead_code,
+    reason = "describes the path parameter in the OpenAPI document"
+)]
+pub struct WebhookPath {
+    /// The webhook's id.
+    #[param(value_type = String, format = Uuid)]
+    id: String,
+}
+
 /// A webhook as the API shows it. The secret is shown only in the response that set it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct WebhookBody {
+    #[schema(value_type = String, format = Uuid)]
     id: WebhookId,
+    #[schema(value_type = String)]
     company_id: CompanyId,
     name: String,
     url: String,
     events: Vec<String>,
     enabled: bool,
     /// `hmac`, `ed25519`, or null when requests go unsigned.
+    #[schema(value_type = Option<Signature>)]
     signature: Option<&'static str>,
     /// Whether it signs with a shared (HMAC) secret.
     has_secret: bool,
@@ -90,6 +143,7 @@ pub struct WebhookBody {
     public_key: Option<String>,
     /// While a rotation's grace lasts, the replaced key signs too, until this time.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     secret_rotation_ends_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
@@ -128,20 +182,30 @@ impl WebhookBody {
     }
 }
 
-pub async fn event_types(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
-    let categories: Vec<_> = state
+/// The event catalog: every type a webhook can subscribe to, by category.
+#[utoipa::path(get, path = "/event-types", tag = "webhooks", security(("bearer" = [])),
+    responses((status = 200, body = EventTypes), CommonErrors))]
+pub async fn event_types(State(state): State<Arc<ApiState>>) -> Json<EventTypes> {
+    let categories = state
         .catalog
         .categories()
         .iter()
-        .map(|c| {
-            let events: Vec<_> = c.events.iter().map(|e| format!("{}.{e}", c.name)).collect();
-            json!({"name": c.name, "events": events})
+        .map(|c| Category {
+            name: c.name.clone(),
+            events: c.events.iter().map(|e| format!("{}.{e}", c.name)).collect(),
         })
         .collect();
-    let event_types: Vec<_> = state.catalog.event_types().collect();
-    Json(json!({"event_types": event_types, "categories": categories}))
+    let event_types = state.catalog.event_types().collect();
+    Json(EventTypes {
+        event_types,
+        categories,
+    })
 }
 
+/// Creates a webhook; the secret appears in this response only.
+#[utoipa::path(post, path = "/webhooks", tag = "webhooks", security(("bearer" = [])),
+    request_body = CreateWebhook,
+    responses((status = 201, body = WebhookBody), CommonErrors))]
 pub async fn create(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -169,6 +233,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(WebhookBody::new(webhook, true))))
 }
 
+/// A company's webhooks, oldest first.
+#[utoipa::path(get, path = "/webhooks", tag = "webhooks", security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, body = Page<WebhookBody>), CommonErrors))]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -179,13 +247,17 @@ pub async fn list(
         .acting_for(named)?
         .ok_or(ApiError::missing_parameter("company_id"))?;
     let webhooks = state.storage.company_webhooks(&company).await?;
-    let data: Vec<_> = webhooks
+    let data = webhooks
         .into_iter()
         .map(|w| WebhookBody::new(w, false))
         .collect();
-    Ok(Json(json!({ "data": data })))
+    Ok(Json(Page { data }))
 }
 
+/// One webhook (never its secret).
+#[utoipa::path(get, path = "/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
+    params(WebhookPath),
+    responses((status = 200, body = WebhookBody), CommonErrors))]
 pub async fn get(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -209,6 +281,10 @@ pub(super) async fn owned_webhook(
         .ok_or_else(|| ApiError::not_found("webhook"))
 }
 
+/// Changes a webhook; a key set here replaces the old one at once (see rotate).
+#[utoipa::path(patch, path = "/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
+    params(WebhookPath), request_body = UpdateWebhook,
+    responses((status = 200, body = WebhookBody), CommonErrors))]
 pub async fn update(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -240,6 +316,10 @@ pub async fn update(
     Ok(Json(WebhookBody::new(webhook, reveal)))
 }
 
+/// Deletes a webhook with its deliveries and attempts.
+#[utoipa::path(delete, path = "/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
+    params(WebhookPath),
+    responses((status = 204, description = "Deleted"), CommonErrors))]
 pub async fn delete(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -321,8 +401,11 @@ fn scheme(value: &str) -> Result<SignatureScheme, ApiError> {
     })
 }
 
-/// `POST /v1/webhooks/{id}/secret/rotate`: a new key, shown once (the HMAC secret, or the
-/// Ed25519 public key); the replaced one signs beside it until the grace ends.
+/// A new signing key, shown once (the HMAC secret, or the Ed25519 public key); the replaced
+/// one signs beside it until the grace ends.
+#[utoipa::path(post, path = "/webhooks/{id}/secret/rotate", tag = "webhooks",
+    security(("bearer" = [])), params(WebhookPath), request_body(content = Option<RotateBody>),
+    responses((status = 200, body = WebhookBody), CommonErrors))]
 pub async fn rotate_secret(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -358,7 +441,10 @@ pub async fn rotate_secret(
     Ok(Json(WebhookBody::new(webhook, true)))
 }
 
-/// `GET /v1/webhooks/{id}/public-key`: what receivers of an Ed25519 webhook verify with.
+/// What receivers of an Ed25519 webhook verify with; 404 for a webhook signing otherwise.
+#[utoipa::path(get, path = "/webhooks/{id}/public-key", tag = "webhooks",
+    security(("bearer" = [])), params(WebhookPath),
+    responses((status = 200, body = PublicKeys), CommonErrors))]
 pub async fn public_key(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -377,16 +463,29 @@ pub async fn public_key(
             SigningKey::Ed25519(key) => Some((key.public_key(), p.until)),
             SigningKey::Hmac(_) => None,
         });
-    let mut body = json!({"public_key": key.public_key()});
-    if let Some((previous_key, until)) = previous {
-        body["previous_public_key"] = json!(previous_key);
-        body["secret_rotation_ends_at"] = json!(
-            until
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-        );
-    }
-    Ok(Json(body))
+    Ok(Json(PublicKeys {
+        public_key: key.public_key(),
+        previous_public_key: previous.as_ref().map(|(key, _)| key.clone()),
+        secret_rotation_ends_at: previous.map(|(_, until)| until),
+    }))
+}
+
+/// Enabled or not, its latest success, and the Failed deliveries since.
+#[utoipa::path(get, path = "/webhooks/{id}/health", tag = "webhooks",
+    security(("bearer" = [])), params(WebhookPath),
+    responses((status = 200, body = Health), CommonErrors))]
+pub async fn health(
+    State(state): State<Arc<ApiState>>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let webhook = owned_webhook(&state, &principal, &id).await?;
+    let (last_success_at, failing_streak) = state.storage.webhook_health(webhook.id).await?;
+    Ok(Json(Health {
+        enabled: webhook.enabled,
+        last_success_at,
+        failing_streak,
+    }))
 }
 
 impl ApiState {

@@ -9,7 +9,7 @@ use super::{Storage, StorageError};
 use crate::domain::{CompanyId, DeliveryId, DeliveryStatus, WebhookId};
 
 /// One attempt with what the help page promises: time, event type, status, retries, bodies.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttemptView {
     /// Also the paging cursor: pass it as `before` for older attempts.
     pub id: i64,
@@ -27,11 +27,15 @@ pub struct AttemptView {
     pub response_status: Option<i32>,
     pub error_kind: Option<String>,
     pub error_message: Option<String>,
+    /// `[name, value]` pairs, in the order sent.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub request_headers: serde_json::Value,
     /// In listings, the first 4 KiB (`BODY_PREVIEW`; see `body_preview`).
     pub request_body: String,
     /// Bytes of the whole request body.
     pub request_body_size: i32,
+    /// `[name, value]` pairs, in the order received.
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
     pub response_headers: Option<serde_json::Value>,
     /// In listings, the first 4 KiB of what was kept.
     pub response_body: Option<String>,
@@ -55,7 +59,7 @@ enum Bodies {
     Whole,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: Uuid,
     pub event_id: String,
@@ -282,5 +286,35 @@ impl Storage {
             )
             .await?;
         rows.iter().map(delivery_view).collect()
+    }
+}
+
+impl Storage {
+    /// When the webhook's latest successful delivery succeeded, and how many deliveries have
+    /// ended Failed since it was created (all of them, without one): its failing streak.
+    pub async fn webhook_health(
+        &self,
+        webhook: WebhookId,
+    ) -> Result<(Option<OffsetDateTime>, u64), StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "WITH last_success AS (
+                    SELECT id, updated_at FROM deliveries
+                    WHERE webhook_id = $1 AND status = 'succeeded'
+                    ORDER BY id DESC LIMIT 1
+                )
+                SELECT (SELECT updated_at FROM last_success),
+                    (SELECT count(*) FROM deliveries
+                     WHERE webhook_id = $1 AND status = 'failed'
+                       AND id > COALESCE((SELECT id FROM last_success),
+                           '00000000-0000-0000-0000-000000000000'::uuid))",
+                &[&webhook.0],
+            )
+            .await?;
+        Ok((
+            row.try_get(0)?,
+            u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
+        ))
     }
 }

@@ -7,9 +7,11 @@ use super::{Storage, StorageError};
 use crate::domain::{CompanyId, TokenId};
 
 /// A token as listed: never the token itself.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ApiToken {
+    #[schema(value_type = String, format = Uuid)]
     pub id: TokenId,
+    #[schema(value_type = String)]
     pub company_id: CompanyId,
     pub name: String,
     #[serde(with = "time::serde::rfc3339")]

@@ -11,6 +11,7 @@ mod deploy;
 mod harness;
 mod logs;
 mod metrics;
+mod openapi;
 mod parking;
 mod poison;
 mod quarantine;

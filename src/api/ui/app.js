@@ -1,0 +1,451 @@
+// The webhooks dashboard: plain JavaScript over the admin API (/v1), no framework, no build.
+// The token lives in sessionStorage (never in a URL); everything an endpoint or a user sent
+// is put on the page as text, never as HTML.
+"use strict";
+
+const TOKEN_KEY = "tesoro-webhooks-token";
+const COMPANY_KEY = "tesoro-webhooks-company";
+const POLL_MS = 2000;
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY),
+  admin: false,
+  company: sessionStorage.getItem(COMPANY_KEY),
+  catalog: null,
+  webhooks: [],
+  editing: null, // the webhook being edited, or null when adding
+  attemptsFor: null, // the webhook whose attempts are shown
+  retried: new Map(), // delivery id -> the delivery as last seen, after a Retry
+  timer: null,
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, text, attrs = {}) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+function show(id, visible) {
+  $(id).hidden = !visible;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const error = (body && body.error) || {};
+    super(error.message || `request failed (${status})`);
+    this.status = status;
+    this.field = error.field || null;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${state.token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "omit",
+  });
+  const text = await response.text();
+  const parsed = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new ApiError(response.status, parsed);
+  return parsed;
+}
+
+function companyQuery() {
+  return state.admin ? `company_id=${encodeURIComponent(state.company)}` : "";
+}
+
+function formatTime(iso) {
+  return iso ? new Date(iso).toLocaleString() : "—";
+}
+
+function prettyBody(text) {
+  if (text === null || text === undefined) return "";
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch (_) {
+    return text;
+  }
+}
+
+// --- signing in -------------------------------------------------------------------------
+
+async function signIn(event) {
+  event.preventDefault();
+  $("error-token").textContent = "";
+  state.token = $("token").value.trim();
+  try {
+    await startSession();
+    sessionStorage.setItem(TOKEN_KEY, state.token);
+    $("token").value = "";
+  } catch (error) {
+    state.token = null;
+    $("error-token").textContent =
+      error.status === 401 ? "This token is not valid." : error.message;
+  }
+}
+
+async function startSession() {
+  const session = await api("GET", "/v1/session");
+  state.admin = session.admin;
+  if (!state.admin) state.company = session.company_id;
+  state.catalog = await api("GET", "/v1/event-types");
+  show("sign-in", false);
+  show("sign-out", true);
+  if (state.admin && !state.company) {
+    $("who").textContent = "Signed in as admin";
+    show("pick-company", true);
+    return;
+  }
+  await openCompany();
+}
+
+async function pickCompany(event) {
+  event.preventDefault();
+  const company = $("company").value.trim();
+  $("error-company").textContent = company ? "" : "Enter a company id.";
+  if (!company) return;
+  state.company = company;
+  sessionStorage.setItem(COMPANY_KEY, company);
+  show("pick-company", false);
+  await openCompany();
+}
+
+async function openCompany() {
+  $("who").textContent = `Company ${state.company}${state.admin ? " (admin)" : ""}`;
+  show("webhooks", true);
+  show("failed", true);
+  await refresh();
+  clearInterval(state.timer);
+  state.timer = setInterval(() => refresh().catch(reportPollError), POLL_MS);
+}
+
+function signOut() {
+  clearInterval(state.timer);
+  sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(COMPANY_KEY);
+  window.location.reload();
+}
+
+function reportPollError(error) {
+  if (error.status === 401) signOut();
+}
+
+// --- webhooks ---------------------------------------------------------------------------
+
+async function refresh() {
+  const query = companyQuery();
+  const listed = await api("GET", `/v1/webhooks${query ? `?${query}` : ""}`);
+  state.webhooks = listed.data;
+  const health = await Promise.all(
+    state.webhooks.map((w) => api("GET", `/v1/webhooks/${w.id}/health`).catch(() => null)),
+  );
+  renderWebhooks(health);
+  await refreshFailed();
+  if (state.attemptsFor) await refreshAttempts();
+}
+
+function renderWebhooks(health) {
+  const rows = $("webhook-rows");
+  rows.replaceChildren();
+  show("no-webhooks", state.webhooks.length === 0);
+  state.webhooks.forEach((webhook, i) => {
+    const row = el("tr");
+    row.append(el("td", webhook.name), el("td", webhook.url), el("td", webhook.events.join(", ")));
+    row.append(el("td", webhook.enabled ? "Enabled" : "Disabled"));
+    const h = health[i];
+    const healthText = !h
+      ? "—"
+      : h.failing_streak > 0
+        ? `${h.failing_streak} failed in a row; last success ${formatTime(h.last_success_at)}`
+        : `Last success ${formatTime(h.last_success_at)}`;
+    row.append(el("td", healthText));
+    const actions = el("td");
+    const edit = el("button", "Edit", { type: "button", "aria-label": `Edit ${webhook.name}` });
+    edit.addEventListener("click", () => openEditor(webhook));
+    const attempts = el("button", "Attempts", {
+      type: "button",
+      "aria-label": `Attempts of ${webhook.name}`,
+    });
+    attempts.addEventListener("click", () => openAttempts(webhook));
+    actions.append(edit, attempts);
+    row.append(actions);
+    rows.append(row);
+  });
+}
+
+// --- the form ---------------------------------------------------------------------------
+
+function renderEventChoices(selected) {
+  const groups = $("event-groups");
+  groups.replaceChildren();
+  for (const category of state.catalog.categories) {
+    const group = el("fieldset", null, { class: "event-group" });
+    group.append(el("legend", category.name));
+    const wildcard = `${category.name}.*`;
+    const all = el("input", null, {
+      type: "checkbox",
+      id: `event-${category.name}-all`,
+      value: wildcard,
+      "data-wildcard": "true",
+    });
+    all.checked = selected.includes(wildcard);
+    const allLabel = el("label", null, { class: "inline", for: all.id });
+    allLabel.append(all, document.createTextNode(` All ${category.name} events`));
+    group.append(allLabel);
+    for (const type of category.events) {
+      const box = el("input", null, { type: "checkbox", id: `event-${type}`, value: type });
+      box.checked = selected.includes(type) || all.checked;
+      box.disabled = all.checked;
+      const label = el("label", null, { class: "inline", for: box.id });
+      label.append(box, document.createTextNode(` ${type}`));
+      group.append(label);
+    }
+    all.addEventListener("change", () => {
+      group.querySelectorAll("input[type=checkbox]:not([data-wildcard])").forEach((box) => {
+        box.checked = all.checked;
+        box.disabled = all.checked;
+      });
+    });
+    groups.append(group);
+  }
+}
+
+function selectedEvents() {
+  const chosen = [];
+  for (const group of $("event-groups").querySelectorAll(".event-group")) {
+    const all = group.querySelector("input[data-wildcard]");
+    if (all.checked) {
+      chosen.push(all.value);
+      continue;
+    }
+    group.querySelectorAll("input:not([data-wildcard])").forEach((box) => {
+      if (box.checked) chosen.push(box.value);
+    });
+  }
+  return chosen;
+}
+
+function clearErrors() {
+  for (const id of ["name", "url", "events", "secret", "form"]) $(`error-${id}`).textContent = "";
+  for (const id of ["field-name", "field-url", "field-secret"]) $(id).removeAttribute("aria-invalid");
+}
+
+function openEditor(webhook) {
+  state.editing = webhook;
+  clearErrors();
+  $("editor-title").textContent = webhook ? `Edit ${webhook.name}` : "Add webhook";
+  $("field-name").value = webhook ? webhook.name : "";
+  $("field-url").value = webhook ? webhook.url : "";
+  $("field-secret").value = "";
+  $("field-generate-secret").checked = !webhook;
+  $("field-enabled").checked = webhook ? webhook.enabled : true;
+  renderEventChoices(webhook ? webhook.events : []);
+  show("editor", true);
+  $("field-name").focus();
+}
+
+function closeEditor() {
+  show("editor", false);
+  state.editing = null;
+}
+
+async function saveWebhook(event) {
+  event.preventDefault();
+  clearErrors();
+  const body = {
+    name: $("field-name").value,
+    url: $("field-url").value,
+    events: selectedEvents(),
+    enabled: $("field-enabled").checked,
+  };
+  const pasted = $("field-secret").value.trim();
+  if ($("field-generate-secret").checked) body.generate_secret = true;
+  else if (pasted) body.secret = pasted;
+  if (state.admin && !state.editing) body.company_id = state.company;
+  try {
+    const saved = state.editing
+      ? await api("PATCH", `/v1/webhooks/${state.editing.id}`, body)
+      : await api("POST", "/v1/webhooks", body);
+    closeEditor();
+    if (saved.secret) showSecretOnce(saved.secret);
+    await refresh();
+  } catch (error) {
+    showFieldError(error);
+  }
+}
+
+function showFieldError(error) {
+  const fields = { name: "name", url: "url", events: "events", secret: "secret", generate_secret: "secret" };
+  const field = fields[error.field];
+  if (field) {
+    $(`error-${field}`).textContent = error.message;
+    const input = $(`field-${field}`);
+    if (input) {
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+    }
+  } else {
+    $("error-form").textContent = error.message;
+  }
+}
+
+function showSecretOnce(secret) {
+  $("secret-value").value = secret;
+  $("copy-status").textContent = "";
+  show("secret-once", true);
+}
+
+async function copySecret() {
+  try {
+    await navigator.clipboard.writeText($("secret-value").value);
+    $("copy-status").textContent = "Copied.";
+  } catch (_) {
+    $("secret-value").select();
+    $("copy-status").textContent = "Select the secret and copy it.";
+  }
+}
+
+function closeSecret() {
+  $("secret-value").value = "";
+  show("secret-once", false);
+}
+
+// --- attempts ---------------------------------------------------------------------------
+
+async function openAttempts(webhook) {
+  state.attemptsFor = webhook;
+  $("attempts-title").textContent = `Latest attempts: ${webhook.name}`;
+  $("recover-status").textContent = "";
+  show("attempts", true);
+  await refreshAttempts();
+}
+
+function closeAttempts() {
+  state.attemptsFor = null;
+  show("attempts", false);
+}
+
+function bodyCell(text, truncated, label) {
+  const cell = el("td");
+  if (text === null || text === undefined) return cell;
+  const details = el("details");
+  details.append(el("summary", label));
+  details.append(el("pre", prettyBody(text)));
+  if (truncated) details.append(el("p", "Preview: the body is longer.", { class: "hint" }));
+  cell.append(details);
+  return cell;
+}
+
+async function refreshAttempts() {
+  const webhook = state.attemptsFor;
+  const listed = await api("GET", `/v1/webhooks/${webhook.id}/attempts?limit=20`);
+  if (state.attemptsFor !== webhook) return;
+  const rows = $("attempt-rows");
+  rows.replaceChildren();
+  show("no-attempts", listed.data.length === 0);
+  for (const attempt of listed.data) {
+    const row = el("tr");
+    row.append(el("td", formatTime(attempt.attempted_at)), el("td", attempt.event_type));
+    row.append(el("td", attempt.response_status ?? attempt.error_kind ?? "—"));
+    row.append(el("td", attempt.retries));
+    row.append(bodyCell(attempt.request_body, attempt.body_preview, "Request body"));
+    row.append(bodyCell(attempt.response_body, attempt.body_preview, "Response body"));
+    rows.append(row);
+  }
+}
+
+async function recover(event) {
+  event.preventDefault();
+  const since = $("recover-since").value;
+  if (!since) {
+    $("recover-status").textContent = "Choose a date and time.";
+    return;
+  }
+  try {
+    const result = await api("POST", `/v1/webhooks/${state.attemptsFor.id}/recover`, {
+      since: new Date(since).toISOString(),
+    });
+    $("recover-status").textContent = `${result.enqueued} failed deliveries re-enqueued.`;
+  } catch (error) {
+    $("recover-status").textContent = error.message;
+  }
+}
+
+// --- failed deliveries ------------------------------------------------------------------
+
+async function refreshFailed() {
+  const query = companyQuery();
+  const listed = await api(
+    "GET",
+    `/v1/deliveries?status=failed&limit=50${query ? `&${query}` : ""}`,
+  );
+  const retried = await Promise.all(
+    [...state.retried.keys()]
+      .filter((id) => !listed.data.some((d) => d.id === id))
+      .map((id) => api("GET", `/v1/deliveries/${id}`).catch(() => null)),
+  );
+  const deliveries = [...listed.data, ...retried.filter(Boolean)];
+  const names = new Map(state.webhooks.map((w) => [w.id, w.name]));
+  const rows = $("failed-rows");
+  rows.replaceChildren();
+  show("no-failed", deliveries.length === 0);
+  for (const delivery of deliveries) {
+    const row = el("tr", null, { "data-delivery": delivery.id });
+    row.append(el("td", formatTime(delivery.created_at)));
+    row.append(el("td", names.get(delivery.webhook_id) ?? delivery.webhook_id));
+    row.append(el("td", delivery.event_type));
+    row.append(el("td", statusText(delivery.status)));
+    row.append(el("td", delivery.last_error ?? "—"));
+    const action = el("td");
+    if (delivery.status === "failed") {
+      const retry = el("button", "Retry", {
+        type: "button",
+        "aria-label": `Retry ${delivery.event_type} to ${names.get(delivery.webhook_id) ?? "webhook"}`,
+      });
+      retry.addEventListener("click", () => retryDelivery(delivery, retry));
+      action.append(retry);
+    }
+    row.append(action);
+    rows.append(row);
+  }
+}
+
+function statusText(status) {
+  return { failed: "Failed", succeeded: "Succeeded", pending: "Pending", retrying: "Retrying" }[
+    status
+  ] ?? status;
+}
+
+async function retryDelivery(delivery, button) {
+  button.disabled = true;
+  try {
+    await api("POST", `/v1/deliveries/${delivery.id}/retry`);
+    state.retried.set(delivery.id, delivery);
+    await refreshFailed();
+  } catch (error) {
+    button.disabled = false;
+    $("error-form").textContent = error.message;
+  }
+}
+
+// --- start ------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("sign-in-form").addEventListener("submit", signIn);
+  $("pick-company-form").addEventListener("submit", pickCompany);
+  $("sign-out").addEventListener("click", signOut);
+  $("add-webhook").addEventListener("click", () => openEditor(null));
+  $("webhook-form").addEventListener("submit", saveWebhook);
+  $("cancel-edit").addEventListener("click", closeEditor);
+  $("copy-secret").addEventListener("click", copySecret);
+  $("close-secret").addEventListener("click", closeSecret);
+  $("close-attempts").addEventListener("click", closeAttempts);
+  $("recover-form").addEventListener("submit", recover);
+  if (state.token) startSession().catch(signOut);
+});
