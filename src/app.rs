@@ -106,6 +106,7 @@ pub async fn run_with_resolver(
         shutdown: shutdown.clone(),
     };
     let pruning = tokio::spawn(crate::retention::run(
+        worker.storage.clone(),
         config.database.url.clone(),
         config.retention.clone(),
         shutdown.clone(),

@@ -317,8 +317,9 @@ async fn healthcheck(config: &Config) -> anyhow::Result<()> {
 async fn prune(config: &Config, dry_run: bool) -> anyhow::Result<()> {
     use crate::retention;
     let retention = &config.retention;
+    // A maintenance command: it changes no schema and no stored key (`run` and `migrate` do).
     let keys = config.security.secret_keys.clone();
-    let storage = crate::storage::Storage::connect(&config.database, keys).await?;
+    let storage = crate::storage::Storage::open(&config.database, keys)?;
     let describe = |counts: crate::storage::PruneCounts| {
         format!(
             "{} deliveries ({} attempts, {} events): succeeded ones older than {}, failed ones \
@@ -368,7 +369,11 @@ async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         ),
         (None, None) => bail!("give --webhook or --company"),
     };
-    let (storage, broker) = app::prepare(config).await?;
+    // A maintenance command: it changes no schema and no stored key (`run` and `migrate` do).
+    let storage =
+        crate::storage::Storage::open(&config.database, config.security.secret_keys.clone())?;
+    let broker = crate::broker::Broker::connect(&config.amqp.url, app::topology(config)).await?;
+    broker.declare_topology().await?;
     let counts = storage.count_failed(&scope, window).await?;
     let total: i64 = counts.iter().map(|(_, n)| n).sum();
     if args.dry_run {

@@ -135,6 +135,12 @@ impl<'de> Visitor<'de> for HeadVisitor {
                 HeadKey::Id => (&mut head.id, "id"),
                 HeadKey::Event => (&mut head.event, "event"),
                 HeadKey::CompanyId => (&mut head.company_id, "company_id"),
+                // Not a routing field: a repeated one is kept as first given, as before it
+                // was read at all.
+                HeadKey::Timestamp if head.timestamp.is_some() => {
+                    map.next_value::<Checked>()?;
+                    continue;
+                }
                 HeadKey::Timestamp => (&mut head.timestamp, "timestamp"),
                 HeadKey::Other => {
                     map.next_value::<Checked>()?;
@@ -267,7 +273,7 @@ mod tests {
         ] {
             assert_eq!(check(body).expect(body).occurred_at, None, "{body}");
         }
-        let offset = r#"{"id":"e","event":"deal.won","company_id":"c","timestamp":"2026-11-27T09:00:00+01:00"}"#;
+        let offset = r#"{"id":"e","event":"deal.won","company_id":"c","timestamp":"2026-11-27T09:00:00+01:00","timestamp":"x"}"#;
         assert_eq!(
             check(offset).expect("valid").occurred_at,
             Some(time::macros::datetime!(2026-11-27 08:00:00 UTC))

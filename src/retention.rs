@@ -12,7 +12,7 @@ use crate::{
     config::RetentionConfig,
     domain::DeliveryId,
     metrics,
-    storage::{PruneCounts, Pruner, StorageError},
+    storage::{PruneCounts, Pruner, Storage, StorageError},
 };
 
 /// Deliveries deleted per statement.
@@ -63,14 +63,28 @@ pub async fn prune_once(
 }
 
 /// Prunes every `config.interval` until `stop`. A failed round is logged and tried again at
-/// the next.
-pub async fn run(database_url: String, config: RetentionConfig, stop: CancellationToken) {
+/// the next. Each round also seals again under the first key of `security.secret_keys` what
+/// a worker on an older key list sealed under another meanwhile (during a key rotation).
+pub async fn run(
+    storage: Storage,
+    database_url: String,
+    config: RetentionConfig,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(config.interval) => {}
         }
-        match prune_once(&database_url, &config, &stop).await {
+        if let Err(e) = storage.seal_under_first_key().await {
+            tracing::warn!(error = %e, "cannot seal signing keys again; the next round tries");
+        }
+        let pruned = tokio::select! {
+            // Stopping: the batch under way is rolled back with the session.
+            () = stop.cancelled() => return,
+            pruned = prune_once(&database_url, &config, &stop) => pruned,
+        };
+        match pruned {
             Ok(Some(pruned)) if pruned.deliveries > 0 => tracing::info!(
                 deliveries = pruned.deliveries,
                 attempts = pruned.attempts,

@@ -162,6 +162,10 @@ fn internal_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return internal_v4(v4).map(|_| "IPv4-mapped internal");
     }
+    // IPv4-translated ::ffff:0:a.b.c.d (SIIT), for paths through a translator.
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return internal_v4(embedded(s[6], s[7])).map(|_| "IPv4-translated internal");
+    }
     Some(if ip.is_loopback() {
         "loopback"
     } else if ip.is_unspecified() {
@@ -274,6 +278,8 @@ mod tests {
             ("::1", Some("loopback")),
             ("::ffff:192.168.0.1", Some("IPv4-mapped internal")),
             ("::ffff:93.184.216.34", None),
+            ("::ffff:0:7f00:1", Some("IPv4-translated internal")),
+            ("::ffff:0:5db8:d822", None),
             ("::10.0.0.1", Some("IPv4-compatible internal")),
             ("::127.0.0.1", Some("IPv4-compatible internal")),
             // 6to4 of 192.168.1.1 and of 93.184.216.34.

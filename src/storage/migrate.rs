@@ -11,8 +11,12 @@ mod embedded {
 /// Serialises concurrent migrators (two workers starting at once) on one advisory lock.
 const MIGRATION_LOCK: i64 = 0x7e50_0001;
 
+/// How long a connection of its own (migrations, pruning) may take to open.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(super) async fn connect(url: &str) -> Result<Client, StorageError> {
-    let target = super::tls::target(url)?;
+    let mut target = super::tls::target(url)?;
+    target.config.connect_timeout(CONNECT_TIMEOUT);
     let (client, connection) = target.config.connect(target.tls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {

@@ -115,8 +115,9 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Creates the database if missing, applies migrations, opens the pool, and seals every
-    /// signing key under the key ring's first key (see `reseal_signing_keys`).
+    /// Creates the database if missing, applies migrations, opens the pool, checks that the
+    /// key ring opens the stored signing keys, and seals every one under its first key (see
+    /// `reseal_signing_keys`): what `run` and `migrate` do at start.
     pub async fn connect(
         config: &DatabaseConfig,
         keys: Arc<KeyRing>,
@@ -124,15 +125,22 @@ impl Storage {
         ensure_database(&config.url).await?;
         migrate(&config.url).await?;
         let storage = Self::open(config, keys)?;
-        let resealed = storage.reseal_signing_keys().await?;
+        storage.verify_signing_keys().await?;
+        storage.seal_under_first_key().await?;
+        Ok(storage)
+    }
+
+    /// `reseal_signing_keys`, logging what it changed.
+    pub async fn seal_under_first_key(&self) -> Result<(), StorageError> {
+        let resealed = self.reseal_signing_keys().await?;
         if resealed > 0 {
             tracing::info!(
                 webhooks = resealed,
-                key = storage.keys.sealing_key_id(),
+                key = self.keys.sealing_key_id(),
                 "sealed webhook signing keys under the first key of security.secret_keys"
             );
         }
-        Ok(storage)
+        Ok(())
     }
 
     /// Opens the pool without touching the schema.

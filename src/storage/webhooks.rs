@@ -218,6 +218,35 @@ impl Storage {
             .transpose()
     }
 
+    /// Opens one stored signing key of each key id in use: a key ring that lacks a key, or holds
+    /// other bytes under its id, is refused here, at start, rather than on the first event of
+    /// each company whose webhooks it cannot read.
+    pub async fn verify_signing_keys(&self) -> Result<(), StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT ON (key_id) id, sealed, key_id FROM (
+                    SELECT id, signing_key AS sealed, split_part(signing_key, ':', 2) AS key_id
+                    FROM webhooks WHERE signing_key IS NOT NULL
+                    UNION ALL
+                    SELECT id, previous_signing_key, split_part(previous_signing_key, ':', 2)
+                    FROM webhooks WHERE previous_signing_key IS NOT NULL
+                 ) stored",
+                &[],
+            )
+            .await?;
+        for row in &rows {
+            let id = WebhookId(row.try_get("id")?);
+            let sealed: String = row.try_get("sealed")?;
+            self.keys.open(&sealed, &id.to_string()).map_err(|e| {
+                StorageError::Sealed(format!(
+                    "webhook {id}'s signing key does not open with security.secret_keys: {e}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     /// Seals again, under the key ring's first key, every signing key sealed under another
     /// one, and seals the plain secrets an older version stored (emptying their column).
     /// Idempotent, and safe from several processes at once: a row changed meanwhile is left
@@ -278,8 +307,8 @@ impl Storage {
         Ok(changed)
     }
 
-    /// Deletes a webhook with its deliveries and attempts, in one transaction; returns its
-    /// company, or `None` when it did not exist.
+    /// Deletes a webhook with its deliveries and attempts, and the events no other delivery
+    /// needs, in one transaction; returns its company, or `None` when it did not exist.
     pub async fn delete_webhook(&self, id: WebhookId) -> Result<Option<String>, StorageError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -291,8 +320,15 @@ impl Storage {
             .await?;
         tx.execute("DELETE FROM attempts WHERE webhook_id = $1", &[&id.0])
             .await?;
-        tx.execute("DELETE FROM deliveries WHERE webhook_id = $1", &[&id.0])
-            .await?;
+        tx.execute(
+            "WITH gone AS (DELETE FROM deliveries WHERE webhook_id = $1 RETURNING event_id)
+             DELETE FROM events e
+             WHERE e.id IN (SELECT event_id FROM gone)
+               AND NOT EXISTS (
+                   SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.webhook_id <> $1)",
+            &[&id.0],
+        )
+        .await?;
         tx.commit().await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }

@@ -148,3 +148,46 @@ async fn the_workers_prune_on_their_own_one_at_a_time() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn deleting_a_webhook_takes_the_events_only_it_needed() {
+    let worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    let only = worker
+        .create_webhook("cmp_del", &receiver.url(), &["deal.won"])
+        .await;
+    let shared = worker
+        .create_webhook("cmp_del", &receiver.url(), &["deal.lost"])
+        .await;
+    let also_shared = worker
+        .create_webhook("cmp_del", &receiver.url(), &["deal.lost"])
+        .await;
+    let (alone, _) = worker.publish("deal.won", "cmp_del", json!({})).await;
+    let (together, _) = worker.publish("deal.lost", "cmp_del", json!({})).await;
+    for (event, webhook) in [
+        (&alone, &only),
+        (&together, &shared),
+        (&together, &also_shared),
+    ] {
+        worker
+            .wait_for_status(event, webhook["id"].as_str().expect("id"), "succeeded")
+            .await;
+    }
+    for webhook in [&only, &shared] {
+        let id = webhook["id"].as_str().expect("id");
+        let (status, _) = worker
+            .api("DELETE", &format!("/v1/webhooks/{id}"), None)
+            .await;
+        assert_eq!(status, 204);
+    }
+    assert_eq!(
+        kept(&worker, &alone).await,
+        (0, 0, false),
+        "its last delivery went"
+    );
+    assert_eq!(
+        kept(&worker, &together).await,
+        (1, 1, true),
+        "another webhook's delivery still needs it"
+    );
+}

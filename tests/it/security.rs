@@ -202,13 +202,25 @@ async fn plain_secrets_are_sealed_at_start_and_keys_rotate() {
         .expect("the old key is no longer needed");
     assert_eq!(signing_key(storage).await, expected);
 
+    // The right key id with other bytes is refused at start too, not at the first event.
+    let second_id = second.split_once(':').expect("id").0;
+    let impostor = format!("{second_id}:{}", STANDARD.encode([7u8; 32]));
+    let error = Storage::connect(&database, ring(&[&impostor]))
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        error.contains("does not open") && error.contains("security.secret_keys"),
+        "{error}"
+    );
+
     // A key ring that lacks the sealing key is refused at start, naming the key.
     let error = Storage::connect(&database, ring(&[&third]))
         .await
         .err()
         .expect("refused")
         .to_string();
-    let second_id = second.split_once(':').expect("id").0;
     assert!(
         error.contains(second_id) && error.contains("security.secret_keys"),
         "{error}"

@@ -150,6 +150,28 @@ async fn a_company_token_acts_only_inside_its_company_on_every_route() {
         }
     }
 
+    // Nothing the walk sent changed company A's things.
+    let (_, webhook) = worker
+        .api("GET", &format!("/v1/webhooks/{webhook_id}"), None)
+        .await;
+    assert_eq!(webhook["name"], "test", "not renamed");
+    assert_eq!(
+        webhook["secret_rotation_ends_at"],
+        Value::Null,
+        "no key rotated"
+    );
+    let (_, delivery) = worker
+        .api("GET", &format!("/v1/deliveries/{delivery_id}"), None)
+        .await;
+    assert_eq!(delivery["status"], "succeeded");
+    assert_eq!(delivery["attempt_count"], 1, "not retried");
+    let (_, tokens) = worker.api("GET", "/v1/companies/cmp_a/tokens", None).await;
+    assert_eq!(
+        tokens["data"].as_array().map(Vec::len),
+        Some(1),
+        "not revoked"
+    );
+
     // Unscoped listings show its own company only; a filter on another's webhook finds nothing.
     let (status, listed) = call(&worker, &mine, Method::GET, "/v1/webhooks", None).await;
     assert_eq!(
