@@ -26,3 +26,4 @@ mod stop;
 mod subscriptions;
 mod tenancy;
 mod tls;
+mod ui;

@@ -16,6 +16,7 @@ const state = {
   editing: null, // the webhook being edited, or null when adding
   attemptsFor: null, // the webhook whose attempts are shown
   retried: new Map(), // delivery id -> the delivery as last seen, after a Retry
+  openBodies: new Set(), // the attempt bodies expanded, kept open across refreshes
   timer: null,
 };
 
@@ -26,6 +27,11 @@ function el(tag, text, attrs = {}) {
   if (text !== undefined && text !== null) node.textContent = String(text);
   for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
   return node;
+}
+
+// A table cell; `label` names its column on narrow screens, where rows stack.
+function td(label, text) {
+  return el("td", text, { "data-label": label });
 }
 
 function show(id, visible) {
@@ -156,16 +162,17 @@ function renderWebhooks(health) {
   show("no-webhooks", state.webhooks.length === 0);
   state.webhooks.forEach((webhook, i) => {
     const row = el("tr");
-    row.append(el("td", webhook.name), el("td", webhook.url), el("td", webhook.events.join(", ")));
-    row.append(el("td", webhook.enabled ? "Enabled" : "Disabled"));
+    row.append(td("Name", webhook.name), td("URL", webhook.url));
+    row.append(td("Events", webhook.events.join(", ")));
+    row.append(td("Status", webhook.enabled ? "Enabled" : "Disabled"));
     const h = health[i];
     const healthText = !h
       ? "—"
       : h.failing_streak > 0
         ? `${h.failing_streak} failed in a row; last success ${formatTime(h.last_success_at)}`
         : `Last success ${formatTime(h.last_success_at)}`;
-    row.append(el("td", healthText));
-    const actions = el("td");
+    row.append(td("Health", healthText));
+    const actions = td("Actions");
     const edit = el("button", "Edit", { type: "button", "aria-label": `Edit ${webhook.name}` });
     edit.addEventListener("click", () => openEditor(webhook));
     const attempts = el("button", "Attempts", {
@@ -331,10 +338,15 @@ function closeAttempts() {
   show("attempts", false);
 }
 
-function bodyCell(text, truncated, label) {
-  const cell = el("td");
+function bodyCell(text, truncated, label, key) {
+  const cell = td(label);
   if (text === null || text === undefined) return cell;
   const details = el("details");
+  details.open = state.openBodies.has(key);
+  details.addEventListener("toggle", () => {
+    if (details.open) state.openBodies.add(key);
+    else state.openBodies.delete(key);
+  });
   details.append(el("summary", label));
   details.append(el("pre", prettyBody(text)));
   if (truncated) details.append(el("p", "Preview: the body is longer.", { class: "hint" }));
@@ -351,11 +363,12 @@ async function refreshAttempts() {
   show("no-attempts", listed.data.length === 0);
   for (const attempt of listed.data) {
     const row = el("tr");
-    row.append(el("td", formatTime(attempt.attempted_at)), el("td", attempt.event_type));
-    row.append(el("td", attempt.response_status ?? attempt.error_kind ?? "—"));
-    row.append(el("td", attempt.retries));
-    row.append(bodyCell(attempt.request_body, attempt.body_preview, "Request body"));
-    row.append(bodyCell(attempt.response_body, attempt.body_preview, "Response body"));
+    row.append(td("Time", formatTime(attempt.attempted_at)), td("Event type", attempt.event_type));
+    row.append(td("Response", attempt.response_status ?? attempt.error_kind ?? "—"));
+    row.append(td("Retries", attempt.retries));
+    const body = (which) => `${attempt.id}-${which}`;
+    row.append(bodyCell(attempt.request_body, attempt.body_preview, "Request body", body("out")));
+    row.append(bodyCell(attempt.response_body, attempt.body_preview, "Response body", body("in")));
     rows.append(row);
   }
 }
@@ -397,12 +410,14 @@ async function refreshFailed() {
   show("no-failed", deliveries.length === 0);
   for (const delivery of deliveries) {
     const row = el("tr", null, { "data-delivery": delivery.id });
-    row.append(el("td", formatTime(delivery.created_at)));
-    row.append(el("td", names.get(delivery.webhook_id) ?? delivery.webhook_id));
-    row.append(el("td", delivery.event_type));
-    row.append(el("td", statusText(delivery.status)));
-    row.append(el("td", delivery.last_error ?? "—"));
-    const action = el("td");
+    row.append(td("Time", formatTime(delivery.created_at)));
+    row.append(td("Webhook", names.get(delivery.webhook_id) ?? delivery.webhook_id));
+    row.append(td("Event type", delivery.event_type));
+    row.append(td("Status", statusText(delivery.status)));
+    const failedStatus = delivery.status !== "succeeded" && delivery.last_status;
+    const lastError = delivery.last_error ?? (failedStatus ? `status ${delivery.last_status}` : "—");
+    row.append(td("Last error", lastError));
+    const action = td("Action");
     if (delivery.status === "failed") {
       const retry = el("button", "Retry", {
         type: "button",
