@@ -299,6 +299,11 @@ mod tests {
                 r#"{"id":5,"event":"deal.won","company_id":"c"}"#,
                 "missing_field",
             ),
+            // An id a `webhook-id` header could not carry.
+            (
+                r#"{"id":"évt 1","event":"deal.won","company_id":"c"}"#,
+                "missing_field",
+            ),
             (r#"{"id":"e","event":"deal.won"}"#, "missing_field"),
             (r#"{"id":"e","company_id":"c"}"#, "missing_field"),
             (

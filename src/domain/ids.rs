@@ -8,17 +8,18 @@ use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
-    #[error("must be a non-empty string of at most 255 printable characters")]
+    #[error("must be 1 to 255 visible ASCII characters (no spaces)")]
     Malformed,
     #[error("must be a UUID")]
     NotUuid,
 }
 
-/// Non-empty, at most 255 bytes, no control characters: what an opaque string from outside
-/// must be to travel in HTTP headers and AMQP short strings, and to be stored as text
-/// (PostgreSQL refuses NUL).
+/// 1 to 255 visible ASCII characters (`!` to `~`, no spaces): what an opaque id or type from
+/// outside must be to travel in an HTTP header value (the `webhook-id` a receiver dedupes on;
+/// other bytes are obsolete there, and the header could not be sent) and an AMQP short
+/// string, and to be stored as text. The API documents it as `^[!-~]{1,255}$`.
 pub fn is_short_text(value: &str) -> bool {
-    !value.trim().is_empty() && value.len() <= 255 && !value.chars().any(char::is_control)
+    (1..=255).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// An opaque id from the CRM: see `is_short_text`.
@@ -144,6 +145,14 @@ mod tests {
         assert_eq!(EventId::parse("  "), Err(IdError::Malformed));
         assert_eq!(EventId::parse("a\nb"), Err(IdError::Malformed));
         assert_eq!(CompanyId::parse("x".repeat(256)), Err(IdError::Malformed));
+        assert!(CompanyId::parse("x".repeat(255)).is_ok());
+        for not_ascii in ["cmp é", "évt", "a b", "tab\there"] {
+            assert_eq!(
+                EventId::parse(not_ascii),
+                Err(IdError::Malformed),
+                "{not_ascii}"
+            );
+        }
     }
 
     #[test]
