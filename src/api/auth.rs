@@ -71,7 +71,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
 }
 
 /// Who the token belongs to: the admin, or a company.
-#[utoipa::path(get, path = "/session", tag = "tokens", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getSession",
+    path = "/session", tag = "tokens", security(("bearer" = [])),
     responses((status = 200, body = Session), CommonErrors))]
 pub async fn session(principal: Principal) -> axum::Json<Session> {
     axum::Json(match principal {

@@ -43,10 +43,12 @@ pub struct DeliveriesQuery {
     /// implied).
     #[param(value_type = Option<String>, format = Uuid)]
     webhook_id: Option<String>,
+    #[param(pattern = "^[!-~]{1,255}$")]
     company_id: Option<String>,
     #[param(value_type = Option<DeliveryStatusName>)]
     status: Option<String>,
     /// An exact event type.
+    #[param(pattern = "^[!-~]{1,255}$")]
     event_type: Option<String>,
     /// Created at or after (RFC 3339).
     #[param(value_type = Option<String>, format = DateTime)]
@@ -81,6 +83,7 @@ pub enum DeliveryStatusName {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ScopeQuery {
+    #[param(pattern = "^[!-~]{1,255}$")]
     company_id: Option<String>,
 }
 
@@ -195,7 +198,8 @@ fn scoped<T>(
 }
 
 /// The webhook's latest attempts, newest first; bodies are previews.
-#[utoipa::path(get, path = "/webhooks/{id}/attempts", tag = "deliveries",
+#[utoipa::path(get, operation_id = "listWebhookAttempts",
+    path = "/webhooks/{id}/attempts", tag = "deliveries",
     security(("bearer" = [])), params(WebhookPath, AttemptsQuery),
     responses((status = 200, body = AttemptPage), CommonErrors))]
 pub async fn webhook_attempts(
@@ -228,7 +232,8 @@ fn next_cursor<T>(len: usize, limit: i64, last: Option<T>) -> Option<T> {
 }
 
 /// Deliveries, newest first.
-#[utoipa::path(get, path = "/deliveries", tag = "deliveries", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listDeliveries",
+    path = "/deliveries", tag = "deliveries", security(("bearer" = [])),
     params(DeliveriesQuery),
     responses((status = 200, body = DeliveryPage), CommonErrors))]
 pub async fn list(
@@ -269,7 +274,7 @@ pub async fn list(
                 } else {
                     Err(ApiError::invalid_field(
                         "event_type",
-                        "event_type must be 1 to 255 bytes, without control characters",
+                        "event_type must be 1 to 255 visible ASCII characters",
                     ))
                 }
             })
@@ -296,7 +301,8 @@ pub async fn list(
 }
 
 /// One delivery with all its attempts (bodies as previews).
-#[utoipa::path(get, path = "/deliveries/{id}", tag = "deliveries", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getDelivery",
+    path = "/deliveries/{id}", tag = "deliveries", security(("bearer" = [])),
     params(DeliveryPath, ScopeQuery),
     responses((status = 200, body = DeliveryDetail), CommonErrors))]
 pub async fn get(
@@ -314,7 +320,8 @@ pub async fn get(
 }
 
 /// One attempt of a delivery, with its request and response bodies whole.
-#[utoipa::path(get, path = "/deliveries/{id}/attempts/{number}", tag = "deliveries",
+#[utoipa::path(get, operation_id = "getAttempt",
+    path = "/deliveries/{id}/attempts/{number}", tag = "deliveries",
     security(("bearer" = [])), params(AttemptPath, ScopeQuery),
     responses((status = 200, body = crate::storage::AttemptView), CommonErrors))]
 pub async fn attempt(
@@ -361,7 +368,8 @@ impl From<RecoveryError> for ApiError {
 }
 
 /// Sends the delivery again now: same event id and body, fresh timestamp and signature.
-#[utoipa::path(post, path = "/deliveries/{id}/retry", tag = "deliveries",
+#[utoipa::path(post, operation_id = "retryDelivery",
+    path = "/deliveries/{id}/retry", tag = "deliveries",
     security(("bearer" = [])), params(DeliveryPath, ScopeQuery),
     responses((status = 202, body = Retried), CommonErrors))]
 pub async fn retry(
@@ -389,7 +397,8 @@ pub async fn retry(
 }
 
 /// Re-enqueues every Failed delivery of the webhook created in the window.
-#[utoipa::path(post, path = "/webhooks/{id}/recover", tag = "deliveries",
+#[utoipa::path(post, operation_id = "recoverWebhook",
+    path = "/webhooks/{id}/recover", tag = "deliveries",
     security(("bearer" = [])), params(WebhookPath), request_body = RecoverBody,
     responses((status = 202, body = Recovered), CommonErrors))]
 pub async fn recover(

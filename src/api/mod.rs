@@ -81,11 +81,13 @@ fn operations_routes() -> OpenApiRouter<Arc<ApiState>> {
 }
 
 /// The OpenAPI 3.1 document of the whole API, served at `/openapi.json`.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi() -> serde_json::Value {
     let (_, v1) = v1_routes().split_for_parts();
     let (_, operations) = operations_routes().split_for_parts();
     let mut document = schema::ApiDoc::openapi().nest("/v1", v1);
     document.merge(operations);
+    let mut document = serde_json::to_value(document).expect("the document serializes");
+    schema::add_links(&mut document);
     document
 }
 
@@ -136,7 +138,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
 }
 
 /// Liveness: 200 while the process serves.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
+#[utoipa::path(get, operation_id = "healthz",
+    path = "/healthz", tag = "operations",
     responses((status = 200, description = "The process serves", body = String)))]
 async fn healthz() -> &'static str {
     "ok"
@@ -147,7 +150,8 @@ async fn healthz() -> &'static str {
 const DATABASE_GAUGES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Prometheus text exposition of the worker's metrics.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, operation_id = "getMetrics",
+    path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
 async fn render_metrics(State(state): State<Arc<ApiState>>) -> String {
     match tokio::time::timeout(DATABASE_GAUGES_TIMEOUT, state.storage.gauges()).await {
@@ -167,7 +171,8 @@ const READINESS_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 /// Ready while every consumer is subscribed and the database answers within a second; else
 /// 503, naming what is down: `consumers` (starting, or paused), and `database` or `broker`
 /// (an outage the worker is waiting out, or a failed ping).
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+#[utoipa::path(get, operation_id = "readyz",
+    path = "/readyz", tag = "operations", responses(
     (status = 200, description = "Ready", body = schema::Readiness),
     (status = 503, description = "Not ready; `down` names why", body = schema::Readiness)))]
 async fn readiness(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<schema::Readiness>) {

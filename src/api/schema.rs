@@ -4,6 +4,7 @@
 //! document cannot drift from what is served.
 
 use serde::Serialize;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use utoipa::{
     IntoResponses, Modify, OpenApi, ToSchema,
@@ -174,6 +175,13 @@ pub struct Readiness {
                        company token that acts inside its company only."
     ),
     modifiers(&BearerAuth),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        super::webhooks::Signature,
+        super::webhooks::EventFilterName,
+        super::deliveries::DeliveryStatusName
+    )),
     tags(
         (name = "webhooks", description = "Subscriptions and their signing keys"),
         (name = "deliveries", description = "The delivery log, retries and recovery"),
@@ -192,5 +200,153 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// A response whose body names a resource another operation takes: an OpenAPI link, so a
+/// client (or a stateful API fuzzer) can follow from a created webhook to what acts on it.
+struct FollowUp {
+    from: &'static str,
+    status: &'static str,
+    to: &'static [&'static str],
+    parameters: &'static [(&'static str, &'static str)],
+}
+
+const FOLLOW_UPS: &[FollowUp] = &[
+    FollowUp {
+        from: "createWebhook",
+        status: "201",
+        to: &[
+            "getWebhook",
+            "updateWebhook",
+            "deleteWebhook",
+            "rotateWebhookSecret",
+            "getWebhookPublicKey",
+            "getWebhookHealth",
+            "listWebhookAttempts",
+            "recoverWebhook",
+        ],
+        parameters: &[("id", "$response.body#/id")],
+    },
+    FollowUp {
+        from: "listDeliveries",
+        status: "200",
+        to: &["getDelivery", "retryDelivery"],
+        parameters: &[("id", "$response.body#/data/0/id")],
+    },
+    FollowUp {
+        from: "getDelivery",
+        status: "200",
+        to: &["getAttempt"],
+        parameters: &[
+            ("id", "$response.body#/id"),
+            ("number", "$response.body#/attempts/0/number"),
+        ],
+    },
+    FollowUp {
+        from: "issueToken",
+        status: "201",
+        to: &["revokeToken"],
+        parameters: &[
+            ("company_id", "$request.path.company_id"),
+            ("token_id", "$response.body#/id"),
+        ],
+    },
+];
+
+/// Adds [`FOLLOW_UPS`] to the document's responses. It writes the JSON itself: utoipa 5.5's
+/// `Link` serializes its fields in snake_case (`operation_id`), which OpenAPI does not know.
+pub fn add_links(document: &mut Value) {
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let operations = paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let id = operation["operationId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        for follow_up in FOLLOW_UPS.iter().filter(|f| f.from == id) {
+            let Some(response) = operation
+                .pointer_mut(&format!("/responses/{}", follow_up.status))
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            let parameters: serde_json::Map<String, Value> = follow_up
+                .parameters
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), Value::from(*value)))
+                .collect();
+            let links = follow_up.to.iter().map(|to| {
+                let link = json!({ "operationId": to, "parameters": parameters });
+                ((*to).to_owned(), link)
+            });
+            response.insert("links".to_owned(), Value::Object(links.collect()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde_json::Value;
+
+    fn methods(item: &Value) -> impl Iterator<Item = &Value> {
+        ["get", "put", "post", "patch", "delete"]
+            .into_iter()
+            .filter_map(|method| item.get(method))
+    }
+
+    /// operationId → the names of its parameters.
+    fn operations(document: &Value) -> BTreeMap<String, BTreeSet<String>> {
+        let mut operations = BTreeMap::new();
+        for item in document["paths"].as_object().expect("paths").values() {
+            for operation in methods(item) {
+                let id = operation["operationId"].as_str().expect("operationId");
+                let parameters = operation["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p["name"].as_str().expect("name").to_owned())
+                    .collect();
+                let earlier = operations.insert(id.to_owned(), parameters);
+                assert!(earlier.is_none(), "operationId {id} is used twice");
+            }
+        }
+        operations
+    }
+
+    #[test]
+    fn operation_ids_are_unique_and_every_link_fits_its_target() {
+        let document = crate::api::openapi();
+        let operations = operations(&document);
+        let mut links = 0;
+        for item in document["paths"].as_object().expect("paths").values() {
+            for operation in methods(item) {
+                let responses = operation["responses"].as_object().expect("responses");
+                for response in responses.values() {
+                    let Some(response_links) = response["links"].as_object() else {
+                        continue;
+                    };
+                    for link in response_links.values() {
+                        let target = link["operationId"].as_str().expect("operationId");
+                        let parameters = operations
+                            .get(target)
+                            .unwrap_or_else(|| panic!("link to unknown operation {target}"));
+                        for name in link["parameters"].as_object().expect("parameters").keys() {
+                            assert!(parameters.contains(name), "{target} takes no {name}");
+                        }
+                        links += 1;
+                    }
+                }
+            }
+        }
+        let expected: usize = super::FOLLOW_UPS.iter().map(|f| f.to.len()).sum();
+        assert_eq!(links, expected, "every follow-up became a link");
     }
 }

@@ -40,6 +40,7 @@ pub struct IssueBody {
     reason = "describes the path parameter in the OpenAPI document"
 )]
 pub struct CompanyPath {
+    #[param(pattern = "^[!-~]{1,255}$")]
     company_id: String,
 }
 
@@ -51,6 +52,7 @@ pub struct CompanyPath {
     reason = "describes the path parameters in the OpenAPI document"
 )]
 pub struct TokenPath {
+    #[param(pattern = "^[!-~]{1,255}$")]
     company_id: String,
     #[param(value_type = String, format = Uuid)]
     token_id: String,
@@ -61,7 +63,8 @@ fn company(id: String) -> Result<CompanyId, ApiError> {
 }
 
 /// Issues a token for the company; it is shown in this response only.
-#[utoipa::path(post, path = "/companies/{company_id}/tokens", tag = "tokens",
+#[utoipa::path(post, operation_id = "issueToken",
+    path = "/companies/{company_id}/tokens", tag = "tokens",
     security(("bearer" = [])), params(CompanyPath), request_body(content = Option<IssueBody>),
     responses((status = 201, body = IssuedToken), CommonErrors))]
 pub async fn issue(
@@ -102,7 +105,8 @@ pub async fn issue(
 }
 
 /// The company's tokens (never the tokens themselves).
-#[utoipa::path(get, path = "/companies/{company_id}/tokens", tag = "tokens",
+#[utoipa::path(get, operation_id = "listTokens",
+    path = "/companies/{company_id}/tokens", tag = "tokens",
     security(("bearer" = [])), params(CompanyPath),
     responses((status = 200, body = Page<ApiToken>), CommonErrors))]
 pub async fn list(
@@ -116,7 +120,8 @@ pub async fn list(
 }
 
 /// Revokes a token.
-#[utoipa::path(delete, path = "/companies/{company_id}/tokens/{token_id}", tag = "tokens",
+#[utoipa::path(delete, operation_id = "revokeToken",
+    path = "/companies/{company_id}/tokens/{token_id}", tag = "tokens",
     security(("bearer" = [])), params(TokenPath),
     responses((status = 204, description = "Revoked"), CommonErrors))]
 pub async fn revoke(

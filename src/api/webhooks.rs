@@ -5,7 +5,10 @@ use std::sync::Arc;
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{
+    IntoParams, PartialSchema, ToSchema,
+    openapi::{ObjectBuilder, RefOr, Schema, Type},
+};
 
 use super::{
     ApiState,
@@ -15,7 +18,9 @@ use super::{
     schema::{Category, CommonErrors, EventTypes, Health, Page, PublicKeys},
 };
 use crate::{
-    domain::{CompanyId, EndpointUrl, SignatureScheme, SigningKey, SigningSecret, WebhookId},
+    domain::{
+        Catalog, CompanyId, EndpointUrl, SignatureScheme, SigningKey, SigningSecret, WebhookId,
+    },
     storage::{NewWebhook, Webhook, WebhookChanges},
 };
 
@@ -37,20 +42,35 @@ pub enum Signature {
     Ed25519,
 }
 
+/// An entry of a webhook's `events`: an event type of the catalog, or a whole category
+/// (`deal.*`, which also covers types the catalog gains later).
+pub struct EventFilterName;
+
+impl PartialSchema for EventFilterName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Catalog::builtin().filters()))
+            .into()
+    }
+}
+
+impl ToSchema for EventFilterName {}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// Required with the admin token; a company token's own company by default.
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(pattern = "^[!-~]{1,255}$")]
     company_id: Option<String>,
-    /// 1 to 200 characters, no control characters.
-    #[schema(required = true, min_length = 1, max_length = 200)]
+    /// 1 to 200 characters, not all blank, no control characters.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200)]
     name: Option<String>,
     /// An absolute http(s) URL; its host must reach an address the SSRF guard permits.
-    #[schema(required = true, format = "uri", max_length = 2048)]
+    #[schema(value_type = String, required = true, format = "uri", max_length = 2048)]
     url: Option<String>,
     /// Event types (`deal.won`) or whole categories (`deal.*`), at least one.
-    #[schema(required = true, min_items = 1)]
+    #[schema(value_type = Vec<EventFilterName>, required = true, min_items = 1)]
     events: Option<Vec<String>>,
     /// `whsec_` + base64 of 24 to 64 bytes.
     #[schema(pattern = "^whsec_")]
@@ -72,7 +92,7 @@ pub struct UpdateWebhook {
     name: Option<String>,
     #[schema(format = "uri", max_length = 2048)]
     url: Option<String>,
-    #[schema(min_items = 1)]
+    #[schema(value_type = Option<Vec<EventFilterName>>, min_items = 1)]
     events: Option<Vec<String>>,
     /// A new secret, or null to remove the key (requests go unsigned).
     #[serde(default, deserialize_with = "present")]
@@ -103,6 +123,7 @@ pub struct RotateBody {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Required with the admin token; a company token's own company by default.
+    #[param(pattern = "^[!-~]{1,255}$")]
     company_id: Option<String>,
 }
 
@@ -183,7 +204,8 @@ impl WebhookBody {
 }
 
 /// The event catalog: every type a webhook can subscribe to, by category.
-#[utoipa::path(get, path = "/event-types", tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listEventTypes",
+    path = "/event-types", tag = "webhooks", security(("bearer" = [])),
     responses((status = 200, body = EventTypes), CommonErrors))]
 pub async fn event_types(State(state): State<Arc<ApiState>>) -> Json<EventTypes> {
     let categories = state
@@ -203,7 +225,8 @@ pub async fn event_types(State(state): State<Arc<ApiState>>) -> Json<EventTypes>
 }
 
 /// Creates a webhook; the secret appears in this response only.
-#[utoipa::path(post, path = "/webhooks", tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "createWebhook",
+    path = "/webhooks", tag = "webhooks", security(("bearer" = [])),
     request_body = CreateWebhook,
     responses((status = 201, body = WebhookBody), CommonErrors))]
 pub async fn create(
@@ -234,7 +257,8 @@ pub async fn create(
 }
 
 /// A company's webhooks, oldest first.
-#[utoipa::path(get, path = "/webhooks", tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listWebhooks",
+    path = "/webhooks", tag = "webhooks", security(("bearer" = [])),
     params(ListQuery),
     responses((status = 200, body = Page<WebhookBody>), CommonErrors))]
 pub async fn list(
@@ -255,7 +279,8 @@ pub async fn list(
 }
 
 /// One webhook (never its secret).
-#[utoipa::path(get, path = "/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getWebhook",
+    path = "/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
     params(WebhookPath),
     responses((status = 200, body = WebhookBody), CommonErrors))]
 pub async fn get(
@@ -282,7 +307,8 @@ pub(super) async fn owned_webhook(
 }
 
 /// Changes a webhook; a key set here replaces the old one at once (see rotate).
-#[utoipa::path(patch, path = "/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(patch, operation_id = "updateWebhook",
+    path = "/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
     params(WebhookPath), request_body = UpdateWebhook,
     responses((status = 200, body = WebhookBody), CommonErrors))]
 pub async fn update(
@@ -317,7 +343,8 @@ pub async fn update(
 }
 
 /// Deletes a webhook with its deliveries and attempts.
-#[utoipa::path(delete, path = "/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "deleteWebhook",
+    path = "/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
     params(WebhookPath),
     responses((status = 204, description = "Deleted"), CommonErrors))]
 pub async fn delete(
@@ -344,12 +371,13 @@ fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ApiError> {
     value.ok_or_else(|| ApiError::invalid_field(field, format!("{field} is required")))
 }
 
-/// A label for people: 1 to 200 characters, none of them control characters (PostgreSQL
-/// refuses NUL in text, and a newline or escape in a name breaks every list that shows it).
+/// A label for people: 1 to 200 characters as sent (the documented `maxLength`), not all
+/// blank, none of them control characters (PostgreSQL refuses NUL in text, and a newline or
+/// escape in a name breaks every list that shows it). Stored trimmed.
 fn check_name(name: String) -> Result<String, ApiError> {
+    let too_long = name.chars().count() > MAX_NAME_LEN;
     let name = name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
-    {
+    if name.is_empty() || too_long || name.chars().any(char::is_control) {
         return Err(ApiError::invalid_field(
             "name",
             format!("name must be 1 to {MAX_NAME_LEN} characters, none of them control characters"),
@@ -403,7 +431,8 @@ fn scheme(value: &str) -> Result<SignatureScheme, ApiError> {
 
 /// A new signing key, shown once (the HMAC secret, or the Ed25519 public key); the replaced
 /// one signs beside it until the grace ends.
-#[utoipa::path(post, path = "/webhooks/{id}/secret/rotate", tag = "webhooks",
+#[utoipa::path(post, operation_id = "rotateWebhookSecret",
+    path = "/webhooks/{id}/secret/rotate", tag = "webhooks",
     security(("bearer" = [])), params(WebhookPath), request_body(content = Option<RotateBody>),
     responses((status = 200, body = WebhookBody), CommonErrors))]
 pub async fn rotate_secret(
@@ -442,7 +471,8 @@ pub async fn rotate_secret(
 }
 
 /// What receivers of an Ed25519 webhook verify with; 404 for a webhook signing otherwise.
-#[utoipa::path(get, path = "/webhooks/{id}/public-key", tag = "webhooks",
+#[utoipa::path(get, operation_id = "getWebhookPublicKey",
+    path = "/webhooks/{id}/public-key", tag = "webhooks",
     security(("bearer" = [])), params(WebhookPath),
     responses((status = 200, body = PublicKeys), CommonErrors))]
 pub async fn public_key(
@@ -471,7 +501,8 @@ pub async fn public_key(
 }
 
 /// Enabled or not, its latest success, and the Failed deliveries since.
-#[utoipa::path(get, path = "/webhooks/{id}/health", tag = "webhooks",
+#[utoipa::path(get, operation_id = "getWebhookHealth",
+    path = "/webhooks/{id}/health", tag = "webhooks",
     security(("bearer" = [])), params(WebhookPath),
     responses((status = 200, body = Health), CommonErrors))]
 pub async fn health(

@@ -46,6 +46,13 @@ impl Catalog {
             .flat_map(|c| c.events.iter().map(move |e| format!("{}.{e}", c.name)))
     }
 
+    /// Every entry a subscription's `events` may hold: each event type, then `category.*`
+    /// for each category.
+    pub fn filters(&self) -> impl Iterator<Item = String> + '_ {
+        let categories = self.categories.iter().map(|c| format!("{}.*", c.name));
+        self.event_types().chain(categories)
+    }
+
     pub fn contains(&self, event_type: &str) -> bool {
         event_type.split_once('.').is_some_and(|(category, event)| {
             self.categories
@@ -124,6 +131,18 @@ pub fn entry_matches(entry: &str, event_type: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_filter_is_accepted_and_covers_types_and_categories() {
+        let catalog = Catalog::builtin();
+        let filters: Vec<_> = catalog.filters().collect();
+        assert_eq!(filters.len(), 25 + catalog.categories().len());
+        assert!(filters.contains(&"deal.*".to_owned()));
+        assert!(filters.contains(&"deal.won".to_owned()));
+        for filter in &filters {
+            assert!(catalog.parse_filter(filter).is_ok(), "{filter}");
+        }
+    }
 
     #[test]
     fn builtin_catalog_has_every_type_of_the_help_page() {

@@ -134,6 +134,18 @@ async fn bad_input_gets_a_json_4xx_naming_the_field() {
         (with("events", json!("deal.won")), 422, "events"),
         (with("company_id", json!(1)), 422, "company_id"),
         (json!(["not", "an", "object"]), 422, "body"),
+        // serde would fill the struct from an array, member by member.
+        (
+            json!([null, "n", "https://example.com/x", ["deal.won"]]),
+            422,
+            "body",
+        ),
+        // The documented maxLength counts the name as sent.
+        (
+            with("name", json!(format!("{} ", "n".repeat(200)))),
+            422,
+            "name",
+        ),
         (with("secret", json!("not-a-secret")), 422, "secret"),
         (with("secret", json!("whsec_c2hvcnQ=")), 422, "secret"),
         (without("company_id"), 422, "company_id"),
@@ -281,5 +293,31 @@ async fn health_readiness_and_metrics_need_no_token() {
             .await
             .expect("send");
         assert_eq!(response.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn an_optional_body_may_be_absent_empty_or_null() {
+    let worker = TestWorker::start().await;
+    let webhook = worker
+        .create_webhook("cmp_api", "https://example.com/hook", &["deal.won"])
+        .await;
+    let rotate = worker.url(&format!(
+        "/v1/webhooks/{}/secret/rotate",
+        webhook["id"].as_str().expect("id")
+    ));
+    for body in ["", " ", "null", "{}"] {
+        let response = worker
+            .http
+            .post(&rotate)
+            .bearer_auth(TOKEN)
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        let status = response.status();
+        let reply: Value = response.json().await.expect("json");
+        assert_eq!(status, 200, "{body:?} -> {reply}");
+        assert!(reply["secret"].is_string(), "{body:?} -> {reply}");
     }
 }

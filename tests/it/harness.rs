@@ -639,13 +639,19 @@ impl Drop for Prepared {
 
 /// Answers host names from a script, without the system resolver: each lookup of a name takes
 /// its next answer, the last one repeating (so a name can answer differently the second
-/// time, as in DNS rebinding). Unknown names do not resolve.
+/// time, as in DNS rebinding). Unknown names resolve to the `otherwise` answer, or not at all.
 #[derive(Default)]
 pub struct ScriptedResolver {
     answers: Mutex<std::collections::HashMap<String, VecDeque<Vec<std::net::IpAddr>>>>,
+    otherwise: Option<Vec<std::net::IpAddr>>,
 }
 
 impl ScriptedResolver {
+    pub fn otherwise(mut self, ips: &[&str]) -> Self {
+        self.otherwise = Some(ips.iter().map(|ip| ip.parse().expect("ip")).collect());
+        self
+    }
+
     pub fn answer(self, host: &str, answers: &[&[&str]]) -> Self {
         let answers = answers
             .iter()
@@ -672,6 +678,7 @@ impl HostResolver for ScriptedResolver {
                 queue.front().cloned()
             }
         });
+        let answer = answer.or_else(|| self.otherwise.clone());
         Box::pin(std::future::ready(answer.ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such host")
         })))

@@ -5,6 +5,7 @@
 mod acks;
 mod api;
 mod bench;
+mod contract;
 mod crash;
 mod delivery;
 mod deploy;
