@@ -50,7 +50,12 @@ pub async fn prepare(config: &Config) -> Result<(Storage, Broker), AppError> {
 }
 
 pub fn topology(config: &Config) -> Topology {
-    Topology::new(&config.amqp, &config.delivery.retry_schedule.tiers())
+    let delivery = &config.delivery;
+    Topology::new(
+        &config.amqp,
+        &delivery.retry_schedule.tiers(),
+        delivery.retry_jitter,
+    )
 }
 
 /// Runs the worker and the admin API until `shutdown` is cancelled. Fails fast when the

@@ -10,7 +10,10 @@ use figment::{
 };
 use serde::Deserialize;
 
-use crate::{domain::KeyRing, retry::RetrySchedule};
+use crate::{
+    domain::KeyRing,
+    retry::{Jitter, RetrySchedule},
+};
 
 /// The defaults, compiled in so `run` works with no file at all.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -172,6 +175,8 @@ pub struct DeliveryConfig {
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     pub retry_schedule: RetrySchedule,
+    /// How far each retry delay is spread (see `Jitter`).
+    pub retry_jitter: Jitter,
     /// Deliveries in progress at once, across all webhooks.
     pub max_in_flight: usize,
     /// Attempts in flight per webhook before further work for it is deferred.
@@ -399,6 +404,11 @@ mod tests {
                 "[delivery]\nretry_schedule = [\"5m\", \"1m\"]",
                 "retry_schedule",
             ),
+            (
+                "[delivery]\nretry_jitter = 0.7",
+                "retry_jitter must be between 0 and 0.5",
+            ),
+            ("[delivery]\nretry_jitter = \"10%\"", "retry_jitter"),
             ("[delivery]\ntimeout = \"soon\"", "timeout"),
             ("[delivery]\ntimeout = \"0s\"", "delivery.timeout"),
             ("[amqp]\nprefix = \"\"", "amqp.prefix"),

@@ -72,6 +72,57 @@ impl TryFrom<Vec<humantime_serde::Serde<Duration>>> for RetrySchedule {
     }
 }
 
+/// How far retries are spread around each delay, as a fraction of it: a delay `d` becomes one
+/// of [`SPREAD_STEPS`] delays evenly spaced from `d × (1 − jitter)` to `d × (1 + jitter)`, so
+/// deliveries that failed together do not all come back in the same second. 0 to 0.5; 0 keeps
+/// each delay exact.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct Jitter(f64);
+
+/// Delays each retry delay is spread over (one broker queue each): the more, the smoother a
+/// burst's return, at a quorum queue per step and tier.
+pub const SPREAD_STEPS: u32 = 5;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("retry_jitter must be between 0 and 0.5, not {0}")]
+pub struct JitterError(f64);
+
+impl Jitter {
+    pub const NONE: Jitter = Jitter(0.0);
+
+    pub fn new(fraction: f64) -> Result<Self, JitterError> {
+        if (0.0..=0.5).contains(&fraction) {
+            Ok(Self(fraction))
+        } else {
+            Err(JitterError(fraction))
+        }
+    }
+
+    /// The delays `delay` is spread over, ascending and distinct (at millisecond precision,
+    /// RabbitMQ's TTL unit), never below 1 ms.
+    pub fn spread(self, delay: Duration) -> Vec<Duration> {
+        let steps = SPREAD_STEPS - 1;
+        let mut delays: Vec<Duration> = (0..=steps)
+            .map(|step| {
+                let factor = 1.0 - self.0 + 2.0 * self.0 * f64::from(step) / f64::from(steps);
+                let millis = (delay.as_secs_f64() * 1000.0 * factor).round().max(1.0);
+                Duration::from_millis(millis as u64)
+            })
+            .collect();
+        delays.dedup();
+        delays
+    }
+}
+
+impl TryFrom<f64> for Jitter {
+    type Error = JitterError;
+
+    fn try_from(fraction: f64) -> Result<Self, Self::Error> {
+        Self::new(fraction)
+    }
+}
+
 /// Name of the queue holding jobs that wait `delay`, e.g. `1m`, `2h`, `200ms`. Named after the
 /// TTL so that a changed schedule declares new queues instead of clashing with old arguments.
 pub fn tier_label(delay: Duration) -> String {
@@ -144,6 +195,37 @@ mod tests {
                     assert!(s.tiers().windows(2).all(|w| w[0] < w[1]));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn jitter_spreads_a_delay_evenly_within_its_bounds() {
+        let jitter = Jitter::new(0.1).expect("valid");
+        assert_eq!(
+            jitter.spread(Duration::from_secs(60)),
+            [54, 57, 60, 63, 66].map(Duration::from_secs)
+        );
+        assert_eq!(
+            jitter.spread(Duration::from_millis(200)),
+            ms(&[180, 190, 200, 210, 220])
+        );
+        // Steps that round to the same millisecond are one queue; none is below 1 ms.
+        assert_eq!(jitter.spread(Duration::from_millis(1)), ms(&[1]));
+        assert_eq!(Jitter::NONE.spread(Duration::from_secs(60)), ms(&[60_000]));
+        assert_eq!(
+            Jitter::new(0.5)
+                .expect("valid")
+                .spread(Duration::from_secs(4)),
+            ms(&[2000, 3000, 4000, 5000, 6000])
+        );
+    }
+
+    #[test]
+    fn jitter_is_a_fraction_up_to_a_half() {
+        assert!(Jitter::new(0.0).is_ok());
+        assert!(Jitter::new(0.5).is_ok());
+        for bad in [-0.1, 0.51, f64::NAN, f64::INFINITY] {
+            assert!(Jitter::new(bad).is_err(), "{bad}");
         }
     }
 

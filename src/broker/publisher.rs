@@ -70,20 +70,29 @@ impl Publisher {
             .with_headers(job::to_headers(job))
     }
 
-    /// Parks `job` in the tier that waits `delay`; it comes back on the deliveries queue.
+    /// Parks `job` in the tier that waits `delay`, in one of its queues chosen at random
+    /// among those that wait at least `at_least` (the jitter); it comes back on the
+    /// deliveries queue.
     pub async fn schedule_retry(
         &self,
         job: &Job,
         delay: Duration,
+        at_least: Duration,
         body: &[u8],
     ) -> Result<(), BrokerError> {
         let tier = self
             .topology
             .tier_for(delay)
             .ok_or(BrokerError::NoTier(delay))?;
+        let queue = tier.pick(at_least, rand::random());
         let exchange = &self.topology.work_exchange;
-        self.publish(exchange, &tier.routing_key, body, Self::job_properties(job))
-            .await
+        self.publish(
+            exchange,
+            &queue.routing_key,
+            body,
+            Self::job_properties(job),
+        )
+        .await
     }
 
     /// Puts `job` on the deliveries queue now (manual retries and replays).

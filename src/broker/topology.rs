@@ -4,6 +4,7 @@
 //! {events_exchange} (topic) --"#"--> {prefix}.events            fan-out consumer
 //! {prefix} (direct) --"deliveries"--> {prefix}.deliveries       job consumer
 //!                   --"retry.<d>"---> {prefix}.retry.<d>        TTL d, dead-letters to "deliveries"
+//!                                     (each tier's delay spread over several such queues)
 //!                   --"dead"--------> {prefix}.dead             dead consumer (marks Failed)
 //!                   --"quarantine"--> {prefix}.quarantine       parked, never consumed
 //! ```
@@ -23,7 +24,10 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 
-use crate::{config::AmqpConfig, retry::tier_label};
+use crate::{
+    config::AmqpConfig,
+    retry::{Jitter, tier_label},
+};
 
 pub const DELIVERIES_KEY: &str = "deliveries";
 pub const DEAD_KEY: &str = "dead";
@@ -103,16 +107,49 @@ pub struct Topology {
     pub tiers: Vec<Tier>,
 }
 
+/// One delay of the retry schedule: the queues its jobs wait in, one per jittered delay.
 #[derive(Debug, Clone)]
 pub struct Tier {
     pub delay: Duration,
+    /// Ascending by TTL; one queue when there is no jitter.
+    pub queues: Vec<DelayQueue>,
+}
+
+/// A queue whose messages wait `ttl`, then go to the deliveries queue. Named after its TTL,
+/// so tiers whose spreads overlap share it, and a changed schedule declares new queues
+/// instead of clashing with old arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelayQueue {
+    pub ttl: Duration,
     pub queue: String,
     pub routing_key: String,
 }
 
+impl Tier {
+    /// The queue for a job that must wait at least `at_least`: one of those whose TTL is long
+    /// enough, chosen by `roll` (a random number); the longest when none is.
+    pub fn pick(&self, at_least: Duration, roll: u64) -> &DelayQueue {
+        let long_enough = self.queues.partition_point(|q| q.ttl < at_least);
+        let candidates = match &self.queues[long_enough..] {
+            [] => &self.queues[self.queues.len() - 1..],
+            some => some,
+        };
+        let index = usize::try_from(roll % candidates.len() as u64).unwrap_or(0);
+        &candidates[index]
+    }
+}
+
 impl Topology {
-    pub fn new(config: &AmqpConfig, tier_delays: &[Duration]) -> Self {
+    pub fn new(config: &AmqpConfig, tier_delays: &[Duration], jitter: Jitter) -> Self {
         let prefix = &config.prefix;
+        let delay_queue = |ttl: Duration| {
+            let label = tier_label(ttl);
+            DelayQueue {
+                ttl,
+                queue: format!("{prefix}.retry.{label}"),
+                routing_key: format!("retry.{label}"),
+            }
+        };
         Self {
             events_exchange: config.events_exchange.clone(),
             work_exchange: prefix.clone(),
@@ -122,29 +159,33 @@ impl Topology {
             quarantine_queue: format!("{prefix}.quarantine"),
             tiers: tier_delays
                 .iter()
-                .map(|&delay| {
-                    let label = tier_label(delay);
-                    Tier {
-                        delay,
-                        queue: format!("{prefix}.retry.{label}"),
-                        routing_key: format!("retry.{label}"),
-                    }
+                .map(|&delay| Tier {
+                    delay,
+                    queues: jitter.spread(delay).into_iter().map(delay_queue).collect(),
                 })
                 .collect(),
         }
     }
 
+    /// Every delay queue once, shortest TTL first.
+    pub fn delay_queues(&self) -> Vec<&DelayQueue> {
+        let mut queues: Vec<&DelayQueue> = self.tiers.iter().flat_map(|t| &t.queues).collect();
+        queues.sort_by_key(|q| q.ttl);
+        queues.dedup_by_key(|q| q.ttl);
+        queues
+    }
+
     /// Every queue with its role, the label metrics name it by: `events`, `deliveries`,
-    /// `retry.<delay>` for each tier, `dead`, `quarantine`.
+    /// `retry.<ttl>` for each delay queue, `dead`, `quarantine`.
     pub fn queue_roles(&self) -> Vec<(String, &str)> {
         let mut roles = vec![
             ("events".to_owned(), self.events_queue.as_str()),
             ("deliveries".to_owned(), self.deliveries_queue.as_str()),
         ];
         roles.extend(
-            self.tiers
-                .iter()
-                .map(|tier| (tier.routing_key.clone(), tier.queue.as_str())),
+            self.delay_queues()
+                .into_iter()
+                .map(|q| (q.routing_key.clone(), q.queue.as_str())),
         );
         roles.push(("dead".to_owned(), self.dead_queue.as_str()));
         roles.push(("quarantine".to_owned(), self.quarantine_queue.as_str()));
@@ -200,11 +241,11 @@ impl Topology {
                 consumed: false,
             },
         ];
-        queues.extend(self.tiers.iter().map(|tier| QueueSpec {
-            name: &tier.queue,
+        queues.extend(self.delay_queues().into_iter().map(|q| QueueSpec {
+            name: &q.queue,
             exchange: &self.work_exchange,
-            key: &tier.routing_key,
-            arguments: self.tier_arguments(tier.delay),
+            key: &q.routing_key,
+            arguments: self.delay_arguments(q.ttl),
             consumed: false,
         }));
         queues
@@ -255,7 +296,7 @@ impl Topology {
         )
     }
 
-    fn tier_arguments(&self, delay: Duration) -> FieldTable {
+    fn delay_arguments(&self, delay: Duration) -> FieldTable {
         let mut args = quorum();
         let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
@@ -277,7 +318,7 @@ impl Topology {
             &self.dead_queue,
             &self.quarantine_queue,
         ];
-        queues.extend(self.tiers.iter().map(|t| &t.queue));
+        queues.extend(self.delay_queues().into_iter().map(|q| &q.queue));
         for queue in queues {
             channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
@@ -347,22 +388,77 @@ mod tests {
     #[test]
     fn names_follow_the_prefix_and_the_design() {
         let config = Config::defaults().expect("defaults");
-        let topology = Topology::new(&config.amqp, &config.delivery.retry_schedule.tiers());
+        let topology = crate::app::topology(&config);
         assert_eq!(topology.events_queue, "webhooks.events");
         assert_eq!(topology.deliveries_queue, "webhooks.deliveries");
         assert_eq!(topology.dead_queue, "webhooks.dead");
-        let tiers: Vec<_> = topology.tiers.iter().map(|t| t.queue.as_str()).collect();
+        let first: Vec<_> = topology.tiers[0]
+            .queues
+            .iter()
+            .map(|q| q.queue.as_str())
+            .collect();
         assert_eq!(
-            tiers,
+            first,
             [
+                "webhooks.retry.54s",
+                "webhooks.retry.57s",
                 "webhooks.retry.1m",
-                "webhooks.retry.5m",
-                "webhooks.retry.30m",
-                "webhooks.retry.2h"
+                "webhooks.retry.1m3s",
+                "webhooks.retry.1m6s"
             ]
         );
+        let last: Vec<_> = topology.tiers[3]
+            .queues
+            .iter()
+            .map(|q| q.routing_key.as_str())
+            .collect();
+        assert_eq!(
+            last,
+            [
+                "retry.1h48m",
+                "retry.1h54m",
+                "retry.2h",
+                "retry.2h6m",
+                "retry.2h12m"
+            ]
+        );
+        assert_eq!(topology.delay_queues().len(), 20);
         assert!(topology.tier_for(Duration::from_secs(300)).is_some());
         assert!(topology.tier_for(Duration::from_secs(301)).is_none());
+    }
+
+    #[test]
+    fn a_job_goes_to_a_random_queue_of_its_tier_that_waits_long_enough() {
+        let config = Config::defaults().expect("defaults");
+        let topology = crate::app::topology(&config);
+        let tier = topology.tier_for(Duration::from_secs(60)).expect("tier");
+        let picked = |at_least: u64| -> std::collections::BTreeSet<Duration> {
+            (0..50)
+                .map(|roll| tier.pick(Duration::from_secs(at_least), roll).ttl)
+                .collect()
+        };
+        let secs = |v: &[u64]| v.iter().copied().map(Duration::from_secs).collect();
+        assert_eq!(picked(0), secs(&[54, 57, 60, 63, 66]));
+        assert_eq!(picked(60), secs(&[60, 63, 66]));
+        assert_eq!(picked(64), secs(&[66]));
+        // Longer than the tier holds: its longest queue (the caller chose the tier).
+        assert_eq!(picked(600), secs(&[66]));
+    }
+
+    #[test]
+    fn overlapping_spreads_share_their_queues() {
+        let config = Config::defaults().expect("defaults");
+        let amqp = &config.amqp;
+        let jitter = Jitter::new(0.1).expect("valid");
+        let delays = [Duration::from_millis(200), Duration::from_millis(220)];
+        let topology = Topology::new(amqp, &delays, jitter);
+        let ttls: Vec<_> = topology
+            .delay_queues()
+            .iter()
+            .map(|q| q.ttl.as_millis())
+            .collect();
+        assert_eq!(ttls, [180, 190, 198, 200, 209, 210, 220, 231, 242]);
+        assert_eq!(topology.queues().len(), 4 + ttls.len());
     }
 
     /// The definitions shipped for teams that provision the broker ahead of the workers
@@ -375,7 +471,7 @@ mod tests {
             serde_json::from_str(include_str!("../../deploy/rabbitmq/definitions.json"))
                 .expect("definitions.json parses");
         let config = Config::defaults().expect("defaults");
-        let topology = Topology::new(&config.amqp, &config.delivery.retry_schedule.tiers());
+        let topology = crate::app::topology(&config);
         let as_json = |args: &FieldTable| -> serde_json::Value {
             args.inner()
                 .iter()
@@ -442,7 +538,7 @@ mod tests {
     #[test]
     fn consumed_queues_dead_letter_into_quarantine() {
         let config = Config::defaults().expect("defaults");
-        let topology = Topology::new(&config.amqp, &config.delivery.retry_schedule.tiers());
+        let topology = crate::app::topology(&config);
         let queues = topology.queues();
         let text = |args: &FieldTable, key: &str| match args.inner().get(key) {
             Some(AMQPValue::LongString(s)) => {

@@ -164,7 +164,11 @@ async fn execute(
     if let Some(publish) = publish {
         let publisher = &pipeline.publisher;
         match publish {
-            Publish::Tier { job, after } => publisher.schedule_retry(&job, after, &body).await?,
+            Publish::Tier { job, after } => {
+                publisher
+                    .schedule_retry(&job, after, Duration::ZERO, &body)
+                    .await?;
+            }
             Publish::Now(job) => publisher.enqueue(&job, &body).await?,
             Publish::DeadLetter(job) => {
                 let reason = result.as_ref().map_or_else(String::new, describe_failure);

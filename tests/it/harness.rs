@@ -171,6 +171,9 @@ pub async fn publish_at_300_per_second(
     ids
 }
 
+/// The shortest wait of the tests' retry tier: 200 ms less its 10 % jitter.
+pub const SHORTEST_RETRY: Duration = Duration::from_millis(180);
+
 /// A config on fresh names: prefix, events exchange, database; a 200 ms retry schedule.
 pub fn test_config() -> Config {
     let suffix = random_suffix();

@@ -7,7 +7,9 @@ use serde_json::json;
 
 use tesoro_webhooks::domain::{DeliveryId, EventId, Job, Trigger, WebhookId};
 
-use crate::harness::{Reply, TestReceiver, TestWorker, metric, test_config, wait_until};
+use crate::harness::{
+    Reply, SHORTEST_RETRY, TestReceiver, TestWorker, metric, test_config, wait_until,
+};
 
 #[tokio::test]
 async fn a_dead_endpoint_gets_five_attempts_then_the_delivery_is_failed() {
@@ -40,13 +42,10 @@ async fn a_dead_endpoint_gets_five_attempts_then_the_delivery_is_failed() {
         assert_eq!(request.header("webhook-id"), event_id);
         assert_eq!(request.header("x-tesoro-attempt"), (n + 1).to_string());
     }
-    // The schedule is 4 x 200 ms; a tier returns its message shortly after the TTL.
+    // The schedule is 4 x 200 ms (± 10 %); a tier returns its message shortly after the TTL.
     for pair in requests.windows(2) {
         let gap = pair[1].at - pair[0].at;
-        assert!(
-            gap >= Duration::from_millis(200),
-            "gap {gap:?} shorter than the tier"
-        );
+        assert!(gap >= SHORTEST_RETRY, "gap {gap:?} shorter than the tier");
         assert!(
             gap < Duration::from_secs(5),
             "gap {gap:?} far longer than the tier"
@@ -332,4 +331,59 @@ async fn a_duplicate_publish_continues_the_existing_delivery() {
         worker.fetch(quarantine).await.is_none(),
         "nothing quarantined"
     );
+}
+
+/// 200 deliveries that fail together come back spread over the tier's jitter window, not all
+/// at once: with a 2 s tier and 10 % jitter, over 1.8 to 2.2 s.
+#[tokio::test]
+async fn retries_of_deliveries_that_failed_together_are_spread() {
+    let mut config = test_config();
+    config.delivery.retry_schedule =
+        tesoro_webhooks::retry::RetrySchedule::new(vec![Duration::from_secs(2)]).expect("valid");
+    config.delivery.max_in_flight_per_endpoint = 256;
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    receiver.set_default(Reply::Status(500));
+    worker
+        .create_webhook("cmp_jitter", &receiver.url(), &["deal.won"])
+        .await;
+    const DELIVERIES: usize = 200;
+    for n in 0..DELIVERIES {
+        worker
+            .publish("deal.won", "cmp_jitter", json!({ "n": n }))
+            .await;
+    }
+    wait_until("both attempts of every delivery", || async {
+        (receiver.received().len() == 2 * DELIVERIES).then_some(())
+    })
+    .await;
+
+    let mut first = std::collections::HashMap::new();
+    let mut gaps = Vec::with_capacity(DELIVERIES);
+    for request in receiver.received() {
+        let event = request.header("webhook-id").to_owned();
+        match request.header("x-tesoro-attempt") {
+            "1" => {
+                first.insert(event, request.at);
+            }
+            _ => gaps.push(request.at - first[&event]),
+        }
+    }
+    gaps.sort();
+    let millis: Vec<u128> = gaps.iter().map(Duration::as_millis).collect();
+    // Per 100 ms from 1.8 s: how the returns spread (printed as the measurement).
+    let mut buckets = [0usize; 8];
+    for gap in &millis {
+        let bucket = usize::try_from(gap.saturating_sub(1800) / 100).unwrap_or(usize::MAX);
+        buckets[bucket.min(7)] += 1;
+    }
+    eprintln!("retry gaps per 100 ms from 1.8 s: {buckets:?}");
+    assert!(millis[0] >= 1800, "{millis:?}");
+    assert!(millis[DELIVERIES - 1] < 3200, "{millis:?}");
+    let early = millis.iter().filter(|&&m| m < 1950).count();
+    let late = millis.iter().filter(|&&m| m >= 2100).count();
+    assert!(early >= DELIVERIES / 10, "few early returns: {buckets:?}");
+    assert!(late >= DELIVERIES / 10, "few late returns: {buckets:?}");
+    let busiest = buckets.iter().max().copied().unwrap_or(0);
+    assert!(busiest <= DELIVERIES / 2, "clumped: {buckets:?}");
 }
