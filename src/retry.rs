@@ -56,6 +56,16 @@ impl RetrySchedule {
         self.0.get(index).copied()
     }
 
+    /// The shortest delay of the schedule that waits at least `wait`, or its longest.
+    pub fn tier_at_least(&self, wait: Duration) -> Duration {
+        let longest = self.0[self.0.len() - 1];
+        self.0
+            .iter()
+            .copied()
+            .find(|d| *d >= wait)
+            .unwrap_or(longest)
+    }
+
     /// The distinct delays: one broker queue each.
     pub fn tiers(&self) -> Vec<Duration> {
         let mut tiers = self.0.clone();

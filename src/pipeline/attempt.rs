@@ -13,7 +13,7 @@ use super::{
 use crate::{
     domain::Job,
     metrics,
-    outcome::{self, Outcome},
+    outcome::{self, FailureKind, Outcome},
     sender::{AttemptRequest, AttemptResult},
     settle::{self, Change, Origin, Publish, Settlement, Step},
     storage::{AttemptRecord, DeliveryWrite, EventRow, Webhook},
@@ -105,16 +105,16 @@ async fn send_and_settle(
         .await;
     drop(slot);
     let failure_kind = result.failure.as_ref().map(|(kind, _)| *kind);
-    let outcome = outcome::classify(result.status(), failure_kind);
+    let retry_after = result.response.as_ref().and_then(|r| r.retry_after);
+    let outcome = outcome::classify(result.status(), failure_kind, retry_after);
     if let (Outcome::Delivered, Some(occurred_at)) = (outcome, attempt.job.occurred_at) {
         let received = result.started_at + result.duration;
         let latency = (received - occurred_at).try_into().unwrap_or_default();
         metrics::delivered_after(latency);
     }
-    let result_label = match outcome {
-        Outcome::Delivered => "delivered",
-        Outcome::Failed(kind) => kind.as_str(),
-    };
+    let result_label = outcome
+        .failure_kind()
+        .map_or("delivered", FailureKind::as_str);
     metrics::attempt(result_label, result.duration);
     tracing::debug!(
         event_id = %attempt.job.event_id,
@@ -164,10 +164,14 @@ async fn execute(
     if let Some(publish) = publish {
         let publisher = &pipeline.publisher;
         match publish {
-            Publish::Tier { job, after } => {
+            Publish::Tier {
+                job,
+                after,
+                at_least,
+            } => {
                 publisher
-                    .schedule_retry(&job, after, Duration::ZERO, &body)
-                    .await?;
+                    .schedule_retry(&job, after, at_least, &body)
+                    .await?
             }
             Publish::Now(job) => publisher.enqueue(&job, &body).await?,
             Publish::DeadLetter(job) => {

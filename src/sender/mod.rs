@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::{
     config::DeliveryConfig,
     domain::{EndpointUrl, EventId, Signing},
-    outcome::FailureKind,
+    outcome::{self, FailureKind},
     signing,
 };
 pub use resolver::{BlockedTarget, HostResolver, SystemResolver, TargetGuard};
@@ -40,6 +40,8 @@ pub struct AttemptResponse {
     pub headers: String,
     pub body: Vec<u8>,
     pub truncated: bool,
+    /// What its `Retry-After` header asks, when it has a readable one.
+    pub retry_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +153,11 @@ impl Sender {
     ) -> (AttemptResponse, Option<reqwest::Error>) {
         let status = response.status().as_u16();
         let headers = headers_json(response.headers());
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| outcome::retry_after(value, std::time::SystemTime::now()));
         let mut body = Vec::new();
         let mut truncated = false;
         let mut cut_short = None;
@@ -178,6 +185,7 @@ impl Sender {
             headers,
             body,
             truncated,
+            retry_after,
         };
         (response, cut_short)
     }

@@ -75,8 +75,13 @@ pub struct Change {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Publish {
-    /// To the retry tier that waits `after`; it comes back on the deliveries queue.
-    Tier { job: Job, after: Duration },
+    /// To the retry tier that waits `after`, in one of its queues that waits at least
+    /// `at_least` (what a throttling endpoint asked); it comes back on the deliveries queue.
+    Tier {
+        job: Job,
+        after: Duration,
+        at_least: Duration,
+    },
     /// To the deliveries queue, at once.
     Now(Job),
     /// To the dead-letter queue, with the last attempt's failure as its reason.
@@ -138,12 +143,14 @@ pub fn settle(
                 },
                 NextStep::Retry {
                     after,
+                    at_least,
                     next_attempt,
                 } => Settlement {
                     prepare: None,
                     publish: Some(Publish::Tier {
                         job: job.retry(next_attempt),
                         after,
+                        at_least,
                     }),
                     record: Some(attempted(DeliveryStatus::Retrying, Some(now + after))),
                     count: Counted::RetryScheduled,
@@ -176,6 +183,7 @@ pub fn settle(
             publish: Some(Publish::Tier {
                 job: job.clone(),
                 after: first_delay,
+                at_least: Duration::ZERO,
             }),
             record: None,
             count: Counted::Deferred,
@@ -289,6 +297,7 @@ mod tests {
                     publish: Some(Publish::Tier {
                         job: job(3, 3),
                         after: 5 * MINUTE,
+                        at_least: Duration::ZERO,
                     }),
                     record: Some(change(Retrying, 2, Some(now + 5 * MINUTE), None)),
                     count: Counted::RetryScheduled,
@@ -307,6 +316,7 @@ mod tests {
                             ..job(8, 2)
                         },
                         after: MINUTE,
+                        at_least: Duration::ZERO,
                     }),
                     record: Some(change(Retrying, 7, Some(now + MINUTE), None)),
                     count: Counted::RetryScheduled,
@@ -358,6 +368,7 @@ mod tests {
                     publish: Some(Publish::Tier {
                         job: second.clone(),
                         after: MINUTE,
+                        at_least: Duration::ZERO,
                     }),
                     record: None,
                     count: Counted::Deferred,
@@ -373,6 +384,7 @@ mod tests {
                     publish: Some(Publish::Tier {
                         job: last.clone(),
                         after: MINUTE,
+                        at_least: Duration::ZERO,
                     }),
                     record: None,
                     count: Counted::Deferred,

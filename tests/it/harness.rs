@@ -696,6 +696,8 @@ pub enum Reply {
     Slow(Duration, u16),
     /// A 302 to this location.
     Redirect(String),
+    /// `status` with a `Retry-After` header of this value.
+    RetryAfter(u16, String),
     /// `status` and the start of the body at once, the rest of the body after `pause`.
     Trickle {
         status: u16,
@@ -807,6 +809,10 @@ async fn receive(
         }
         Reply::Redirect(location) => {
             (StatusCode::FOUND, [(LOCATION, location)], "moved").into_response()
+        }
+        Reply::RetryAfter(code, wait) => {
+            let code = StatusCode::from_u16(code).expect("valid status");
+            (code, [(axum::http::header::RETRY_AFTER, wait)], "later").into_response()
         }
         Reply::Trickle {
             status,

@@ -387,3 +387,52 @@ async fn retries_of_deliveries_that_failed_together_are_spread() {
     let busiest = buckets.iter().max().copied().unwrap_or(0);
     assert!(busiest <= DELIVERIES / 2, "clumped: {buckets:?}");
 }
+
+/// A 429 or 503 with `Retry-After` delays the next attempt at least that long, rounded up to a
+/// tier; a wait past the last tier is capped there, not ignored.
+#[tokio::test]
+async fn retry_after_is_honoured_up_to_the_last_tier() {
+    let mut config = test_config();
+    let schedule = [500, 3000, 6000].map(Duration::from_millis).to_vec();
+    config.delivery.retry_schedule =
+        tesoro_webhooks::retry::RetrySchedule::new(schedule).expect("valid");
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    let a_day_on =
+        httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(86_400));
+    receiver.script([
+        // Due after 500 ms, asked 2 s: the 3 s tier.
+        Reply::RetryAfter(429, "2".into()),
+        // Due after 3 s, asked a day (as a date): capped at the 6 s tier.
+        Reply::RetryAfter(503, a_day_on),
+        Reply::Status(200),
+    ]);
+    let webhook = worker
+        .create_webhook("cmp_throttled", &receiver.url(), &["deal.won"])
+        .await;
+    let (event_id, _) = worker
+        .publish("deal.won", "cmp_throttled", json!({"id": "d"}))
+        .await;
+    let attempts = worker
+        .wait_for_status(&event_id, webhook["id"].as_str().expect("id"), "succeeded")
+        .await;
+    assert_eq!(attempts, 3);
+    let requests = receiver.received();
+    let gaps: Vec<Duration> = requests.windows(2).map(|p| p[1].at - p[0].at).collect();
+    // At least what was asked, at most the tier's longest queue (+10 %) and some slack.
+    assert!(gaps[0] >= Duration::from_secs(2), "{gaps:?}");
+    assert!(gaps[0] < Duration::from_millis(3300 + 1000), "{gaps:?}");
+    // Capped: the last tier's longest queue, for the wait is longer than all of them.
+    assert!(
+        gaps[1] >= Duration::from_millis(6600),
+        "capped, not ignored: {gaps:?}"
+    );
+    assert!(gaps[1] < Duration::from_millis(6600 + 1000), "{gaps:?}");
+    let statuses: Vec<Option<i32>> = worker
+        .attempts(&event_id)
+        .await
+        .iter()
+        .map(|a| a.get("response_status"))
+        .collect();
+    assert_eq!(statuses, [Some(429), Some(503), Some(200)]);
+}
