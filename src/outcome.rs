@@ -57,6 +57,9 @@ pub enum Outcome {
     /// A 429 or 503 that says when to come back (`Retry-After`): a failure whose retry waits
     /// at least this long.
     Throttled(Duration),
+    /// 410 Gone: the endpoint asks to be called no more. The delivery fails at once and its
+    /// webhook is disabled.
+    Gone,
 }
 
 impl Outcome {
@@ -66,7 +69,7 @@ impl Outcome {
         match self {
             Outcome::Delivered => None,
             Outcome::Failed(kind) => Some(kind),
-            Outcome::Throttled(_) => Some(FailureKind::Status),
+            Outcome::Throttled(_) | Outcome::Gone => Some(FailureKind::Status),
         }
     }
 }
@@ -82,6 +85,7 @@ pub fn classify(
     match (transport_error, status, retry_after) {
         (Some(kind), _, _) => Outcome::Failed(kind),
         (None, Some(200..=299), _) => Outcome::Delivered,
+        (None, Some(410), _) => Outcome::Gone,
         (None, Some(429 | 503), Some(wait)) => Outcome::Throttled(wait),
         (None, Some(_), _) => Outcome::Failed(FailureKind::Status),
         (None, None, _) => Outcome::Failed(FailureKind::Other),
@@ -115,6 +119,8 @@ pub enum NextStep {
     },
     /// The series is exhausted: publish to the dead-letter queue, which marks it Failed.
     GiveUp,
+    /// The endpoint is gone: give up now, and disable the webhook.
+    GiveUpAndDisable,
 }
 
 /// `series_attempt` is the 1-based attempt within the current series (a manual retry starts a
@@ -124,6 +130,7 @@ pub enum NextStep {
 pub fn next_step(outcome: Outcome, schedule: &RetrySchedule, series_attempt: u32) -> NextStep {
     let at_least = match outcome {
         Outcome::Delivered => return NextStep::Done,
+        Outcome::Gone => return NextStep::GiveUpAndDisable,
         Outcome::Failed(_) => Duration::ZERO,
         Outcome::Throttled(wait) => wait,
     };
@@ -152,6 +159,8 @@ mod tests {
             (Some(301), None, Outcome::Failed(Status)),
             (Some(302), None, Outcome::Failed(Status)),
             (Some(404), None, Outcome::Failed(Status)),
+            (Some(410), None, Outcome::Gone),
+            (Some(410), Some(Timeout), Outcome::Failed(Timeout)),
             (Some(429), None, Outcome::Failed(Status)),
             (Some(500), None, Outcome::Failed(Status)),
             (Some(200), Some(Timeout), Outcome::Failed(Timeout)),
@@ -238,6 +247,9 @@ mod tests {
             (throttled(86_400), 3, retry(minutes(120), 86_400, 4)),
             // The last attempt gives up whatever the endpoint asks.
             (throttled(10), 5, NextStep::GiveUp),
+            // A gone endpoint ends the series at any attempt.
+            (Outcome::Gone, 1, NextStep::GiveUpAndDisable),
+            (Outcome::Gone, 5, NextStep::GiveUpAndDisable),
         ];
         for (outcome, attempt, expected) in cases {
             assert_eq!(

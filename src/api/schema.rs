@@ -180,6 +180,7 @@ pub struct Readiness {
         ErrorDetail,
         super::webhooks::Signature,
         super::webhooks::EventFilterName,
+        super::webhooks::DisabledReasonName,
         super::deliveries::DeliveryStatusName
     )),
     tags(

@@ -42,6 +42,20 @@ pub enum Signature {
     Ed25519,
 }
 
+/// Why a webhook is disabled (documentation of the `disabled_reason` member): `gone` (its
+/// endpoint answered 410), `failing_too_long`, or `manual`.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(
+    dead_code,
+    reason = "describes a string member in the OpenAPI document"
+)]
+pub enum DisabledReasonName {
+    Gone,
+    FailingTooLong,
+    Manual,
+}
+
 /// An entry of a webhook's `events`: an event type of the catalog, or a whole category
 /// (`deal.*`, which also covers types the catalog gains later).
 pub struct EventFilterName;
@@ -151,6 +165,13 @@ pub struct WebhookBody {
     url: String,
     events: Vec<String>,
     enabled: bool,
+    /// Why it is disabled; null while enabled.
+    #[schema(value_type = Option<DisabledReasonName>)]
+    disabled_reason: Option<&'static str>,
+    /// Since when it is disabled; null while enabled.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    disabled_at: Option<OffsetDateTime>,
     /// `hmac`, `ed25519`, or null when requests go unsigned.
     #[schema(value_type = Option<Signature>)]
     signature: Option<&'static str>,
@@ -182,6 +203,8 @@ impl WebhookBody {
             url: webhook.url.to_string(),
             events: webhook.events,
             enabled: webhook.enabled,
+            disabled_reason: webhook.disabled.map(|(reason, _)| reason.as_str()),
+            disabled_at: webhook.disabled.map(|(_, at)| at),
             signature: key.map(|k| k.scheme().as_str()),
             has_secret: matches!(key, Some(SigningKey::Hmac(_))),
             secret: match key {

@@ -9,6 +9,7 @@ mod keyring;
 mod secret;
 mod timestamp;
 mod token;
+mod webhook;
 
 pub use catalog::{Catalog, EventFilter, FilterError, entry_matches};
 pub use delivery::{DeliveryStatus, Job, StoredDelivery, Trigger};
@@ -20,3 +21,4 @@ pub use secret::{
 };
 pub use timestamp::parse_utc;
 pub use token::{CompanyToken, TOKEN_PREFIX, token_hash};
+pub use webhook::DisabledReason;

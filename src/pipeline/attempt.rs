@@ -156,6 +156,7 @@ async fn execute(
         publish,
         record,
         count,
+        disable,
     } = settlement;
     if let Some(change) = prepare {
         let write = delivery_write(&job, webhook, event.take(), change);
@@ -186,6 +187,16 @@ async fn execute(
             ..delivery_write(&job, webhook, event.take(), change)
         };
         pipeline.recorder.write(write).await?;
+    }
+    if let Some(reason) = disable
+        && pipeline
+            .storage
+            .disable_webhook(webhook.id, reason)
+            .await?
+            .is_some()
+    {
+        tracing::warn!(webhook_id = %webhook.id, company_id = %webhook.company_id,
+            reason = reason.as_str(), "webhook disabled");
     }
     metrics::settled(count);
     Ok(())

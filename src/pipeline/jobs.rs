@@ -71,13 +71,13 @@ async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(
             return Ok(());
         }
         Admission::Disabled => {
+            let reason = match target.webhook.disabled {
+                Some((reason, _)) => format!("webhook disabled: {}", reason.as_str()),
+                None => "webhook disabled".to_owned(),
+            };
             pipeline
                 .storage
-                .mark_failed(
-                    job.delivery_id,
-                    target.attempt_count,
-                    Some("webhook disabled"),
-                )
+                .mark_failed(job.delivery_id, target.attempt_count, Some(&reason))
                 .await?;
             return Ok(());
         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::{
-    domain::{DeliveryStatus, Job},
+    domain::{DeliveryStatus, DisabledReason, Job},
     outcome::{self, NextStep, Outcome},
     retry::RetrySchedule,
 };
@@ -60,6 +60,9 @@ pub struct Settlement {
     /// Counted once all of the above is durable: a write that fails is tried again, and would
     /// count the same outcome twice.
     pub count: Counted,
+    /// The webhook to disable after the record, and why (its endpoint answered 410). Should
+    /// the worker stop in between, the next 410 disables it.
+    pub disable: Option<DisabledReason>,
 }
 
 /// A delivery's new state.
@@ -104,6 +107,7 @@ pub enum Counted {
 /// - failed with tiers left (retry): publish the next job to its tier, then record Retrying;
 /// - failed on the last tier (give up): publish to the dead-letter queue, then record Failed
 ///   (the dead-letter consumer marks it Failed as well, whichever comes first);
+/// - gone (410): give up at once, and disable the webhook after the record;
 /// - busy, fresh (hand-off): record the delivery pending, then publish its job to the
 ///   deliveries queue, so the event and its healthy deliveries need not wait;
 /// - stuck, fresh (park): record it pending and parked for the first tier's delay, no
@@ -132,6 +136,13 @@ pub fn settle(
         next_attempt_at,
         parked_until: None,
     };
+    let give_up = |disable| Settlement {
+        prepare: None,
+        publish: Some(Publish::DeadLetter(job.clone())),
+        record: Some(attempted(DeliveryStatus::Failed, None)),
+        count: Counted::Failed,
+        disable,
+    };
     match (step, origin) {
         (Step::Attempted(outcome), _) => {
             match outcome::next_step(outcome, schedule, job.series_attempt) {
@@ -140,6 +151,7 @@ pub fn settle(
                     publish: None,
                     record: Some(attempted(DeliveryStatus::Succeeded, None)),
                     count: Counted::Succeeded,
+                    disable: None,
                 },
                 NextStep::Retry {
                     after,
@@ -154,13 +166,10 @@ pub fn settle(
                     }),
                     record: Some(attempted(DeliveryStatus::Retrying, Some(now + after))),
                     count: Counted::RetryScheduled,
+                    disable: None,
                 },
-                NextStep::GiveUp => Settlement {
-                    prepare: None,
-                    publish: Some(Publish::DeadLetter(job.clone())),
-                    record: Some(attempted(DeliveryStatus::Failed, None)),
-                    count: Counted::Failed,
-                },
+                NextStep::GiveUp => give_up(None),
+                NextStep::GiveUpAndDisable => give_up(Some(DisabledReason::Gone)),
             }
         }
         (Step::Busy, Origin::Fanout) => Settlement {
@@ -168,6 +177,7 @@ pub fn settle(
             publish: Some(Publish::Now(job.clone())),
             record: None,
             count: Counted::Deferred,
+            disable: None,
         },
         (Step::Stuck, Origin::Fanout) => {
             let until = now + first_delay;
@@ -176,6 +186,7 @@ pub fn settle(
                 publish: None,
                 record: Some(untried(until, Some(until))),
                 count: Counted::Deferred,
+                disable: None,
             }
         }
         (Step::Busy | Step::Stuck, Origin::Job) => Settlement {
@@ -187,6 +198,7 @@ pub fn settle(
             }),
             record: None,
             count: Counted::Deferred,
+            disable: None,
         },
     }
 }
@@ -285,6 +297,7 @@ mod tests {
                     publish: None,
                     record: Some(change(Succeeded, 2, None, None)),
                     count: Counted::Succeeded,
+                    disable: None,
                 },
             ),
             (
@@ -301,6 +314,7 @@ mod tests {
                     }),
                     record: Some(change(Retrying, 2, Some(now + 5 * MINUTE), None)),
                     count: Counted::RetryScheduled,
+                    disable: None,
                 },
             ),
             (
@@ -320,6 +334,7 @@ mod tests {
                     }),
                     record: Some(change(Retrying, 7, Some(now + MINUTE), None)),
                     count: Counted::RetryScheduled,
+                    disable: None,
                 },
             ),
             (
@@ -332,6 +347,20 @@ mod tests {
                     publish: Some(Publish::DeadLetter(last.clone())),
                     record: Some(change(Failed, 5, None, None)),
                     count: Counted::Failed,
+                    disable: None,
+                },
+            ),
+            (
+                "gone: give up at any attempt, and disable the webhook",
+                &second,
+                Origin::Job,
+                Step::Attempted(Outcome::Gone),
+                Settlement {
+                    prepare: None,
+                    publish: Some(Publish::DeadLetter(second.clone())),
+                    record: Some(change(Failed, 2, None, None)),
+                    count: Counted::Failed,
+                    disable: Some(DisabledReason::Gone),
                 },
             ),
             (
@@ -344,6 +373,7 @@ mod tests {
                     publish: Some(Publish::Now(fresh.clone())),
                     record: None,
                     count: Counted::Deferred,
+                    disable: None,
                 },
             ),
             (
@@ -356,6 +386,7 @@ mod tests {
                     publish: None,
                     record: Some(change(Pending, 0, Some(now + MINUTE), Some(now + MINUTE))),
                     count: Counted::Deferred,
+                    disable: None,
                 },
             ),
             (
@@ -372,6 +403,7 @@ mod tests {
                     }),
                     record: None,
                     count: Counted::Deferred,
+                    disable: None,
                 },
             ),
             (
@@ -388,6 +420,7 @@ mod tests {
                     }),
                     record: None,
                     count: Counted::Deferred,
+                    disable: None,
                 },
             ),
         ];

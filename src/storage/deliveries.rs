@@ -86,6 +86,16 @@ fn parse_status(value: &str) -> Result<DeliveryStatus, StorageError> {
     DeliveryStatus::parse(value).ok_or_else(|| StorageError::Corrupt(format!("status {value:?}")))
 }
 
+/// A delivery (by its id or its alias) with its webhook: what a job needs to run.
+static JOB_TARGET: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT d.id AS delivery_id, d.alias_id, d.alias_offset, d.status, d.attempt_count, {}
+         FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+         WHERE d.id = $1 OR d.alias_id = $1",
+        super::webhooks::columns_of("w")
+    )
+});
+
 impl Storage {
     /// The deliveries already made for `event` to any of `webhooks`, with their progress: the
     /// dedupe check of a redelivered event.
@@ -119,17 +129,7 @@ impl Storage {
     /// with it the delivery) was deleted meanwhile.
     pub async fn job_target(&self, id: DeliveryId) -> Result<Option<JobTarget>, StorageError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT d.id AS delivery_id, d.alias_id, d.alias_offset, d.status,
-                        d.attempt_count, w.id, w.company_id, w.name, w.url, w.events,
-                        w.signing_key, w.previous_signing_key, w.secret_rotation_ends_at,
-                        w.enabled, w.created_at, w.updated_at
-                 FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-                 WHERE d.id = $1 OR d.alias_id = $1",
-                &[&id.0],
-            )
-            .await?;
+        let row = client.query_opt(JOB_TARGET.as_str(), &[&id.0]).await?;
         let Some(row) = row else { return Ok(None) };
         let delivery_id = DeliveryId(row.try_get("delivery_id")?);
         let alias_offset = if delivery_id == id {

@@ -7,7 +7,9 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 
 use super::{Storage, StorageError};
-use crate::domain::{CompanyId, EndpointUrl, KeyRing, PreviousKey, Signing, SigningKey, WebhookId};
+use crate::domain::{
+    CompanyId, DisabledReason, EndpointUrl, KeyRing, PreviousKey, Signing, SigningKey, WebhookId,
+};
 
 /// A stored subscription. Values were validated when written.
 #[derive(Debug, Clone)]
@@ -20,6 +22,8 @@ pub struct Webhook {
     /// `None`: requests go unsigned.
     pub signing: Option<Signing>,
     pub enabled: bool,
+    /// Why it is disabled, and since when; `None` while enabled.
+    pub disabled: Option<(DisabledReason, OffsetDateTime)>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -47,7 +51,17 @@ pub struct WebhookChanges {
 }
 
 const COLUMNS: &str = "id, company_id, name, url, events, signing_key, \
-    previous_signing_key, secret_rotation_ends_at, enabled, created_at, updated_at";
+    previous_signing_key, secret_rotation_ends_at, enabled, disabled_reason, disabled_at, \
+    created_at, updated_at";
+
+/// [`COLUMNS`] of the table aliased `alias`, for a query that joins webhooks.
+pub(super) fn columns_of(alias: &str) -> String {
+    COLUMNS
+        .split(", ")
+        .map(|column| format!("{alias}.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 pub(super) fn from_row(row: &Row, keys: &KeyRing) -> Result<Webhook, StorageError> {
     let corrupt = |what: &str| StorageError::Corrupt(format!("webhook {what}"));
@@ -83,6 +97,16 @@ pub(super) fn from_row(row: &Row, keys: &KeyRing) -> Result<Webhook, StorageErro
         events: row.try_get("events")?,
         signing: open("signing_key")?.map(|key| Signing { key, previous }),
         enabled: row.try_get("enabled")?,
+        disabled: match (
+            row.try_get::<_, Option<String>>("disabled_reason")?,
+            row.try_get::<_, Option<OffsetDateTime>>("disabled_at")?,
+        ) {
+            (Some(reason), Some(at)) => {
+                let reason = DisabledReason::parse(&reason).ok_or_else(|| corrupt("reason"))?;
+                Some((reason, at))
+            }
+            _ => None,
+        },
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -168,6 +192,14 @@ impl Storage {
                         secret_rotation_ends_at =
                             CASE WHEN $5 THEN NULL ELSE secret_rotation_ends_at END,
                         enabled = COALESCE($7, enabled),
+                        disabled_reason = CASE
+                            WHEN $7 AND NOT enabled THEN NULL
+                            WHEN NOT $7 AND enabled THEN 'manual'
+                            ELSE disabled_reason END,
+                        disabled_at = CASE
+                            WHEN $7 AND NOT enabled THEN NULL
+                            WHEN NOT $7 AND enabled THEN now()
+                            ELSE disabled_at END,
                         updated_at = now()
                      WHERE id = $1 RETURNING {COLUMNS}"
                 ),
@@ -180,6 +212,30 @@ impl Storage {
                     &key,
                     &changes.enabled,
                 ],
+            )
+            .await?;
+        row.as_ref()
+            .map(|row| from_row(row, &self.keys))
+            .transpose()
+    }
+
+    /// Disables an enabled webhook for `reason`. `None` when it was disabled already (or is
+    /// gone): a second 410 changes nothing. Its retries still waiting end Failed as they come
+    /// due (see `settle::admit`).
+    pub async fn disable_webhook(
+        &self,
+        id: WebhookId,
+        reason: DisabledReason,
+    ) -> Result<Option<Webhook>, StorageError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE webhooks SET enabled = false, disabled_reason = $2,
+                        disabled_at = now(), updated_at = now()
+                     WHERE id = $1 AND enabled RETURNING {COLUMNS}"
+                ),
+                &[&id.0, &reason.as_str()],
             )
             .await?;
         row.as_ref()

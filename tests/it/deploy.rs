@@ -65,15 +65,25 @@ fn alert_rules() -> Vec<Value> {
 
 #[tokio::test]
 async fn the_dashboard_and_the_alerts_name_only_metrics_the_worker_exports() {
-    // The worker binary's own /metrics: every metric it exports is declared at start.
+    // The worker binary's own /metrics: every metric it exports is declared at start, but for
+    // the gauges read from the database at each scrape, which a scrape on a loaded machine
+    // may miss (their query has 1 s): wait for a scrape that has them.
     let worker = TestWorker::start_process(test_config()).await;
-    let metrics = worker.metrics().await;
-    let exported: BTreeSet<String> = metrics
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE "))
-        .filter_map(|line| line.split_whitespace().next())
-        .map(str::to_owned)
-        .collect();
+    let exported: BTreeSet<String> =
+        crate::harness::wait_until("the database's gauges", || async {
+            let exported: BTreeSet<String> = worker
+                .metrics()
+                .await
+                .lines()
+                .filter_map(|line| line.strip_prefix("# TYPE "))
+                .filter_map(|line| line.split_whitespace().next())
+                .map(str::to_owned)
+                .collect();
+            exported
+                .contains("tesoro_webhooks_deliveries_parked")
+                .then_some(exported)
+        })
+        .await;
     assert!(exported.len() >= 20, "{exported:?}");
 
     let dashboard: Value =

@@ -9,6 +9,7 @@ mod contract;
 mod crash;
 mod delivery;
 mod deploy;
+mod endpoint_health;
 mod harness;
 mod logs;
 mod metrics;

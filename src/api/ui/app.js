@@ -156,6 +156,17 @@ async function refresh() {
   if (state.attemptsFor) await refreshAttempts();
 }
 
+const DISABLED_BECAUSE = {
+  gone: "Disabled: the endpoint answered 410 Gone",
+  failing_too_long: "Disabled: every delivery failed for too long",
+  manual: "Disabled",
+};
+
+function disabledText(webhook) {
+  const why = DISABLED_BECAUSE[webhook.disabled_reason] ?? "Disabled";
+  return webhook.disabled_at ? `${why} (since ${formatTime(webhook.disabled_at)})` : why;
+}
+
 function renderWebhooks(health) {
   const rows = $("webhook-rows");
   rows.replaceChildren();
@@ -164,7 +175,7 @@ function renderWebhooks(health) {
     const row = el("tr");
     row.append(td("Name", webhook.name), td("URL", webhook.url));
     row.append(td("Events", webhook.events.join(", ")));
-    row.append(td("Status", webhook.enabled ? "Enabled" : "Disabled"));
+    row.append(td("Status", webhook.enabled ? "Enabled" : disabledText(webhook)));
     const h = health[i];
     const healthText = !h
       ? "—"
