@@ -87,6 +87,11 @@ pub async fn run_with_resolver(
     };
     let (publisher_tx, publisher_rx) = watch::channel(None);
     let health = Health::default();
+    let relay = tokio::spawn(crate::operational::relay(
+        storage.clone(),
+        publisher_rx.clone(),
+        shutdown.clone(),
+    ));
     let api_state = Arc::new(ApiState {
         health: health.clone(),
         storage: storage.clone(),
@@ -119,6 +124,7 @@ pub async fn run_with_resolver(
     let (api_result, ()) = tokio::join!(api, worker.supervise(broker));
     let _ = follow.await;
     let _ = pruning.await;
+    let _ = relay.await;
     api_result?;
     tracing::info!("worker stopped");
     Ok(())
@@ -298,6 +304,7 @@ impl Worker<'_> {
             sender: self.sender.clone(),
             publisher,
             schedule: self.config.delivery.retry_schedule.clone(),
+            endpoint_health: self.config.endpoint_health,
             catalog: Catalog::builtin(),
             max_event_size: self.config.delivery.max_event_bytes(),
             delivery_limit: self.config.amqp.delivery_limit,

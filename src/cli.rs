@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use serde_json::{Value, json};
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use serde_json::Value;
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -222,14 +222,15 @@ pub fn envelope(
     company: &str,
     data: Value,
     previous: Option<Value>,
-) -> anyhow::Result<(String, Vec<u8>)> {
-    let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
-    let timestamp = OffsetDateTime::now_utc().format(&Rfc3339)?;
-    let body = json!({
-        "id": id, "event": event, "timestamp": timestamp, "company_id": company,
-        "data": data, "previous_data": previous,
-    });
-    Ok((id, serde_json::to_vec(&body)?))
+) -> (String, Vec<u8>) {
+    crate::envelope::compose(
+        uuid::Uuid::now_v7(),
+        event,
+        company,
+        data,
+        previous,
+        OffsetDateTime::now_utc(),
+    )
 }
 
 fn json_argument(name: &str, value: &str) -> anyhow::Result<Value> {
@@ -257,7 +258,7 @@ async fn publish(config: &Config, args: PublishArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|p| json_argument("previous", p))
         .transpose()?;
-    let (id, body) = envelope(&args.event, &args.company, data, previous)?;
+    let (id, body) = envelope(&args.event, &args.company, data, previous);
     // The worker's own check: what it would quarantine is refused here.
     crate::envelope::parse(
         &body,

@@ -36,6 +36,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub api: ApiConfig,
     pub delivery: DeliveryConfig,
+    pub endpoint_health: crate::endpoint_health::Policy,
     pub security: SecurityConfig,
     pub retention: RetentionConfig,
     pub log: LogConfig,
@@ -284,6 +285,22 @@ impl Config {
         if !(MIN_EVENT_SIZE..=MAX_EVENT_SIZE).contains(&self.delivery.max_event_size.as_u64()) {
             return invalid("delivery.max_event_size", "must be 1KiB to 64MiB");
         }
+        let health = &self.endpoint_health;
+        if health.disable_after < Duration::from_secs(1) {
+            return invalid("endpoint_health.disable_after", "must be at least 1s");
+        }
+        if health.disable_after > Duration::from_secs(365 * 24 * 3600) {
+            return invalid("endpoint_health.disable_after", "must be at most 365 days");
+        }
+        if health.min_failures == 0 {
+            return invalid("endpoint_health.min_failures", "must be at least 1");
+        }
+        if health.failing_event_interval < Duration::from_secs(1) {
+            return invalid(
+                "endpoint_health.failing_event_interval",
+                "must be at least 1s",
+            );
+        }
         let retention = &self.retention;
         if retention.max_age < Duration::from_secs(1) {
             return invalid("retention.max_age", "must be at least 1s");
@@ -410,6 +427,18 @@ mod tests {
             ),
             ("[delivery]\nretry_jitter = \"10%\"", "retry_jitter"),
             ("[delivery]\ntimeout = \"soon\"", "timeout"),
+            (
+                "[endpoint_health]\ndisable_after = \"0s\"",
+                "endpoint_health.disable_after",
+            ),
+            (
+                "[endpoint_health]\nmin_failures = 0",
+                "endpoint_health.min_failures",
+            ),
+            (
+                "[endpoint_health]\nfailing_event_interval = \"10ms\"",
+                "endpoint_health.failing_event_interval",
+            ),
             ("[delivery]\ntimeout = \"0s\"", "delivery.timeout"),
             ("[amqp]\nprefix = \"\"", "amqp.prefix"),
             (&long_prefix, "amqp.prefix"),

@@ -35,6 +35,34 @@ impl InvalidEnvelope {
     }
 }
 
+/// An envelope of DESIGN §2: `{"id", "event", "timestamp", "company_id", "data",
+/// "previous_data"}`, with `evt_` + the simple form of `id` as its id. Returns that id and the
+/// body.
+pub fn compose(
+    id: uuid::Uuid,
+    event: &str,
+    company: &str,
+    data: serde_json::Value,
+    previous: Option<serde_json::Value>,
+    at: OffsetDateTime,
+) -> (String, Vec<u8>) {
+    let id = format!("evt_{}", id.simple());
+    let timestamp = rfc3339(at);
+    let body = serde_json::json!({
+        "id": id, "event": event, "timestamp": timestamp, "company_id": company,
+        "data": data, "previous_data": previous,
+    });
+    // Serializing a `Value` cannot fail.
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    (id, body)
+}
+
+/// `at` as RFC 3339, as envelopes and events carry times.
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// The routing facts of a valid envelope; the payload itself stays as raw bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvelopeHead {

@@ -25,9 +25,11 @@
 //!
 //! Pure: [`config`], [`domain`], [`envelope`], [`signing`], [`outcome`], [`retry`],
 //! [`backoff`], [`settle`] (how a delivery settles, which job may run, and the fate of a
-//! message whose handling failed).
+//! message whose handling failed), [`endpoint_health`] (when a failing webhook is warned about
+//! and disabled).
 //! I/O, one crate each: [`storage`] (tokio-postgres), [`broker`] (lapin), [`sender`]
-//! (reqwest), [`api`] (axum). Wiring: [`pipeline`], [`recovery`], [`retention`], [`app`], [`cli`],
+//! (reqwest), [`api`] (axum). Wiring: [`pipeline`], [`operational`] (publishing the events
+//! about webhooks), [`recovery`], [`retention`], [`app`], [`cli`],
 //! [`telemetry`], [`metrics`], [`health`] (readiness, and the signal that pauses the consumers
 //! during an outage). [`bench`] is the load benchmark.
 
@@ -39,9 +41,11 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod endpoint_health;
 pub mod envelope;
 pub mod health;
 pub mod metrics;
+pub mod operational;
 pub mod outcome;
 pub mod pipeline;
 pub mod recovery;

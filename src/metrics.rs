@@ -23,6 +23,7 @@ pub const STALE_JOBS: &str = "tesoro_webhooks_stale_jobs_total";
 pub const DEFERRED: &str = "tesoro_webhooks_deferred_total";
 pub const HANDLER_ERRORS: &str = "tesoro_webhooks_handler_errors_total";
 pub const PRUNED: &str = "tesoro_webhooks_pruned_total";
+pub const OPERATIONAL_EVENTS: &str = "tesoro_webhooks_operational_events_total";
 pub const RECORD_BATCH_SIZE: &str = "tesoro_webhooks_record_batch_size";
 pub const RECORD_COMMIT_DURATION: &str = "tesoro_webhooks_record_commit_duration_seconds";
 pub const QUEUE_READY: &str = "tesoro_webhooks_queue_messages_ready";
@@ -31,6 +32,7 @@ pub const DELIVERIES_IN_FLIGHT: &str = "tesoro_webhooks_deliveries_in_flight";
 pub const DELIVERIES_PARKED: &str = "tesoro_webhooks_deliveries_parked";
 pub const WEBHOOKS_DISABLED: &str = "tesoro_webhooks_webhooks_disabled";
 pub const OLDEST_OVERDUE: &str = "tesoro_webhooks_oldest_overdue_delivery_seconds";
+pub const OPERATIONAL_WAITING: &str = "tesoro_webhooks_operational_events_waiting";
 pub const WORKERS: &str = "tesoro_webhooks_workers";
 pub const DEPENDENCY_UP: &str = "tesoro_webhooks_dependency_up";
 pub const BUILD_INFO: &str = "tesoro_webhooks_build_info";
@@ -82,7 +84,7 @@ pub fn histogram_buckets() -> [(&'static str, &'static [f64]); 4] {
 /// Registers descriptions (the `# HELP` lines) and every counter at 0. Called once by the
 /// exporter's owner.
 pub fn describe() {
-    let counters: [(&str, &str); 11] = [
+    let counters: [(&str, &str); 12] = [
         (
             EVENTS_RECEIVED,
             "Valid envelopes consumed from the events queue.",
@@ -121,6 +123,10 @@ pub fn describe() {
             PRUNED,
             "Rows removed by retention, by table (deliveries, attempts, events).",
         ),
+        (
+            OPERATIONAL_EVENTS,
+            "Operational events published (confirmed by the broker), by event.",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(name, help);
@@ -152,6 +158,10 @@ pub fn describe() {
             OLDEST_OVERDUE,
             "How long the oldest delivery whose attempt is due has waited (0 when none), read \
              at each scrape.",
+        ),
+        (
+            OPERATIONAL_WAITING,
+            "Operational events not yet published (the database's count), read at each scrape.",
         ),
         (
             WORKERS,
@@ -220,12 +230,20 @@ fn start_at_zero() {
     for table in PRUNED_TABLES {
         counter!(PRUNED, "table" => *table).increment(0);
     }
+    for event in crate::endpoint_health::EVENT_TYPES {
+        counter!(OPERATIONAL_EVENTS, "event" => event).increment(0);
+    }
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     dependencies_up(None);
     // Registered, so their (empty) buckets are exported before the first observation.
     for (name, _) in histogram_buckets() {
         let _ = histogram!(name);
     }
+}
+
+/// An operational event of type `event` was published.
+pub fn operational_event(event: &'static str) {
+    counter!(OPERATIONAL_EVENTS, "event" => event).increment(1);
 }
 
 pub fn attempt(result: &'static str, duration: Duration) {
@@ -239,10 +257,11 @@ pub fn delivered_after(latency: Duration) {
 }
 
 /// The database's gauges, read at each scrape.
-pub fn database_gauges(parked: u64, disabled_webhooks: u64, oldest_overdue: Duration) {
-    gauge!(DELIVERIES_PARKED).set(parked as f64);
-    gauge!(WEBHOOKS_DISABLED).set(disabled_webhooks as f64);
-    gauge!(OLDEST_OVERDUE).set(oldest_overdue.as_secs_f64());
+pub fn database_gauges(gauges: &crate::storage::DatabaseGauges) {
+    gauge!(DELIVERIES_PARKED).set(gauges.parked as f64);
+    gauge!(WEBHOOKS_DISABLED).set(gauges.disabled_webhooks as f64);
+    gauge!(OLDEST_OVERDUE).set(gauges.oldest_overdue.as_secs_f64());
+    gauge!(OPERATIONAL_WAITING).set(gauges.operational_waiting as f64);
 }
 
 /// Every dependency up but `outage`.

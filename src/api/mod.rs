@@ -155,9 +155,7 @@ const DATABASE_GAUGES_TIMEOUT: std::time::Duration = std::time::Duration::from_s
     responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
 async fn render_metrics(State(state): State<Arc<ApiState>>) -> String {
     match tokio::time::timeout(DATABASE_GAUGES_TIMEOUT, state.storage.gauges()).await {
-        Ok(Ok(g)) => {
-            crate::metrics::database_gauges(g.parked, g.disabled_webhooks, g.oldest_overdue);
-        }
+        Ok(Ok(gauges)) => crate::metrics::database_gauges(&gauges),
         Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the database's gauges"),
         Err(_) => tracing::debug!("reading the database's gauges timed out"),
     }

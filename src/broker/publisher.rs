@@ -38,13 +38,27 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), BrokerError> {
+        self.publish_with(exchange, routing_key, body, properties, true)
+            .await
+    }
+
+    /// `publish`; with `mandatory` false, a message no queue is bound for is dropped by the
+    /// broker and confirmed.
+    async fn publish_with(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), BrokerError> {
         let confirm = self
             .channel
             .basic_publish(
                 short(exchange),
                 short(routing_key),
                 BasicPublishOptions {
-                    mandatory: true,
+                    mandatory,
                     ..Default::default()
                 },
                 body,
@@ -93,6 +107,22 @@ impl Publisher {
             Self::job_properties(job),
         )
         .await
+    }
+
+    /// Publishes an operational event to the operational exchange under its type, confirmed.
+    /// Who listens is the CRM's choice: with no queue bound it is dropped, not refused.
+    pub async fn publish_operational(
+        &self,
+        event_type: &str,
+        message_id: &str,
+        body: &[u8],
+    ) -> Result<(), BrokerError> {
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(short(message_id));
+        let exchange = &self.topology.operational_exchange;
+        self.publish_with(exchange, event_type, body, properties, false)
+            .await
     }
 
     /// Puts `job` on the deliveries queue now (manual retries and replays).

@@ -7,6 +7,8 @@
 //!                                     (each tier's delay spread over several such queues)
 //!                   --"dead"--------> {prefix}.dead             dead consumer (marks Failed)
 //!                   --"quarantine"--> {prefix}.quarantine       parked, never consumed
+//! {prefix}.operational (topic)                                  events about webhooks, for
+//!                                                               the CRM to bind to
 //! ```
 //!
 //! All our queues are quorum queues (RabbitMQ 3.10+): replicated, and the retry tiers
@@ -100,6 +102,8 @@ pub struct Topology {
     pub events_exchange: String,
     /// Our direct exchange for jobs, tiers, the dead-letter and quarantine queues.
     pub work_exchange: String,
+    /// Our topic exchange for operational events (`webhook.failing`, ...): routing key = type.
+    pub operational_exchange: String,
     pub events_queue: String,
     pub deliveries_queue: String,
     pub dead_queue: String,
@@ -153,6 +157,7 @@ impl Topology {
         Self {
             events_exchange: config.events_exchange.clone(),
             work_exchange: prefix.clone(),
+            operational_exchange: format!("{prefix}.operational"),
             events_queue: format!("{prefix}.events"),
             deliveries_queue: format!("{prefix}.deliveries"),
             dead_queue: format!("{prefix}.dead"),
@@ -214,6 +219,14 @@ impl Topology {
             .exchange_declare(
                 self.work_exchange.as_str().into(),
                 ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.operational_exchange.as_str().into(),
+                ExchangeKind::Topic,
                 durable,
                 FieldTable::default(),
             )
@@ -324,12 +337,11 @@ impl Topology {
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await?;
         }
-        channel
-            .exchange_delete(
-                self.work_exchange.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await?;
+        for exchange in [&self.work_exchange, &self.operational_exchange] {
+            channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
         if include_events_exchange {
             channel
                 .exchange_delete(
@@ -528,7 +540,8 @@ mod tests {
             exchanges,
             [
                 (topology.events_exchange.as_str(), "topic"),
-                (topology.work_exchange.as_str(), "direct")
+                (topology.work_exchange.as_str(), "direct"),
+                (topology.operational_exchange.as_str(), "topic")
             ]
         );
     }

@@ -11,11 +11,12 @@ use super::{
     limiter::{Acquired, Slot, Work},
 };
 use crate::{
-    domain::Job,
+    domain::{DisabledReason, Job},
+    endpoint_health::Verdict,
     metrics,
     outcome::{self, FailureKind, Outcome},
     sender::{AttemptRequest, AttemptResult},
-    settle::{self, Change, Origin, Publish, Settlement, Step},
+    settle::{self, Change, Counted, Origin, Publish, Settlement, Step},
     storage::{AttemptRecord, DeliveryWrite, EventRow, Webhook},
 };
 
@@ -198,7 +199,39 @@ async fn execute(
         tracing::warn!(webhook_id = %webhook.id, company_id = %webhook.company_id,
             reason = reason.as_str(), "webhook disabled");
     }
+    match count {
+        Counted::Failed if disable.is_none() => note_failed(pipeline, webhook).await?,
+        Counted::Succeeded if webhook.failing => note_recovered(pipeline, webhook).await?,
+        _ => {}
+    }
     metrics::settled(count);
+    Ok(())
+}
+
+/// Counts a Failed delivery in its webhook's streak, which may warn its owner or disable it.
+/// After the outcome is recorded: should the worker stop in between, that one failure goes
+/// uncounted (the redelivered job finds its attempt recorded).
+pub(super) async fn note_failed(
+    pipeline: &Pipeline,
+    webhook: &Webhook,
+) -> Result<(), PipelineError> {
+    let verdict = pipeline
+        .storage
+        .note_failed(webhook, &pipeline.endpoint_health)
+        .await?;
+    if verdict == Verdict::Disable {
+        tracing::warn!(webhook_id = %webhook.id, company_id = %webhook.company_id,
+            reason = DisabledReason::FailingTooLong.as_str(), "webhook disabled");
+    }
+    Ok(())
+}
+
+/// Ends the failing streak of a webhook that just delivered.
+async fn note_recovered(pipeline: &Pipeline, webhook: &Webhook) -> Result<(), PipelineError> {
+    if pipeline.storage.note_recovered(webhook).await? {
+        tracing::info!(webhook_id = %webhook.id, company_id = %webhook.company_id,
+            "webhook recovered");
+    }
     Ok(())
 }
 

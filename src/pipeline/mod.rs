@@ -25,6 +25,7 @@ use std::{future::Future, sync::Arc};
 use crate::{
     broker::{BrokerError, Disposition, Message, Publisher},
     domain::Catalog,
+    endpoint_health::Policy,
     health::{Dependency, OutageSignal},
     retry::RetrySchedule,
     sender::Sender,
@@ -45,6 +46,8 @@ pub struct Pipeline {
     pub sender: Sender,
     pub publisher: Publisher,
     pub schedule: RetrySchedule,
+    /// When a failing webhook is warned about and disabled.
+    pub endpoint_health: Policy,
     pub catalog: Catalog,
     /// Events longer than this are quarantined (`delivery.max_event_size`).
     pub max_event_size: usize,

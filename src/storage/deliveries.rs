@@ -92,7 +92,7 @@ static JOB_TARGET: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         "SELECT d.id AS delivery_id, d.alias_id, d.alias_offset, d.status, d.attempt_count, {}
          FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
          WHERE d.id = $1 OR d.alias_id = $1",
-        super::webhooks::columns_of("w")
+        *super::webhooks::COLUMNS
     )
 });
 

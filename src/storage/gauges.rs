@@ -12,6 +12,8 @@ pub struct DatabaseGauges {
     pub disabled_webhooks: u64,
     /// How long the oldest delivery whose attempt is due has waited; zero when none is.
     pub oldest_overdue: Duration,
+    /// Operational events not yet published (the broker is down, or the relay behind).
+    pub operational_waiting: u64,
 }
 
 impl Storage {
@@ -24,7 +26,8 @@ impl Storage {
                     (SELECT count(*) FROM webhooks WHERE NOT enabled),
                     (SELECT COALESCE(extract(epoch FROM now() - min(next_attempt_at)), 0)::float8
                      FROM deliveries
-                     WHERE status IN ('pending', 'retrying') AND next_attempt_at < now())",
+                     WHERE status IN ('pending', 'retrying') AND next_attempt_at < now()),
+                    (SELECT count(*) FROM operational_events)",
                 &[],
             )
             .await?;
@@ -35,6 +38,7 @@ impl Storage {
             parked: count(0)?,
             disabled_webhooks: count(1)?,
             oldest_overdue: Duration::from_secs_f64(row.try_get::<_, f64>(2)?.max(0.0)),
+            operational_waiting: count(3)?,
         })
     }
 }

@@ -5,6 +5,7 @@ mod batch;
 mod changes;
 mod deliveries;
 mod gauges;
+mod health;
 mod log;
 mod migrate;
 mod parking;

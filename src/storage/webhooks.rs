@@ -24,6 +24,9 @@ pub struct Webhook {
     pub enabled: bool,
     /// Why it is disabled, and since when; `None` while enabled.
     pub disabled: Option<(DisabledReason, OffsetDateTime)>,
+    /// Whether a Failed delivery came after its last success: its next success ends the
+    /// streak (and publishes `webhook.recovered`).
+    pub failing: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -50,18 +53,18 @@ pub struct WebhookChanges {
     pub enabled: Option<bool>,
 }
 
-const COLUMNS: &str = "id, company_id, name, url, events, signing_key, \
-    previous_signing_key, secret_rotation_ends_at, enabled, disabled_reason, disabled_at, \
-    created_at, updated_at";
-
-/// [`COLUMNS`] of the table aliased `alias`, for a query that joins webhooks.
-pub(super) fn columns_of(alias: &str) -> String {
-    COLUMNS
-        .split(", ")
-        .map(|column| format!("{alias}.{column}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+/// What a [`Webhook`] is read from, the table aliased `w`: its columns, and whether its
+/// deliveries are failing (a streak in `webhook_health`).
+pub(super) static COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let columns = "id, company_id, name, url, events, signing_key, previous_signing_key, \
+        secret_rotation_ends_at, enabled, disabled_reason, disabled_at, created_at, updated_at";
+    let columns: Vec<String> = columns.split(", ").map(|c| format!("w.{c}")).collect();
+    format!(
+        "{}, EXISTS (SELECT 1 FROM webhook_health h WHERE h.webhook_id = w.id \
+            AND h.failed_streak > 0) AS failing",
+        columns.join(", ")
+    )
+});
 
 pub(super) fn from_row(row: &Row, keys: &KeyRing) -> Result<Webhook, StorageError> {
     let corrupt = |what: &str| StorageError::Corrupt(format!("webhook {what}"));
@@ -107,6 +110,7 @@ pub(super) fn from_row(row: &Row, keys: &KeyRing) -> Result<Webhook, StorageErro
             }
             _ => None,
         },
+        failing: row.try_get("failing")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -119,8 +123,10 @@ impl Storage {
         let row = client
             .query_one(
                 &format!(
-                    "INSERT INTO webhooks (id, company_id, name, url, events, signing_key, enabled)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+                    "INSERT INTO webhooks AS w
+                        (id, company_id, name, url, events, signing_key, enabled)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {}",
+                    *COLUMNS
                 ),
                 &[
                     &id.0,
@@ -145,7 +151,7 @@ impl Storage {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                &format!("SELECT {COLUMNS} FROM webhooks WHERE id = $1"),
+                &format!("SELECT {} FROM webhooks w WHERE id = $1", *COLUMNS),
                 &[&id.0],
             )
             .await?;
@@ -162,7 +168,10 @@ impl Storage {
         let client = self.client().await?;
         let rows = client
             .query(
-                &format!("SELECT {COLUMNS} FROM webhooks WHERE company_id = $1 ORDER BY id"),
+                &format!(
+                    "SELECT {} FROM webhooks w WHERE company_id = $1 ORDER BY id",
+                    *COLUMNS
+                ),
                 &[&company.as_str()],
             )
             .await?;
@@ -175,15 +184,24 @@ impl Storage {
         id: WebhookId,
         changes: WebhookChanges,
     ) -> Result<Option<Webhook>, StorageError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        match changes.enabled {
+            Some(false) => {
+                let now = OffsetDateTime::now_utc();
+                super::health::disable_in(&tx, &self.keys, id, DisabledReason::Manual, now).await?;
+            }
+            Some(true) => super::health::enable_in(&tx, id).await?,
+            None => {}
+        }
         let (set_key, key) = match &changes.signing_key {
             Some(key) => (true, self.seal(key.as_ref(), id)),
             None => (false, None),
         };
-        let row = client
+        let row = tx
             .query_opt(
                 &format!(
-                    "UPDATE webhooks SET
+                    "UPDATE webhooks AS w SET
                         name = COALESCE($2, name),
                         url = COALESCE($3, url),
                         events = COALESCE($4, events),
@@ -191,17 +209,9 @@ impl Storage {
                         previous_signing_key = CASE WHEN $5 THEN NULL ELSE previous_signing_key END,
                         secret_rotation_ends_at =
                             CASE WHEN $5 THEN NULL ELSE secret_rotation_ends_at END,
-                        enabled = COALESCE($7, enabled),
-                        disabled_reason = CASE
-                            WHEN $7 AND NOT enabled THEN NULL
-                            WHEN NOT $7 AND enabled THEN 'manual'
-                            ELSE disabled_reason END,
-                        disabled_at = CASE
-                            WHEN $7 AND NOT enabled THEN NULL
-                            WHEN NOT $7 AND enabled THEN now()
-                            ELSE disabled_at END,
                         updated_at = now()
-                     WHERE id = $1 RETURNING {COLUMNS}"
+                     WHERE id = $1 RETURNING {}",
+                    *COLUMNS
                 ),
                 &[
                     &id.0,
@@ -210,34 +220,10 @@ impl Storage {
                     &changes.events,
                     &set_key,
                     &key,
-                    &changes.enabled,
                 ],
             )
             .await?;
-        row.as_ref()
-            .map(|row| from_row(row, &self.keys))
-            .transpose()
-    }
-
-    /// Disables an enabled webhook for `reason`. `None` when it was disabled already (or is
-    /// gone): a second 410 changes nothing. Its retries still waiting end Failed as they come
-    /// due (see `settle::admit`).
-    pub async fn disable_webhook(
-        &self,
-        id: WebhookId,
-        reason: DisabledReason,
-    ) -> Result<Option<Webhook>, StorageError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "UPDATE webhooks SET enabled = false, disabled_reason = $2,
-                        disabled_at = now(), updated_at = now()
-                     WHERE id = $1 AND enabled RETURNING {COLUMNS}"
-                ),
-                &[&id.0, &reason.as_str()],
-            )
-            .await?;
+        tx.commit().await?;
         row.as_ref()
             .map(|row| from_row(row, &self.keys))
             .transpose()
@@ -256,7 +242,7 @@ impl Storage {
         let row = client
             .query_opt(
                 &format!(
-                    "UPDATE webhooks SET
+                    "UPDATE webhooks AS w SET
                         previous_signing_key = CASE WHEN $3::float8 IS NULL THEN NULL
                             ELSE signing_key END,
                         secret_rotation_ends_at = CASE
@@ -264,7 +250,8 @@ impl Storage {
                             ELSE now() + make_interval(secs => $3) END,
                         signing_key = $2,
                         updated_at = now()
-                     WHERE id = $1 RETURNING {COLUMNS}"
+                     WHERE id = $1 RETURNING {}",
+                    *COLUMNS
                 ),
                 &[&id.0, &self.seal(Some(key), id), &grace],
             )
@@ -375,6 +362,8 @@ impl Storage {
             )
             .await?;
         tx.execute("DELETE FROM attempts WHERE webhook_id = $1", &[&id.0])
+            .await?;
+        tx.execute("DELETE FROM webhook_health WHERE webhook_id = $1", &[&id.0])
             .await?;
         tx.execute(
             "WITH gone AS (DELETE FROM deliveries WHERE webhook_id = $1 RETURNING event_id)

@@ -66,6 +66,42 @@ impl Client {
         Ok(())
     }
 
+    /// Deletes `queue` (nothing when it does not exist).
+    pub async fn delete_queue(&self, queue: &str) -> anyhow::Result<()> {
+        let channel = self.connection.create_channel().await?;
+        channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await?;
+        let _ = channel.close(200, "deleted".into()).await;
+        Ok(())
+    }
+
+    /// A durable quorum queue bound to `exchange` (which must exist) with `#`.
+    pub async fn bind_queue(&self, exchange: &str, queue: &str) -> anyhow::Result<()> {
+        let channel = self.connection.create_channel().await?;
+        let mut quorum = FieldTable::default();
+        quorum.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from("quorum")),
+        );
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel.queue_declare(queue.into(), durable, quorum).await?;
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = channel.close(200, "bound".into()).await;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         let _ = self.connection.close(200, "done".into()).await;
     }

@@ -65,27 +65,6 @@ fn alert_rules() -> Vec<Value> {
 
 #[tokio::test]
 async fn the_dashboard_and_the_alerts_name_only_metrics_the_worker_exports() {
-    // The worker binary's own /metrics: every metric it exports is declared at start, but for
-    // the gauges read from the database at each scrape, which a scrape on a loaded machine
-    // may miss (their query has 1 s): wait for a scrape that has them.
-    let worker = TestWorker::start_process(test_config()).await;
-    let exported: BTreeSet<String> =
-        crate::harness::wait_until("the database's gauges", || async {
-            let exported: BTreeSet<String> = worker
-                .metrics()
-                .await
-                .lines()
-                .filter_map(|line| line.strip_prefix("# TYPE "))
-                .filter_map(|line| line.split_whitespace().next())
-                .map(str::to_owned)
-                .collect();
-            exported
-                .contains("tesoro_webhooks_deliveries_parked")
-                .then_some(exported)
-        })
-        .await;
-    assert!(exported.len() >= 20, "{exported:?}");
-
     let dashboard: Value =
         serde_json::from_str(&read("deploy/grafana/tesoro-webhooks.json")).expect("json");
     let mut expressions: Vec<String> = dashboard["panels"]
@@ -101,6 +80,30 @@ async fn the_dashboard_and_the_alerts_name_only_metrics_the_worker_exports() {
             .iter()
             .map(|rule| rule["expr"].as_str().expect("expr").to_owned()),
     );
+    let named: BTreeSet<String> = expressions.iter().flat_map(|e| metric_names(e)).collect();
+
+    // The worker binary's own /metrics: every metric it exports is declared at start, but for
+    // the gauges read from the database at each scrape, which a scrape on a loaded machine
+    // may miss (their query has 1 s): up to the deadline, scrape again until all are there.
+    let worker = TestWorker::start_process(test_config()).await;
+    let scrape = || async {
+        worker
+            .metrics()
+            .await
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|line| line.split_whitespace().next())
+            .map(str::to_owned)
+            .collect::<BTreeSet<String>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut exported = scrape().await;
+    while !named.is_subset(&exported) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        exported = scrape().await;
+    }
+    assert!(exported.len() >= 20, "{exported:?}");
+
     let mut used = BTreeSet::new();
     for expression in &expressions {
         let names = metric_names(expression);

@@ -1,10 +1,13 @@
-//! How the worker treats an endpoint's health: a 410 Gone disables its webhook at once.
+//! How the worker treats an endpoint's health: a 410 Gone disables its webhook at once; a
+//! webhook failing past the thresholds is warned about, then disabled; a success after
+//! failures ends the streak. Each step publishes its operational event, which the tests read
+//! from the operational exchange as the CRM would.
 
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Reply, TestReceiver, TestWorker, test_config};
+use crate::harness::{Reply, TestReceiver, TestWorker, test_config, wait_until};
 
 /// A worker whose one retry waits 3 s: long enough to act while a delivery waits for it.
 async fn worker_with_a_slow_retry() -> TestWorker {
@@ -23,17 +26,28 @@ async fn a_410_disables_the_webhook_and_ends_its_waiting_retries() {
         .create_webhook("cmp_gone", &receiver.url(), &["deal.*"])
         .await;
     let id = webhook["id"].as_str().expect("id");
+    worker.tap_operational().await;
 
     let (waiting, _) = worker.publish("deal.won", "cmp_gone", json!({})).await;
     worker.wait_for_status(&waiting, id, "retrying").await;
     let (gone, _) = worker.publish("deal.lost", "cmp_gone", json!({})).await;
     assert_eq!(worker.wait_for_status(&gone, id, "failed").await, 1);
 
-    let (status, body) = worker.api("GET", &format!("/v1/webhooks/{id}"), None).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["enabled"], false, "{body}");
+    // Disabled right after the attempt is recorded.
+    let body = wait_until("the webhook disabled", || async {
+        let (_, body) = worker.api("GET", &format!("/v1/webhooks/{id}"), None).await;
+        (body["enabled"] == false).then_some(body)
+    })
+    .await;
     assert_eq!(body["disabled_reason"], "gone", "{body}");
     assert!(body["disabled_at"].is_string(), "{body}");
+    let event = worker.next_operational().await;
+    assert_eq!(event["_type"], "webhook.disabled", "{event}");
+    assert_eq!(event["event"], "webhook.disabled", "{event}");
+    assert_eq!(event["company_id"], "cmp_gone", "{event}");
+    assert_eq!(event["data"]["webhook_id"], id, "{event}");
+    assert_eq!(event["data"]["reason"], "gone", "{event}");
+    assert_eq!(event["data"]["url"], receiver.url(), "{event}");
 
     // The retry that was waiting ends Failed when due, unsent, naming why.
     assert_eq!(worker.wait_for_status(&waiting, id, "failed").await, 1);
@@ -74,6 +88,7 @@ async fn disabling_by_hand_is_recorded_as_manual() {
         .create_webhook("cmp_manual", "https://example.com/hook", &["deal.won"])
         .await;
     let id = webhook["id"].as_str().expect("id");
+    worker.tap_operational().await;
     let (status, body) = worker
         .api(
             "PATCH",
@@ -83,6 +98,9 @@ async fn disabling_by_hand_is_recorded_as_manual() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["disabled_reason"], "manual", "{body}");
+    let event = worker.next_operational().await;
+    assert_eq!(event["_type"], "webhook.disabled", "{event}");
+    assert_eq!(event["data"]["reason"], "manual", "{event}");
     let since = body["disabled_at"].clone();
     assert!(since.is_string(), "{body}");
     // Disabling what is disabled keeps the first reason and time.
@@ -94,4 +112,148 @@ async fn disabling_by_hand_is_recorded_as_manual() {
         )
         .await;
     assert_eq!(body["disabled_at"], since, "{body}");
+    assert_eq!(body["name"], "renamed", "{body}");
+    assert!(
+        worker
+            .no_operational_within(Duration::from_millis(700))
+            .await
+    );
+}
+
+/// Thresholds small enough to cross in a test: disabled after 2 s and 3 Failed deliveries;
+/// one retry 200 ms after the first attempt.
+fn quick_to_disable() -> tesoro_webhooks::config::Config {
+    let mut config = test_config();
+    config.delivery.retry_schedule =
+        tesoro_webhooks::retry::RetrySchedule::new(vec![Duration::from_millis(200)])
+            .expect("valid");
+    config.endpoint_health.disable_after = Duration::from_secs(2);
+    config.endpoint_health.min_failures = 3;
+    config
+}
+
+#[tokio::test]
+async fn a_webhook_failing_too_long_is_warned_then_disabled_and_recovers_when_enabled() {
+    let worker = TestWorker::start_with(quick_to_disable()).await;
+    let receiver = TestReceiver::start().await;
+    receiver.set_default(Reply::Status(500));
+    let webhook = worker
+        .create_webhook("cmp_failing", &receiver.url(), &["deal.*"])
+        .await;
+    let id = webhook["id"].as_str().expect("id");
+    worker.tap_operational().await;
+
+    let (first, _) = worker.publish("deal.won", "cmp_failing", json!({})).await;
+    worker.wait_for_status(&first, id, "failed").await;
+    // The streak started before this instant: 2 s from here, it has lasted 2 s.
+    let failing_since = std::time::Instant::now();
+    let warning = worker.next_operational().await;
+    assert_eq!(warning["_type"], "webhook.failing", "{warning}");
+    assert_eq!(warning["company_id"], "cmp_failing", "{warning}");
+    assert_eq!(warning["data"]["webhook_id"], id, "{warning}");
+    assert_eq!(warning["data"]["failed_deliveries"], 1, "{warning}");
+    assert_eq!(warning["data"]["disabled_after_failures"], 3, "{warning}");
+
+    // Within the hour: counted, not warned again.
+    let (second, _) = worker.publish("deal.lost", "cmp_failing", json!({})).await;
+    worker.wait_for_status(&second, id, "failed").await;
+    assert!(
+        worker
+            .no_operational_within(Duration::from_millis(700))
+            .await
+    );
+    let (_, body) = worker.api("GET", &format!("/v1/webhooks/{id}"), None).await;
+    assert_eq!(body["enabled"], true, "two failures in under 2 s: {body}");
+
+    // Past both thresholds: disabled.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(failing_since.elapsed())).await;
+    let (third, _) = worker.publish("deal.won", "cmp_failing", json!({})).await;
+    worker.wait_for_status(&third, id, "failed").await;
+    let disabled = worker.next_operational().await;
+    assert_eq!(disabled["_type"], "webhook.disabled", "{disabled}");
+    assert_eq!(disabled["data"]["reason"], "failing_too_long", "{disabled}");
+    assert_eq!(disabled["data"]["failed_deliveries"], 3, "{disabled}");
+    let (_, body) = worker.api("GET", &format!("/v1/webhooks/{id}"), None).await;
+    assert_eq!(body["enabled"], false, "{body}");
+    assert_eq!(body["disabled_reason"], "failing_too_long", "{body}");
+
+    // Fixed and enabled again: recover sends what failed meanwhile.
+    receiver.set_default(Reply::Status(200));
+    let (status, body) = worker
+        .api(
+            "PATCH",
+            &format!("/v1/webhooks/{id}"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = worker
+        .api(
+            "POST",
+            &format!("/v1/webhooks/{id}/recover"),
+            Some(json!({"since": "2000-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["enqueued"].clone()),
+        (202, json!(3)),
+        "{body}"
+    );
+    for event in [&first, &second, &third] {
+        worker.wait_for_status(event, id, "succeeded").await;
+    }
+    // Enabling cleared the streak: those successes end nothing, and announce nothing.
+    assert!(
+        worker
+            .no_operational_within(Duration::from_millis(700))
+            .await
+    );
+}
+
+#[tokio::test]
+async fn a_success_after_failures_ends_the_streak_and_says_so() {
+    let worker = TestWorker::start_with(quick_to_disable()).await;
+    let receiver = TestReceiver::start().await;
+    receiver.set_default(Reply::Status(500));
+    let webhook = worker
+        .create_webhook("cmp_recovering", &receiver.url(), &["deal.*"])
+        .await;
+    let id = webhook["id"].as_str().expect("id");
+    worker.tap_operational().await;
+
+    let (failed, _) = worker
+        .publish("deal.won", "cmp_recovering", json!({}))
+        .await;
+    worker.wait_for_status(&failed, id, "failed").await;
+    assert_eq!(worker.next_operational().await["_type"], "webhook.failing");
+
+    receiver.set_default(Reply::Status(200));
+    let (delivered, _) = worker
+        .publish("deal.won", "cmp_recovering", json!({}))
+        .await;
+    worker.wait_for_status(&delivered, id, "succeeded").await;
+    let recovered = worker.next_operational().await;
+    assert_eq!(recovered["_type"], "webhook.recovered", "{recovered}");
+    assert_eq!(recovered["data"]["webhook_id"], id, "{recovered}");
+    assert_eq!(recovered["data"]["failed_deliveries"], 1, "{recovered}");
+    assert!(recovered["data"]["recovered_at"].is_string(), "{recovered}");
+
+    // The streak is over: a further success announces nothing, a further failure warns anew.
+    let (again, _) = worker
+        .publish("deal.won", "cmp_recovering", json!({}))
+        .await;
+    worker.wait_for_status(&again, id, "succeeded").await;
+    assert!(
+        worker
+            .no_operational_within(Duration::from_millis(700))
+            .await
+    );
+    receiver.set_default(Reply::Status(500));
+    let (failed_again, _) = worker
+        .publish("deal.won", "cmp_recovering", json!({}))
+        .await;
+    worker.wait_for_status(&failed_again, id, "failed").await;
+    let warning = worker.next_operational().await;
+    assert_eq!(warning["_type"], "webhook.failing", "{warning}");
+    assert_eq!(warning["data"]["failed_deliveries"], 1, "{warning}");
 }

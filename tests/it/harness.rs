@@ -163,8 +163,7 @@ pub async fn publish_at_300_per_second(
             tick.tick().await;
         }
         let (id, body) =
-            tesoro_webhooks::cli::envelope("deal.won", company, json!({ "n": n }), None)
-                .expect("envelope");
+            tesoro_webhooks::cli::envelope("deal.won", company, json!({ "n": n }), None);
         publish_until_confirmed(config, &mut connection, &id, &body).await;
         ids.push(id);
     }
@@ -357,8 +356,7 @@ impl TestWorker {
 
     /// Publishes an envelope as a CRM service would; returns its event id and exact bytes.
     pub async fn publish(&self, event: &str, company: &str, data: Value) -> (String, Vec<u8>) {
-        let (id, body) =
-            tesoro_webhooks::cli::envelope(event, company, data, None).expect("envelope");
+        let (id, body) = tesoro_webhooks::cli::envelope(event, company, data, None);
         self.publisher
             .publish_event(event, &id, &body)
             .await
@@ -387,6 +385,38 @@ impl TestWorker {
 
     pub async fn fetch(&self, queue: &str) -> Option<Message> {
         self.broker.fetch(queue).await.expect("fetch")
+    }
+
+    /// Binds a queue to every operational event the worker publishes from now on; read them
+    /// with `next_operational`. Removed with the worker's queues.
+    pub async fn tap_operational(&self) {
+        let client = testkit::amqp::Client::connect(&self.config.amqp.url)
+            .await
+            .expect("connect");
+        let exchange = &self.broker.topology().operational_exchange;
+        client
+            .bind_queue(exchange, &operational_tap(&self.config))
+            .await
+            .expect("bind the tap");
+        client.close().await;
+    }
+
+    /// The next operational event on the tap, as JSON, with its routing key in `"_type"`.
+    pub async fn next_operational(&self) -> Value {
+        let queue = operational_tap(&self.config);
+        wait_until("an operational event", || async {
+            let message = self.fetch(&queue).await?;
+            let mut event: Value = serde_json::from_slice(&message.body).expect("json");
+            event["_type"] = json!(message.origin().1);
+            Some(event)
+        })
+        .await
+    }
+
+    /// Whether the tap holds no event (after waiting `settle` for a late one).
+    pub async fn no_operational_within(&self, settle: Duration) -> bool {
+        tokio::time::sleep(settle).await;
+        self.fetch(&operational_tap(&self.config)).await.is_none()
     }
 
     /// (status, attempt_count) of the delivery of `event_id` to `webhook_id`.
@@ -607,9 +637,18 @@ impl Drop for TestWorker {
     }
 }
 
+/// The queue a test binds to the worker's operational events (`TestWorker::tap_operational`).
+fn operational_tap(config: &Config) -> String {
+    format!("{}.test-tap.operational", config.amqp.prefix)
+}
+
 /// Deletes the queues, exchanges and database of `config`.
 fn remove_everything(config: Config) {
     clean_up(async move {
+        if let Ok(client) = testkit::amqp::Client::connect(&config.amqp.url).await {
+            let _ = client.delete_queue(&operational_tap(&config)).await;
+            client.close().await;
+        }
         if let Ok(broker) = Broker::connect(&config.amqp.url, app::topology(&config)).await {
             let _ = broker.delete_topology(true).await;
             broker.close().await;
