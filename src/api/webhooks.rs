@@ -1,6 +1,6 @@
 //! /v1/webhooks and /v1/event-types.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,8 @@ use super::{
 };
 use crate::{
     domain::{
-        Catalog, CompanyId, EndpointUrl, SignatureScheme, SigningKey, SigningSecret, WebhookId,
+        Catalog, CompanyId, CustomHeaders, EndpointUrl, SignatureScheme, SigningKey, SigningSecret,
+        WebhookId,
     },
     storage::{NewWebhook, Webhook, WebhookChanges},
 };
@@ -95,6 +96,11 @@ pub struct CreateWebhook {
     /// `hmac` (the default) or `ed25519` (a key pair is generated; give no secret).
     #[schema(value_type = Option<Signature>)]
     signature: Option<String>,
+    /// Sent with every attempt: up to 20, names not reserved (`content-type`, `host`,
+    /// `webhook-*`, `x-tesoro-*`, hop-by-hop ones), values 1 to 1024 visible ASCII
+    /// characters, 8 KiB in all.
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    headers: Option<BTreeMap<String, String>>,
     /// True by default.
     enabled: Option<bool>,
 }
@@ -116,6 +122,10 @@ pub struct UpdateWebhook {
     generate_secret: bool,
     #[schema(value_type = Option<Signature>)]
     signature: Option<String>,
+    /// Replaces the headers; `null` or `{}` removes them.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<BTreeMap<String, String>>, nullable)]
+    headers: Option<Option<BTreeMap<String, String>>>,
     enabled: Option<bool>,
 }
 
@@ -180,6 +190,8 @@ pub struct WebhookBody {
     /// The HMAC secret, only in the response that set it.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
+    /// Sent with every attempt (`{}` when none).
+    headers: BTreeMap<String, String>,
     /// The Ed25519 public key receivers verify with.
     #[serde(skip_serializing_if = "Option::is_none")]
     public_key: Option<String>,
@@ -211,6 +223,7 @@ impl WebhookBody {
                 Some(SigningKey::Hmac(secret)) if reveal_secret => Some(secret.expose().to_owned()),
                 _ => None,
             },
+            headers: webhook.headers.as_map().clone(),
             public_key: match key {
                 Some(SigningKey::Ed25519(key)) => Some(key.public_key()),
                 _ => None,
@@ -270,6 +283,11 @@ pub async fn create(
             body.signature.as_deref(),
         )?
         .flatten(),
+        headers: body
+            .headers
+            .map(check_headers)
+            .transpose()?
+            .unwrap_or_default(),
         enabled: body.enabled.unwrap_or(true),
     };
     let webhook = state.storage.create_webhook(new).await?;
@@ -352,6 +370,10 @@ pub async fn update(
         },
         events: body.events.map(|e| state.check_events(e)).transpose()?,
         signing_key,
+        headers: body
+            .headers
+            .map(|headers| check_headers(headers.unwrap_or_default()))
+            .transpose()?,
         enabled: body.enabled,
     };
     let webhook = state
@@ -388,6 +410,10 @@ fn webhook_id(id: &str) -> Result<WebhookId, ApiError> {
 
 fn parse_company(id: String) -> Result<CompanyId, ApiError> {
     CompanyId::parse(id).map_err(|e| ApiError::invalid_field("company_id", e.to_string()))
+}
+
+fn check_headers(headers: BTreeMap<String, String>) -> Result<CustomHeaders, ApiError> {
+    CustomHeaders::new(headers).map_err(|e| ApiError::invalid_field("headers", e.to_string()))
 }
 
 fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ApiError> {

@@ -432,6 +432,7 @@ async fn create_webhook(
             url: EndpointUrl::parse_stored(url)?,
             events: vec![EVENT_TYPE.to_owned()],
             signing_key: Some(SigningKey::Hmac(secret.clone())),
+            headers: Default::default(),
             enabled,
         })
         .await?;

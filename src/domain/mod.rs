@@ -4,6 +4,7 @@
 mod catalog;
 mod delivery;
 mod endpoint;
+mod headers;
 mod ids;
 mod keyring;
 mod secret;
@@ -14,6 +15,7 @@ mod webhook;
 pub use catalog::{Catalog, EventFilter, FilterError, entry_matches};
 pub use delivery::{DeliveryStatus, Job, StoredDelivery, Trigger};
 pub use endpoint::{EndpointUrl, TargetPolicy, UrlError, internal_class, is_internal_ip};
+pub use headers::{CustomHeaders, HeaderError, is_sensitive};
 pub use ids::{CompanyId, DeliveryId, EventId, IdError, TokenId, WebhookId, is_short_text};
 pub use keyring::{DEVELOPMENT_KEY_ID, KeyRing, KeyRingError, SealError};
 pub use secret::{

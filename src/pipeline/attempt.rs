@@ -101,6 +101,7 @@ async fn send_and_settle(
             event_type: &attempt.job.event_type,
             attempt_number: attempt.job.attempt,
             signing: attempt.webhook.signing.as_ref(),
+            headers: &attempt.webhook.headers,
             body: attempt.body.clone(),
         })
         .await;

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::{
     config::DeliveryConfig,
-    domain::{EndpointUrl, EventId, Signing},
+    domain::{CustomHeaders, EndpointUrl, EventId, Signing, is_sensitive},
     outcome::{self, FailureKind},
     signing,
 };
@@ -28,6 +28,8 @@ pub struct AttemptRequest<'a> {
     pub event_type: &'a str,
     pub attempt_number: u32,
     pub signing: Option<&'a Signing>,
+    /// The webhook's own headers, sent first (they cannot name ours).
+    pub headers: &'a CustomHeaders,
     /// The envelope exactly as published; `Bytes` so every attempt shares one buffer.
     pub body: Bytes,
 }
@@ -107,7 +109,12 @@ impl Sender {
         let started_at = OffsetDateTime::now_utc();
         let clock = std::time::Instant::now();
         let headers = signed_headers(&request, started_at.unix_timestamp());
-        let request_headers = headers_json(&headers);
+        // Only a webhook's own headers can carry a credential.
+        let request_headers = if request.headers.is_empty() {
+            headers_json(&headers)
+        } else {
+            headers_json_masked(&headers)
+        };
         let mut result = AttemptResult {
             started_at,
             duration: Duration::ZERO,
@@ -199,9 +206,18 @@ const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature
 const TESORO_EVENT: HeaderName = HeaderName::from_static("x-tesoro-event");
 const TESORO_ATTEMPT: HeaderName = HeaderName::from_static("x-tesoro-attempt");
 
-/// The Standard Webhooks headers plus our informational ones.
+/// The webhook's own headers, the Standard Webhooks headers and our informational ones.
 fn signed_headers(request: &AttemptRequest<'_>, timestamp: i64) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(7);
+    for (name, value) in request.headers.iter() {
+        // Checked when set, so these parse; one that still does not is skipped, not sent bent.
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
     put_text(&mut headers, WEBHOOK_ID, request.event_id.as_str());
     headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
     if let Some(keys) = request.signing {
@@ -227,18 +243,31 @@ fn put_text(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 /// written straight from the map (no string pair per header on the way). A value that is not
 /// UTF-8 is kept lossily.
 fn headers_json(headers: &HeaderMap) -> String {
-    struct Pairs<'a>(&'a HeaderMap);
+    pairs_json(headers, false)
+}
+
+/// `headers_json`, with the value of each credential-bearing header (a webhook's
+/// `Authorization`, say) as `***`: the log shows it was sent, not what it was.
+fn headers_json_masked(headers: &HeaderMap) -> String {
+    pairs_json(headers, true)
+}
+
+fn pairs_json(headers: &HeaderMap, mask: bool) -> String {
+    struct Pairs<'a>(&'a HeaderMap, bool);
     impl serde::Serialize for Pairs<'_> {
         fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            serializer.collect_seq(
-                self.0.iter().map(|(name, value)| {
-                    (name.as_str(), String::from_utf8_lossy(value.as_bytes()))
-                }),
-            )
+            serializer.collect_seq(self.0.iter().map(|(name, value)| {
+                let value = if self.1 && is_sensitive(name.as_str()) {
+                    "***".into()
+                } else {
+                    String::from_utf8_lossy(value.as_bytes())
+                };
+                (name.as_str(), value)
+            }))
         }
     }
     // Serializing strings into a String cannot fail.
-    serde_json::to_string(&Pairs(headers)).unwrap_or_else(|_| "[]".to_owned())
+    serde_json::to_string(&Pairs(headers, mask)).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// Maps a transport error to its kind by type, walking the cause chain.

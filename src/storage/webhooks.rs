@@ -8,7 +8,8 @@ use tokio_postgres::Row;
 
 use super::{Storage, StorageError};
 use crate::domain::{
-    CompanyId, DisabledReason, EndpointUrl, KeyRing, PreviousKey, Signing, SigningKey, WebhookId,
+    CompanyId, CustomHeaders, DisabledReason, EndpointUrl, KeyRing, PreviousKey, Signing,
+    SigningKey, WebhookId,
 };
 
 /// A stored subscription. Values were validated when written.
@@ -21,6 +22,8 @@ pub struct Webhook {
     pub events: Vec<String>,
     /// `None`: requests go unsigned.
     pub signing: Option<Signing>,
+    /// Sent with every attempt.
+    pub headers: CustomHeaders,
     pub enabled: bool,
     /// Why it is disabled, and since when; `None` while enabled.
     pub disabled: Option<(DisabledReason, OffsetDateTime)>,
@@ -39,6 +42,7 @@ pub struct NewWebhook {
     pub url: EndpointUrl,
     pub events: Vec<String>,
     pub signing_key: Option<SigningKey>,
+    pub headers: CustomHeaders,
     pub enabled: bool,
 }
 
@@ -50,6 +54,8 @@ pub struct WebhookChanges {
     pub url: Option<EndpointUrl>,
     pub events: Option<Vec<String>>,
     pub signing_key: Option<Option<SigningKey>>,
+    /// Replaces the headers (empty: none).
+    pub headers: Option<CustomHeaders>,
     pub enabled: Option<bool>,
 }
 
@@ -57,7 +63,8 @@ pub struct WebhookChanges {
 /// deliveries are failing (a streak in `webhook_health`).
 pub(super) static COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let columns = "id, company_id, name, url, events, signing_key, previous_signing_key, \
-        secret_rotation_ends_at, enabled, disabled_reason, disabled_at, created_at, updated_at";
+        secret_rotation_ends_at, headers, enabled, disabled_reason, disabled_at, created_at, \
+        updated_at";
     let columns: Vec<String> = columns.split(", ").map(|c| format!("w.{c}")).collect();
     format!(
         "{}, EXISTS (SELECT 1 FROM webhook_health h WHERE h.webhook_id = w.id \
@@ -65,6 +72,12 @@ pub(super) static COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::ne
         columns.join(", ")
     )
 });
+
+/// What a webhook's sealed headers are bound to: its id, and the column (so sealed headers
+/// cannot pass for a signing key).
+fn headers_context(id: WebhookId) -> String {
+    format!("{id}/headers")
+}
 
 pub(super) fn from_row(row: &Row, keys: &KeyRing) -> Result<Webhook, StorageError> {
     let corrupt = |what: &str| StorageError::Corrupt(format!("webhook {what}"));
@@ -99,6 +112,15 @@ pub(super) fn from_row(row: &Row, keys: &KeyRing) -> Result<Webhook, StorageErro
         url: EndpointUrl::parse_stored(&url).map_err(|_| corrupt("url"))?,
         events: row.try_get("events")?,
         signing: open("signing_key")?.map(|key| Signing { key, previous }),
+        headers: match row.try_get::<_, Option<String>>("headers")? {
+            None => CustomHeaders::default(),
+            Some(sealed) => {
+                let text = keys
+                    .open(&sealed, &headers_context(id))
+                    .map_err(|e| StorageError::Sealed(format!("webhook {id}'s headers: {e}")))?;
+                CustomHeaders::from_json(&text).ok_or_else(|| corrupt("headers"))?
+            }
+        },
         enabled: row.try_get("enabled")?,
         disabled: match (
             row.try_get::<_, Option<String>>("disabled_reason")?,
@@ -124,8 +146,8 @@ impl Storage {
             .query_one(
                 &format!(
                     "INSERT INTO webhooks AS w
-                        (id, company_id, name, url, events, signing_key, enabled)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {}",
+                        (id, company_id, name, url, events, signing_key, enabled, headers)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {}",
                     *COLUMNS
                 ),
                 &[
@@ -136,10 +158,16 @@ impl Storage {
                     &new.events,
                     &self.seal(new.signing_key.as_ref(), id),
                     &new.enabled,
+                    &self.seal_headers(&new.headers, id),
                 ],
             )
             .await?;
         from_row(&row, &self.keys)
+    }
+
+    /// `headers` sealed for webhook `id`'s row; `None` when there are none.
+    fn seal_headers(&self, headers: &CustomHeaders, id: WebhookId) -> Option<String> {
+        (!headers.is_empty()).then(|| self.keys.seal(&headers.to_json(), &headers_context(id)))
     }
 
     /// `key` sealed for webhook `id`'s row.
@@ -209,6 +237,7 @@ impl Storage {
                         previous_signing_key = CASE WHEN $5 THEN NULL ELSE previous_signing_key END,
                         secret_rotation_ends_at =
                             CASE WHEN $5 THEN NULL ELSE secret_rotation_ends_at END,
+                        headers = CASE WHEN $7 THEN $8 ELSE headers END,
                         updated_at = now()
                      WHERE id = $1 RETURNING {}",
                     *COLUMNS
@@ -220,6 +249,11 @@ impl Storage {
                     &changes.events,
                     &set_key,
                     &key,
+                    &changes.headers.is_some(),
+                    &changes
+                        .headers
+                        .as_ref()
+                        .and_then(|headers| self.seal_headers(headers, id)),
                 ],
             )
             .await?;
@@ -268,12 +302,17 @@ impl Storage {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT DISTINCT ON (key_id) id, sealed, key_id FROM (
-                    SELECT id, signing_key AS sealed, split_part(signing_key, ':', 2) AS key_id
+                "SELECT DISTINCT ON (key_id) id, sealed, context, key_id FROM (
+                    SELECT id, signing_key AS sealed, id::text AS context,
+                        split_part(signing_key, ':', 2) AS key_id
                     FROM webhooks WHERE signing_key IS NOT NULL
                     UNION ALL
-                    SELECT id, previous_signing_key, split_part(previous_signing_key, ':', 2)
+                    SELECT id, previous_signing_key, id::text,
+                        split_part(previous_signing_key, ':', 2)
                     FROM webhooks WHERE previous_signing_key IS NOT NULL
+                    UNION ALL
+                    SELECT id, headers, id::text || '/headers', split_part(headers, ':', 2)
+                    FROM webhooks WHERE headers IS NOT NULL
                  ) stored",
                 &[],
             )
@@ -281,68 +320,83 @@ impl Storage {
         for row in &rows {
             let id = WebhookId(row.try_get("id")?);
             let sealed: String = row.try_get("sealed")?;
-            self.keys.open(&sealed, &id.to_string()).map_err(|e| {
+            let context: String = row.try_get("context")?;
+            self.keys.open(&sealed, &context).map_err(|e| {
                 StorageError::Sealed(format!(
-                    "webhook {id}'s signing key does not open with security.secret_keys: {e}"
+                    "webhook {id}'s sealed keys or headers do not open with \
+                     security.secret_keys: {e}"
                 ))
             })?;
         }
         Ok(())
     }
 
-    /// Seals again, under the key ring's first key, every signing key sealed under another
-    /// one, and seals the plain secrets an older version stored (emptying their column).
-    /// Idempotent, and safe from several processes at once: a row changed meanwhile is left
-    /// to its writer. Returns how many rows it changed.
+    /// Seals again, under the key ring's first key, every signing key and header set sealed
+    /// under another one, and seals the plain secrets an older version stored (emptying their
+    /// column). Idempotent, and safe from several processes at once: a row changed meanwhile
+    /// is left to its writer. Returns how many rows it changed.
     pub async fn reseal_signing_keys(&self) -> Result<u64, StorageError> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT id, secret, signing_key, previous_signing_key FROM webhooks
+                "SELECT id, secret, signing_key, previous_signing_key, headers FROM webhooks
                  WHERE secret IS NOT NULL
                     OR split_part(signing_key, ':', 2) <> $1
-                    OR split_part(previous_signing_key, ':', 2) <> $1",
+                    OR split_part(previous_signing_key, ':', 2) <> $1
+                    OR split_part(headers, ':', 2) <> $1",
                 &[&self.keys.sealing_key_id()],
             )
             .await?;
         let mut changed = 0;
         for row in &rows {
             let id = WebhookId(row.try_get("id")?);
-            let context = id.to_string();
-            let (plain, current, previous): (Option<String>, Option<String>, Option<String>) = (
+            let (plain, current, previous, headers): (
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            ) = (
                 row.try_get("secret")?,
                 row.try_get("signing_key")?,
                 row.try_get("previous_signing_key")?,
+                row.try_get("headers")?,
             );
-            let reseal = |sealed: &Option<String>| -> Result<Option<String>, StorageError> {
-                let Some(sealed) = sealed else {
-                    return Ok(None);
+            let reseal =
+                |sealed: &Option<String>, context: &str| -> Result<Option<String>, StorageError> {
+                    let Some(sealed) = sealed else {
+                        return Ok(None);
+                    };
+                    if self.keys.is_current(sealed) {
+                        return Ok(Some(sealed.clone()));
+                    }
+                    let text = self
+                        .keys
+                        .open(sealed, context)
+                        .map_err(|e| StorageError::Sealed(format!("webhook {id}: {e}")))?;
+                    Ok(Some(self.keys.seal(&text, context)))
                 };
-                if self.keys.is_current(sealed) {
-                    return Ok(Some(sealed.clone()));
-                }
-                let text = self.keys.open(sealed, &context).map_err(|e| {
-                    StorageError::Sealed(format!("webhook {id}'s signing key: {e}"))
-                })?;
-                Ok(Some(self.keys.seal(&text, &context)))
-            };
+            let keys_context = id.to_string();
             let new_current = match &plain {
-                Some(secret) => Some(self.keys.seal(secret, &context)),
-                None => reseal(&current)?,
+                Some(secret) => Some(self.keys.seal(secret, &keys_context)),
+                None => reseal(&current, &keys_context)?,
             };
             changed += client
                 .execute(
-                    "UPDATE webhooks SET secret = NULL, signing_key = $5, previous_signing_key = $6
+                    "UPDATE webhooks SET secret = NULL, signing_key = $6, previous_signing_key = $7,
+                        headers = $8
                      WHERE id = $1 AND secret IS NOT DISTINCT FROM $2
                        AND signing_key IS NOT DISTINCT FROM $3
-                       AND previous_signing_key IS NOT DISTINCT FROM $4",
+                       AND previous_signing_key IS NOT DISTINCT FROM $4
+                       AND headers IS NOT DISTINCT FROM $5",
                     &[
                         &id.0,
                         &plain,
                         &current,
                         &previous,
+                        &headers,
                         &new_current,
-                        &reseal(&previous)?,
+                        &reseal(&previous, &keys_context)?,
+                        &reseal(&headers, &headers_context(id))?,
                     ],
                 )
                 .await?;

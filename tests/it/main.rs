@@ -11,6 +11,7 @@ mod delivery;
 mod deploy;
 mod endpoint_health;
 mod harness;
+mod headers;
 mod logs;
 mod metrics;
 mod openapi;

@@ -78,7 +78,8 @@ async fn signing_keys_are_sealed_at_rest_and_still_sign() {
             "/v1/webhooks",
             Some(
                 json!({"company_id": "cmp_sealed", "name": "hmac", "url": receiver.url(),
-                        "events": ["deal.won"], "secret": secret}),
+                        "events": ["deal.won"], "secret": secret,
+                        "headers": {"Authorization": "Bearer hdr-credential-4711"}}),
             ),
         )
         .await;
@@ -102,6 +103,12 @@ async fn signing_keys_are_sealed_at_rest_and_still_sign() {
     assert!(
         requests.iter().any(|r| signed_with(r, secret)),
         "the sealed secret still signs"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.header("authorization") == "Bearer hdr-credential-4711"),
+        "the sealed header is sent"
     );
 
     let ed25519_id = WebhookId::parse(ed25519["id"].as_str().expect("id")).expect("uuid");
@@ -131,6 +138,11 @@ async fn signing_keys_are_sealed_at_rest_and_still_sign() {
         ("the Ed25519 seed", private_key["whsk_".len()..].to_owned()),
         ("the encryption key", encryption_key.to_owned()),
         ("the encryption key bytes", hex(&encryption_bytes)),
+        // Sealed in the webhook, masked in the attempt log.
+        (
+            "a custom header's credential",
+            "hdr-credential-4711".to_owned(),
+        ),
     ] {
         assert!(!stored.contains(&clear), "{what} is stored in clear");
     }
@@ -177,6 +189,20 @@ async fn plain_secrets_are_sealed_at_start_and_keys_rotate() {
     );
     let sealed: String = row.get(1);
     assert!(sealed.starts_with(&sealed_with(&first)), "{sealed}");
+    let headers = tesoro_webhooks::domain::CustomHeaders::new([(
+        "authorization".to_owned(),
+        "Bearer hdr-4711".to_owned(),
+    )])
+    .expect("valid");
+    let changes = tesoro_webhooks::storage::WebhookChanges {
+        headers: Some(headers.clone()),
+        ..Default::default()
+    };
+    storage
+        .update_webhook(id, changes)
+        .await
+        .expect("update")
+        .expect("exists");
     let signing_key = |storage: Storage| async move {
         let webhook = storage.webhook(id).await.expect("read").expect("exists");
         storage.close();
@@ -190,16 +216,22 @@ async fn plain_secrets_are_sealed_at_start_and_keys_rotate() {
         .await
         .expect("connects with both keys");
     rotated.close();
-    let sealed: String = db
+    let row = db
         .db
-        .query_one("SELECT signing_key FROM webhooks WHERE id = $1", &[&id.0])
+        .query_one(
+            "SELECT signing_key, headers FROM webhooks WHERE id = $1",
+            &[&id.0],
+        )
         .await
-        .expect("row")
-        .get(0);
-    assert!(sealed.starts_with(&sealed_with(&second)), "{sealed}");
+        .expect("row");
+    for sealed in [row.get::<_, String>(0), row.get(1)] {
+        assert!(sealed.starts_with(&sealed_with(&second)), "{sealed}");
+    }
     let storage = Storage::connect(&database, ring(&[&second]))
         .await
         .expect("the old key is no longer needed");
+    let webhook = storage.webhook(id).await.expect("read").expect("exists");
+    assert_eq!(webhook.headers, headers);
     assert_eq!(signing_key(storage).await, expected);
 
     // The right key id with other bytes is refused at start too, not at the first event.
