@@ -19,7 +19,7 @@ use crate::{
     config::Config,
     domain::Catalog,
     health::{Dependency, Health, OutageSignal},
-    pipeline::{EndpointLimiter, Pipeline, Subscriptions, fanout, jobs, parking},
+    pipeline::{EndpointLimiter, Pipeline, Subscriptions, fanout, jobs, parking, rate::RateLimits},
     sender::{HostResolver, Sender, SenderError, SystemResolver, TargetGuard},
     storage::{Recorder, Storage, StorageError},
     telemetry,
@@ -87,6 +87,12 @@ pub async fn run_with_resolver(
     };
     let (publisher_tx, publisher_rx) = watch::channel(None);
     let health = Health::default();
+    let workers = Arc::new(AtomicUsize::new(1));
+    let heartbeat = tokio::spawn(crate::pipeline::rate::heartbeat(
+        storage.clone(),
+        workers.clone(),
+        shutdown.clone(),
+    ));
     let relay = tokio::spawn(crate::operational::relay(
         storage.clone(),
         publisher_rx.clone(),
@@ -113,6 +119,7 @@ pub async fn run_with_resolver(
         sender,
         publisher: publisher_tx,
         health,
+        workers: workers.clone(),
         shutdown: shutdown.clone(),
     };
     let pruning = tokio::spawn(crate::retention::run(
@@ -125,6 +132,7 @@ pub async fn run_with_resolver(
     let _ = follow.await;
     let _ = pruning.await;
     let _ = relay.await;
+    let _ = heartbeat.await;
     api_result?;
     tracing::info!("worker stopped");
     Ok(())
@@ -140,6 +148,8 @@ struct Worker<'a> {
     publisher: watch::Sender<Option<Publisher>>,
     /// Whether the consumers are up, and which outage paused them: readiness.
     health: Health,
+    /// Live workers (this one included), kept by the heartbeat: they share rate limits.
+    workers: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 }
 
@@ -296,6 +306,7 @@ impl Worker<'_> {
             storage: self.storage.clone(),
             recorder: self.recorder.clone(),
             subscriptions: self.subscriptions.clone(),
+            rates: RateLimits::new(self.workers.clone()),
             limiter: EndpointLimiter::new(
                 self.config.delivery.max_in_flight_per_endpoint,
                 self.config.delivery.timeout,

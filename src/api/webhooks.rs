@@ -101,6 +101,9 @@ pub struct CreateWebhook {
     /// characters, 8 KiB in all.
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     headers: Option<BTreeMap<String, String>>,
+    /// Attempts per second at most (1 to 10,000), across all workers; none by default.
+    #[schema(minimum = 1, maximum = 10000)]
+    rate_limit: Option<i64>,
     /// True by default.
     enabled: Option<bool>,
 }
@@ -126,6 +129,10 @@ pub struct UpdateWebhook {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<BTreeMap<String, String>>, nullable)]
     headers: Option<Option<BTreeMap<String, String>>>,
+    /// A new limit; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, nullable, minimum = 1, maximum = 10000)]
+    rate_limit: Option<Option<i64>>,
     enabled: Option<bool>,
 }
 
@@ -192,6 +199,8 @@ pub struct WebhookBody {
     secret: Option<String>,
     /// Sent with every attempt (`{}` when none).
     headers: BTreeMap<String, String>,
+    /// Attempts per second at most, across all workers; null when unlimited.
+    rate_limit: Option<u32>,
     /// The Ed25519 public key receivers verify with.
     #[serde(skip_serializing_if = "Option::is_none")]
     public_key: Option<String>,
@@ -224,6 +233,7 @@ impl WebhookBody {
                 _ => None,
             },
             headers: webhook.headers.as_map().clone(),
+            rate_limit: webhook.rate_limit,
             public_key: match key {
                 Some(SigningKey::Ed25519(key)) => Some(key.public_key()),
                 _ => None,
@@ -288,6 +298,7 @@ pub async fn create(
             .map(check_headers)
             .transpose()?
             .unwrap_or_default(),
+        rate_limit: body.rate_limit.map(check_rate_limit).transpose()?,
         enabled: body.enabled.unwrap_or(true),
     };
     let webhook = state.storage.create_webhook(new).await?;
@@ -374,6 +385,10 @@ pub async fn update(
             .headers
             .map(|headers| check_headers(headers.unwrap_or_default()))
             .transpose()?,
+        rate_limit: body
+            .rate_limit
+            .map(|limit| limit.map(check_rate_limit).transpose())
+            .transpose()?,
         enabled: body.enabled,
     };
     let webhook = state
@@ -410,6 +425,21 @@ fn webhook_id(id: &str) -> Result<WebhookId, ApiError> {
 
 fn parse_company(id: String) -> Result<CompanyId, ApiError> {
     CompanyId::parse(id).map_err(|e| ApiError::invalid_field("company_id", e.to_string()))
+}
+
+/// Attempts per second a webhook may ask to be limited to.
+const MAX_RATE_LIMIT: u32 = 10_000;
+
+fn check_rate_limit(limit: i64) -> Result<u32, ApiError> {
+    u32::try_from(limit)
+        .ok()
+        .filter(|limit| (1..=MAX_RATE_LIMIT).contains(limit))
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "rate_limit",
+                format!("rate_limit must be 1 to {MAX_RATE_LIMIT} attempts per second"),
+            )
+        })
 }
 
 fn check_headers(headers: BTreeMap<String, String>) -> Result<CustomHeaders, ApiError> {

@@ -433,6 +433,7 @@ async fn create_webhook(
             events: vec![EVENT_TYPE.to_owned()],
             signing_key: Some(SigningKey::Hmac(secret.clone())),
             headers: Default::default(),
+            rate_limit: None,
             enabled,
         })
         .await?;

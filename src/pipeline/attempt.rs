@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use super::{
     Pipeline, PipelineError,
     limiter::{Acquired, Slot, Work},
+    rate::Reservation,
 };
 use crate::{
     domain::{DisabledReason, Job},
@@ -65,6 +66,15 @@ pub async fn attempt_and_settle(
     // Never closed, so acquiring only waits.
     let _in_flight = pipeline.in_flight.acquire().await.ok();
     let origin = attempt.origin();
+    if let Some(limit) = attempt.webhook.rate_limit {
+        match pipeline
+            .rates
+            .reserve(attempt.webhook.id, limit, patience(origin))
+        {
+            Reservation::At(at) => tokio::time::sleep_until(at.into()).await,
+            Reservation::Refused => return defer(pipeline, attempt, Step::Busy).await,
+        }
+    }
     let acquired = pipeline
         .limiter
         .acquire_within(attempt.webhook.id, patience(origin), work(origin))
@@ -78,10 +88,15 @@ pub async fn attempt_and_settle(
         Acquired::Busy => Step::Busy,
         Acquired::Stuck => Step::Stuck,
     };
+    defer(pipeline, attempt, untried).await
+}
+
+/// Settles a delivery that was not attempted (`step`: busy or stuck).
+async fn defer(pipeline: &Pipeline, attempt: Attempt<'_>, step: Step) -> Result<(), PipelineError> {
     let settlement = settle::settle(
         &attempt.job,
-        origin,
-        untried,
+        attempt.origin(),
+        step,
         &pipeline.schedule,
         OffsetDateTime::now_utc(),
     );
@@ -93,6 +108,9 @@ async fn send_and_settle(
     attempt: Attempt<'_>,
     slot: Slot,
 ) -> Result<(), PipelineError> {
+    if let Some(limit) = attempt.webhook.rate_limit {
+        pipeline.rates.start(attempt.webhook.id, limit).await;
+    }
     let result = pipeline
         .sender
         .send(AttemptRequest {

@@ -15,6 +15,7 @@ pub mod fanout;
 pub mod jobs;
 mod limiter;
 pub mod parking;
+pub mod rate;
 pub mod subscriptions;
 
 pub use limiter::EndpointLimiter;
@@ -41,6 +42,8 @@ pub struct Pipeline {
     /// Routing: each company's webhooks, cached.
     pub subscriptions: Arc<Subscriptions>,
     pub limiter: EndpointLimiter,
+    /// Webhooks' own limits on attempts per second, shared among the live workers.
+    pub rates: rate::RateLimits,
     /// Deliveries in progress at once (attempt and record), whatever the fan-out: bounds memory.
     pub in_flight: tokio::sync::Semaphore,
     pub sender: Sender,

@@ -14,6 +14,7 @@ mod retention;
 mod tls;
 mod tokens;
 mod webhooks;
+mod workers;
 
 use std::sync::Arc;
 

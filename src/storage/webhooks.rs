@@ -24,6 +24,8 @@ pub struct Webhook {
     pub signing: Option<Signing>,
     /// Sent with every attempt.
     pub headers: CustomHeaders,
+    /// Attempts per second at most, across all workers.
+    pub rate_limit: Option<u32>,
     pub enabled: bool,
     /// Why it is disabled, and since when; `None` while enabled.
     pub disabled: Option<(DisabledReason, OffsetDateTime)>,
@@ -43,6 +45,7 @@ pub struct NewWebhook {
     pub events: Vec<String>,
     pub signing_key: Option<SigningKey>,
     pub headers: CustomHeaders,
+    pub rate_limit: Option<u32>,
     pub enabled: bool,
 }
 
@@ -56,6 +59,8 @@ pub struct WebhookChanges {
     pub signing_key: Option<Option<SigningKey>>,
     /// Replaces the headers (empty: none).
     pub headers: Option<CustomHeaders>,
+    /// `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<u32>>,
     pub enabled: Option<bool>,
 }
 
@@ -63,8 +68,8 @@ pub struct WebhookChanges {
 /// deliveries are failing (a streak in `webhook_health`).
 pub(super) static COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let columns = "id, company_id, name, url, events, signing_key, previous_signing_key, \
-        secret_rotation_ends_at, headers, enabled, disabled_reason, disabled_at, created_at, \
-        updated_at";
+        secret_rotation_ends_at, headers, rate_limit, enabled, disabled_reason, disabled_at, \
+        created_at, updated_at";
     let columns: Vec<String> = columns.split(", ").map(|c| format!("w.{c}")).collect();
     format!(
         "{}, EXISTS (SELECT 1 FROM webhook_health h WHERE h.webhook_id = w.id \
@@ -72,6 +77,11 @@ pub(super) static COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::ne
         columns.join(", ")
     )
 });
+
+/// A rate limit as stored (validated to at most 10,000).
+fn to_i32(limit: u32) -> i32 {
+    i32::try_from(limit).unwrap_or(i32::MAX)
+}
 
 /// What a webhook's sealed headers are bound to: its id, and the column (so sealed headers
 /// cannot pass for a signing key).
@@ -121,6 +131,10 @@ pub(super) fn from_row(row: &Row, keys: &KeyRing) -> Result<Webhook, StorageErro
                 CustomHeaders::from_json(&text).ok_or_else(|| corrupt("headers"))?
             }
         },
+        rate_limit: row
+            .try_get::<_, Option<i32>>("rate_limit")?
+            .map(|limit| u32::try_from(limit).map_err(|_| corrupt("rate_limit")))
+            .transpose()?,
         enabled: row.try_get("enabled")?,
         disabled: match (
             row.try_get::<_, Option<String>>("disabled_reason")?,
@@ -146,8 +160,9 @@ impl Storage {
             .query_one(
                 &format!(
                     "INSERT INTO webhooks AS w
-                        (id, company_id, name, url, events, signing_key, enabled, headers)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {}",
+                        (id, company_id, name, url, events, signing_key, enabled, headers,
+                         rate_limit)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {}",
                     *COLUMNS
                 ),
                 &[
@@ -159,6 +174,7 @@ impl Storage {
                     &self.seal(new.signing_key.as_ref(), id),
                     &new.enabled,
                     &self.seal_headers(&new.headers, id),
+                    &new.rate_limit.map(to_i32),
                 ],
             )
             .await?;
@@ -238,6 +254,7 @@ impl Storage {
                         secret_rotation_ends_at =
                             CASE WHEN $5 THEN NULL ELSE secret_rotation_ends_at END,
                         headers = CASE WHEN $7 THEN $8 ELSE headers END,
+                        rate_limit = CASE WHEN $9 THEN $10 ELSE rate_limit END,
                         updated_at = now()
                      WHERE id = $1 RETURNING {}",
                     *COLUMNS
@@ -254,6 +271,8 @@ impl Storage {
                         .headers
                         .as_ref()
                         .and_then(|headers| self.seal_headers(headers, id)),
+                    &changes.rate_limit.is_some(),
+                    &changes.rate_limit.flatten().map(to_i32),
                 ],
             )
             .await?;

@@ -257,3 +257,94 @@ async fn a_success_after_failures_ends_the_streak_and_says_so() {
     assert_eq!(warning["_type"], "webhook.failing", "{warning}");
     assert_eq!(warning["data"]["failed_deliveries"], 1, "{warning}");
 }
+
+/// The most requests the receiver got within any one second.
+fn busiest_second(receiver: &TestReceiver) -> usize {
+    let mut times: Vec<std::time::Instant> = receiver.received().iter().map(|r| r.at).collect();
+    times.sort();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| t.duration_since(times[i]) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Publishes `events` to a webhook limited to 20 attempts a second and waits for all of them.
+async fn deliver_under_a_limit_of_20(
+    worker: &TestWorker,
+    company: &str,
+    events: usize,
+) -> TestReceiver {
+    let receiver = TestReceiver::start().await;
+    let (status, webhook) = worker
+        .api(
+            "POST",
+            "/v1/webhooks",
+            Some(
+                json!({"company_id": company, "name": "limited", "url": receiver.url(),
+                "events": ["deal.won"], "rate_limit": 20}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
+    assert_eq!(webhook["rate_limit"], 20);
+    for n in 0..events {
+        worker.publish("deal.won", company, json!({ "n": n })).await;
+    }
+    let id = webhook["id"].as_str().expect("id").to_owned();
+    crate::harness::wait_until_within(Duration::from_secs(60), "every delivery", || async {
+        let row = worker
+            .db
+            .query_one(
+                "SELECT count(*) FROM deliveries WHERE webhook_id = $1 AND status = 'succeeded'",
+                &[&uuid::Uuid::parse_str(&id).expect("uuid")],
+            )
+            .await
+            .expect("count");
+        (row.get::<_, i64>(0) == events as i64).then_some(())
+    })
+    .await;
+    receiver
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_with_one_worker() {
+    let worker = TestWorker::start().await;
+    let receiver = deliver_under_a_limit_of_20(&worker, "cmp_rate_one", 100).await;
+    let busiest = busiest_second(&receiver);
+    eprintln!("one worker, limit 20/s: busiest second held {busiest} requests");
+    assert!(busiest <= 20, "{busiest} requests in one second");
+    assert!(busiest >= 15, "the limit is used, not undercut: {busiest}");
+    assert_eq!(receiver.received().len(), 100, "each delivered once");
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_across_two_workers() {
+    let worker = TestWorker::start().await;
+    let _sibling = worker.start_sibling().await;
+    // Both beat, and the first has counted the second (it beats every 2 s).
+    wait_until("two live workers", || async {
+        let row = worker
+            .db
+            .query_one(
+                "SELECT count(*) FROM workers WHERE heartbeat_at > now() - interval '6 seconds'",
+                &[],
+            )
+            .await
+            .expect("count");
+        (row.get::<_, i64>(0) == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let receiver = deliver_under_a_limit_of_20(&worker, "cmp_rate_two", 100).await;
+    let busiest = busiest_second(&receiver);
+    eprintln!("two workers, limit 20/s: busiest second held {busiest} requests");
+    assert!(busiest <= 20, "{busiest} requests in one second");
+    // Each worker's share is 10 a second: more than that in a second means both sent.
+    assert!(busiest >= 15, "both workers used their share: {busiest}");
+    assert_eq!(receiver.received().len(), 100, "each delivered once");
+}
