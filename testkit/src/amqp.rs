@@ -79,25 +79,7 @@ impl Client {
     /// A durable quorum queue bound to `exchange` (which must exist) with `#`.
     pub async fn bind_queue(&self, exchange: &str, queue: &str) -> anyhow::Result<()> {
         let channel = self.connection.create_channel().await?;
-        let mut quorum = FieldTable::default();
-        quorum.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(LongString::from("quorum")),
-        );
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        channel.queue_declare(queue.into(), durable, quorum).await?;
-        channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        declare_bound_queue(&channel, exchange, queue).await?;
         let _ = channel.close(200, "bound".into()).await;
         Ok(())
     }
@@ -179,6 +161,11 @@ async fn declare_tap(channel: &Channel, exchange: &str, queue: &str) -> lapin::R
             FieldTable::default(),
         )
         .await?;
+    declare_bound_queue(channel, exchange, queue).await
+}
+
+/// A durable quorum queue bound to `exchange` with `#`.
+async fn declare_bound_queue(channel: &Channel, exchange: &str, queue: &str) -> lapin::Result<()> {
     let mut quorum = FieldTable::default();
     quorum.insert(
         "x-queue-type".into(),

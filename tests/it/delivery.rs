@@ -29,14 +29,7 @@ async fn an_event_reaches_every_matching_webhook_of_its_company_and_no_other() {
         .create_webhook("cmp_a", &disabled.url(), &["deal.won"])
         .await;
     let off_id = off["id"].as_str().expect("id");
-    let (status, _) = worker
-        .api(
-            "PATCH",
-            &format!("/v1/webhooks/{off_id}"),
-            Some(json!({"enabled": false})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    worker.set_enabled(off_id, false).await;
     worker
         .create_webhook("cmp_b", &other_company.url(), &["deal.won"])
         .await;
@@ -212,14 +205,7 @@ async fn routing_follows_webhook_changes_made_by_the_api_and_by_other_processes(
     changing.wait_for(1).await;
 
     // Through this worker's API: applies to the very next event.
-    let (status, _) = worker
-        .api(
-            "PATCH",
-            &format!("/v1/webhooks/{id}"),
-            Some(json!({"enabled": false})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    worker.set_enabled(&id, false).await;
     worker.publish("deal.won", "cmp_cache", json!({})).await;
     steady.wait_for(2).await;
     assert_eq!(changing.received().len(), 1, "disabled at once");

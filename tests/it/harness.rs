@@ -354,6 +354,19 @@ impl TestWorker {
         body
     }
 
+    /// Enables or disables a webhook through the API; returns its JSON.
+    pub async fn set_enabled(&self, webhook_id: &str, enabled: bool) -> Value {
+        let (status, body) = self
+            .api(
+                "PATCH",
+                &format!("/v1/webhooks/{webhook_id}"),
+                Some(json!({"enabled": enabled})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
     /// Publishes an envelope as a CRM service would; returns its event id and exact bytes.
     pub async fn publish(&self, event: &str, company: &str, data: Value) -> (String, Vec<u8>) {
         let (id, body) = tesoro_webhooks::cli::envelope(event, company, data, None);
