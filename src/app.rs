@@ -19,7 +19,10 @@ use crate::{
     config::Config,
     domain::Catalog,
     health::{Dependency, Health, OutageSignal},
-    pipeline::{EndpointLimiter, Pipeline, Subscriptions, fanout, jobs, parking, rate::RateLimits},
+    pipeline::{
+        EndpointLimiter, Pipeline, Subscriptions, fanout, jobs, parking,
+        rate::{RateLimits, SharedMembership},
+    },
     sender::{HostResolver, Sender, SenderError, SystemResolver, TargetGuard},
     storage::{Recorder, Storage, StorageError},
     telemetry,
@@ -87,10 +90,10 @@ pub async fn run_with_resolver(
     };
     let (publisher_tx, publisher_rx) = watch::channel(None);
     let health = Health::default();
-    let workers = Arc::new(AtomicUsize::new(1));
+    let membership = Arc::new(SharedMembership::default());
     let heartbeat = tokio::spawn(crate::pipeline::rate::heartbeat(
         storage.clone(),
-        workers.clone(),
+        membership.clone(),
         shutdown.clone(),
     ));
     let relay = tokio::spawn(crate::operational::relay(
@@ -119,7 +122,7 @@ pub async fn run_with_resolver(
         sender,
         publisher: publisher_tx,
         health,
-        workers: workers.clone(),
+        membership: membership.clone(),
         shutdown: shutdown.clone(),
     };
     let pruning = tokio::spawn(crate::retention::run(
@@ -148,8 +151,8 @@ struct Worker<'a> {
     publisher: watch::Sender<Option<Publisher>>,
     /// Whether the consumers are up, and which outage paused them: readiness.
     health: Health,
-    /// Live workers (this one included), kept by the heartbeat: they share rate limits.
-    workers: Arc<AtomicUsize>,
+    /// This worker among the live ones, kept by the heartbeat: they split rate limits.
+    membership: Arc<SharedMembership>,
     shutdown: CancellationToken,
 }
 
@@ -306,7 +309,7 @@ impl Worker<'_> {
             storage: self.storage.clone(),
             recorder: self.recorder.clone(),
             subscriptions: self.subscriptions.clone(),
-            rates: RateLimits::new(self.workers.clone()),
+            rates: RateLimits::new(self.membership.clone()),
             limiter: EndpointLimiter::new(
                 self.config.delivery.max_in_flight_per_endpoint,
                 self.config.delivery.timeout,

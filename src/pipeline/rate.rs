@@ -1,90 +1,113 @@
 //! Per-webhook rate limits (`rate_limit`, attempts per second), held for the endpoint as a
-//! whole: each of the `n` live workers (`storage::heartbeat`) takes `1/n` of the limit.
+//! whole: the live workers (`storage::heartbeat`) split the limit between them, and each
+//! spaces its part evenly.
 //!
-//! A worker's share is "at most `per_window` attempts in any `window`". Work asks for a start
-//! time first: reserved if it is within the caller's patience, refused otherwise (the work is
-//! then deferred like a saturated endpoint's), so the waiters are few and each waits a known
-//! time. Just before its request goes out, the attempt checks the starts actually made, which
-//! late wake-ups cannot push over the share.
+//! Evenly, not in bursts: an endpoint counts arrivals, and a burst's arrivals spread by a few
+//! milliseconds of network timing land in the next second's count. Spaced starts stay within
+//! the limit however the network delays each by up to `ARRIVAL_TOLERANCE`.
+//!
+//! Work asks for a start time first: reserved if it is within the caller's patience, refused
+//! otherwise (the work is then deferred like a saturated endpoint's), so the waiters are few
+//! and each waits a known time. Just before its request goes out, the attempt checks the
+//! previous start actually made, which a late wake-up cannot bring closer than the spacing.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use crate::domain::WebhookId;
 
-/// Added to each window, so that what arrives at the endpoint (network timing varies by a few
-/// milliseconds) still holds to the limit over any second.
-const WINDOW_SLACK: Duration = Duration::from_millis(20);
+/// How much later than the next one an attempt may arrive at the endpoint and still not make
+/// any second hold more than the limit: spaced by `(1 s + ARRIVAL_TOLERANCE) / share`, a
+/// worker's `share + 1` starts span more than a second by this much.
+const ARRIVAL_TOLERANCE: Duration = Duration::from_millis(50);
 /// Webhooks tracked before idle ones are forgotten (see the endpoint limiter).
 const PRUNE_FROM: usize = 1024;
 
-/// At most `per_window` attempts in any `window`.
+/// This worker among the live ones: how many there are, and its place in their order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Share {
-    pub per_window: usize,
-    pub window: Duration,
+pub struct Membership {
+    pub live: usize,
+    pub rank: usize,
 }
 
-/// One worker's share of `limit` attempts per second among `workers`: whole attempts per
-/// second when the share is one or more, else one attempt per `workers / limit` seconds.
-pub fn share(limit: u32, workers: usize) -> Share {
+impl Membership {
+    /// Alone, as a worker is before its first beat.
+    pub const ALONE: Self = Self { live: 1, rank: 0 };
+}
+
+/// The membership kept by the heartbeat and read by every rate-limited attempt: both numbers
+/// in one word, so they are always read together.
+#[derive(Debug)]
+pub struct SharedMembership(AtomicU64);
+
+impl Default for SharedMembership {
+    fn default() -> Self {
+        let shared = Self(AtomicU64::new(0));
+        shared.set(Membership::ALONE);
+        shared
+    }
+}
+
+impl SharedMembership {
+    pub fn get(&self) -> Membership {
+        let word = self.0.load(Ordering::Relaxed);
+        Membership {
+            live: (word >> 32) as usize,
+            rank: (word & u64::from(u32::MAX)) as usize,
+        }
+    }
+
+    pub fn set(&self, membership: Membership) {
+        let live = u32::try_from(membership.live.max(1)).unwrap_or(u32::MAX);
+        let rank = u32::try_from(membership.rank)
+            .unwrap_or(u32::MAX)
+            .min(live - 1);
+        self.0
+            .store(u64::from(live) << 32 | u64::from(rank), Ordering::Relaxed);
+    }
+}
+
+/// This worker's part of a limit: starts at least `spacing` apart, or none at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    Spaced(Duration),
+    /// The limit is smaller than the number of workers and the others hold all of it.
+    Nothing,
+}
+
+/// This worker's part of `limit` attempts per second: the limit split in whole attempts, the
+/// first `limit % live` workers taking one more (20 among 3: 7, 7 and 6), so the parts add
+/// up to the limit exactly.
+pub fn share(limit: u32, membership: Membership) -> Share {
     let limit = limit.max(1) as usize;
-    let workers = workers.max(1);
-    let per_second = limit / workers;
-    if per_second >= 1 {
-        Share {
-            per_window: per_second,
-            window: Duration::from_secs(1) + WINDOW_SLACK,
-        }
-    } else {
-        let seconds = workers as f64 / limit as f64;
-        Share {
-            per_window: 1,
-            window: Duration::from_secs_f64(seconds) + WINDOW_SLACK,
-        }
+    let live = membership.live.max(1);
+    let per_second = limit / live + usize::from(membership.rank < limit % live);
+    if per_second == 0 {
+        return Share::Nothing;
     }
-}
-
-/// Start times, oldest first, at most `share.per_window` of them.
-#[derive(Debug, Default)]
-struct Log(VecDeque<Instant>);
-
-impl Log {
-    /// The earliest start at or after `now` that keeps any window within the share.
-    fn next_free(&self, share: Share, now: Instant) -> Instant {
-        if self.0.len() < share.per_window {
-            return self.0.back().map_or(now, |last| now.max(*last));
-        }
-        let oldest = self.0[self.0.len() - share.per_window];
-        now.max(oldest + share.window)
-    }
-
-    fn push(&mut self, at: Instant, share: Share) {
-        self.0.push_back(at);
-        while self.0.len() > share.per_window {
-            self.0.pop_front();
-        }
-    }
+    let per_second = u32::try_from(per_second).unwrap_or(u32::MAX);
+    Share::Spaced((Duration::from_secs(1) + ARRIVAL_TOLERANCE) / per_second)
 }
 
 struct Endpoint {
     share: Share,
-    reserved: Log,
-    started: Log,
+    /// When the next reservation may start.
+    next_reserved: Option<Instant>,
+    /// The last start actually made.
+    last_started: Option<Instant>,
     last_used: Instant,
 }
 
 /// The rate-limited webhooks this worker sends to.
 pub struct RateLimits {
     endpoints: Mutex<HashMap<WebhookId, Endpoint>>,
-    /// Live workers, kept by the heartbeat.
-    workers: Arc<AtomicUsize>,
+    membership: Arc<SharedMembership>,
 }
 
 /// The answer to a request for a start.
@@ -92,22 +115,22 @@ pub struct RateLimits {
 pub enum Reservation {
     /// Start at this time.
     At(Instant),
-    /// Not within the patience: defer the work.
+    /// Not within the patience, or no share here: defer the work.
     Refused,
 }
 
 impl RateLimits {
-    pub fn new(workers: Arc<AtomicUsize>) -> Self {
+    pub fn new(membership: Arc<SharedMembership>) -> Self {
         Self {
             endpoints: Mutex::new(HashMap::new()),
-            workers,
+            membership,
         }
     }
 
-    /// Runs `f` on the webhook's state under its current share (the limit or the number of
-    /// workers may have changed since: the logs are kept, trimmed to the new share).
+    /// Runs `f` on the webhook's state under its current share (the limit or the workers may
+    /// have changed since; the starts already made still count).
     fn with<T>(&self, webhook: WebhookId, limit: u32, f: impl FnOnce(&mut Endpoint) -> T) -> T {
-        let share = share(limit, self.workers.load(Ordering::Relaxed));
+        let share = share(limit, self.membership.get());
         let now = Instant::now();
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         if endpoints.len() >= PRUNE_FROM && !endpoints.contains_key(&webhook) {
@@ -116,19 +139,11 @@ impl RateLimits {
         }
         let endpoint = endpoints.entry(webhook).or_insert_with(|| Endpoint {
             share,
-            reserved: Log::default(),
-            started: Log::default(),
+            next_reserved: None,
+            last_started: None,
             last_used: now,
         });
-        if endpoint.share != share {
-            endpoint.share = share;
-            while endpoint.reserved.0.len() > share.per_window {
-                endpoint.reserved.0.pop_front();
-            }
-            while endpoint.started.0.len() > share.per_window {
-                endpoint.started.0.pop_front();
-            }
-        }
+        endpoint.share = share;
         endpoint.last_used = now;
         f(endpoint)
     }
@@ -137,25 +152,46 @@ impl RateLimits {
     /// `patience` from now.
     pub fn reserve(&self, webhook: WebhookId, limit: u32, patience: Duration) -> Reservation {
         self.with(webhook, limit, |endpoint| {
+            let Share::Spaced(spacing) = endpoint.share else {
+                return Reservation::Refused;
+            };
             let now = Instant::now();
-            let at = endpoint.reserved.next_free(endpoint.share, now);
+            // Never before the spacing after the last actual start, so that late wake-ups
+            // cannot let the reservations run ahead of the starts.
+            let at = [
+                Some(now),
+                endpoint.next_reserved,
+                endpoint.last_started.map(|last| last + spacing),
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(now);
             if at.duration_since(now) > patience {
                 return Reservation::Refused;
             }
-            endpoint.reserved.push(at, endpoint.share);
+            endpoint.next_reserved = Some(at + spacing);
             Reservation::At(at)
         })
     }
 
-    /// Waits until the attempt may go out by the starts actually made (a late wake-up of an
-    /// earlier one may have moved them), then records its start.
+    /// Waits until the attempt may go out: the spacing after the last start actually made (a
+    /// late wake-up of an earlier one may have moved it), then records its start.
     pub async fn start(&self, webhook: WebhookId, limit: u32) {
         loop {
             let wait = self.with(webhook, limit, |endpoint| {
                 let now = Instant::now();
-                let at = endpoint.started.next_free(endpoint.share, now);
+                // With no share left (workers joined), the reservations made go out one a
+                // second, the least any share spaces them.
+                let spacing = match endpoint.share {
+                    Share::Spaced(spacing) => spacing,
+                    Share::Nothing => Duration::from_secs(1) + ARRIVAL_TOLERANCE,
+                };
+                let at = endpoint
+                    .last_started
+                    .map_or(now, |last| now.max(last + spacing));
                 if at <= now {
-                    endpoint.started.push(now, endpoint.share);
+                    endpoint.last_started = Some(now);
                 }
                 at.saturating_duration_since(now)
             });
@@ -170,17 +206,17 @@ impl RateLimits {
 /// How often a worker beats; one silent for three beats no longer counts.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 
-/// Beats until `stop`, keeping `workers` at the number of live workers; then leaves, so the
-/// others take its share at their next beat.
+/// Beats until `stop`, keeping `membership` current; then leaves, so the others take its share
+/// at their next beat.
 pub async fn heartbeat(
     storage: crate::storage::Storage,
-    workers: Arc<AtomicUsize>,
+    membership: Arc<SharedMembership>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let id = uuid::Uuid::now_v7();
     loop {
         match storage.heartbeat(id, 3 * HEARTBEAT_EVERY).await {
-            Ok(live) => workers.store(live, Ordering::Relaxed),
+            Ok(current) => membership.set(current),
             Err(e) => tracing::debug!(error = %e, "heartbeat failed; keeping the last count"),
         }
         tokio::select! {
@@ -197,90 +233,79 @@ pub async fn heartbeat(
 mod tests {
     use super::*;
 
-    #[test]
-    fn each_worker_takes_its_share_of_the_limit() {
-        let second = Duration::from_secs(1) + WINDOW_SLACK;
-        assert_eq!(
-            share(20, 1),
-            Share {
-                per_window: 20,
-                window: second
-            }
-        );
-        assert_eq!(
-            share(20, 2),
-            Share {
-                per_window: 10,
-                window: second
-            }
-        );
-        // Whole attempts per second, rounded down: 3 workers share 20 as 6 each.
-        assert_eq!(
-            share(20, 3),
-            Share {
-                per_window: 6,
-                window: second
-            }
-        );
-        // Under one per second each: one per `workers / limit` seconds.
-        assert_eq!(
-            share(1, 2),
-            Share {
-                per_window: 1,
-                window: Duration::from_secs(2) + WINDOW_SLACK
-            }
-        );
-        assert_eq!(
-            share(5, 0),
-            share(5, 1),
-            "no heartbeat yet: this worker alone"
-        );
+    fn of(live: usize, rank: usize) -> Membership {
+        Membership { live, rank }
     }
 
-    /// However reservations and starts come, no window holds more than the share: the
-    /// property the limit rests on, over random arrivals.
+    fn spaced(per_second: u32) -> Share {
+        Share::Spaced((Duration::from_secs(1) + ARRIVAL_TOLERANCE) / per_second)
+    }
+
     #[test]
-    fn no_window_ever_holds_more_than_the_share() {
-        use rand::Rng;
-        let mut rng = rand::rng();
-        for per_window in [1, 3, 10] {
-            let share = Share {
-                per_window,
-                window: Duration::from_millis(100),
-            };
-            let origin = Instant::now();
-            let mut log = Log::default();
-            let mut now = origin;
-            let mut starts = Vec::new();
-            for _ in 0..500 {
-                now += Duration::from_micros(rng.random_range(0..30_000));
-                let at = log.next_free(share, now);
-                assert!(at >= now);
-                log.push(at, share);
-                starts.push(at);
-            }
+    fn the_workers_parts_add_up_to_the_limit() {
+        assert_eq!(share(20, Membership::ALONE), spaced(20));
+        assert_eq!(share(20, of(2, 0)), spaced(10));
+        assert_eq!(share(20, of(2, 1)), spaced(10));
+        // 20 among 3: 7, 7 and 6.
+        let parts: Vec<Share> = (0..3).map(|rank| share(20, of(3, rank))).collect();
+        assert_eq!(parts, [spaced(7), spaced(7), spaced(6)]);
+        // Fewer than one a second each: one worker sends, the others defer to it.
+        assert_eq!(share(1, of(2, 0)), spaced(1));
+        assert_eq!(share(1, of(2, 1)), Share::Nothing);
+    }
+
+    #[test]
+    fn the_membership_is_read_as_it_was_written() {
+        let shared = SharedMembership::default();
+        assert_eq!(shared.get(), Membership::ALONE);
+        shared.set(of(3, 2));
+        assert_eq!(shared.get(), of(3, 2));
+        // A rank past the end (the table changed between two reads) is the last place.
+        shared.set(of(2, 5));
+        assert_eq!(shared.get(), of(2, 1));
+        shared.set(of(0, 0));
+        assert_eq!(shared.get(), Membership::ALONE);
+    }
+
+    /// Reserved back to back, as a queue of waiting work is, no second plus the arrival
+    /// tolerance holds more than the share: the property the limit rests on.
+    #[test]
+    fn no_second_ever_holds_more_than_the_share() {
+        for limit in [1, 3, 20, 1_000] {
+            let limits = RateLimits::new(Arc::new(SharedMembership::default()));
+            let webhook = WebhookId::new();
+            let starts: Vec<Instant> = (0..3 * limit)
+                .map(|_| match limits.reserve(webhook, limit, Duration::MAX) {
+                    Reservation::At(at) => at,
+                    Reservation::Refused => panic!("refused with all the patience there is"),
+                })
+                .collect();
+            let window = Duration::from_secs(1) + ARRIVAL_TOLERANCE;
             for (i, start) in starts.iter().enumerate() {
                 let in_window = starts[i..]
                     .iter()
-                    .take_while(|later| later.duration_since(*start) < share.window)
+                    .take_while(|later| later.duration_since(*start) < window)
                     .count();
-                assert!(in_window <= per_window, "{in_window} starts in one window");
+                assert!(
+                    in_window <= limit as usize,
+                    "{in_window} starts in one window"
+                );
             }
         }
     }
 
     #[test]
     fn a_reservation_past_the_patience_is_refused() {
-        let limits = RateLimits::new(Arc::new(AtomicUsize::new(1)));
+        let limits = RateLimits::new(Arc::new(SharedMembership::default()));
         let webhook = WebhookId::new();
-        let patience = Duration::from_millis(500);
+        let patience = Duration::from_millis(600);
+        // 2 a second: one now, one 525 ms from now, the third past the patience.
         for _ in 0..2 {
             assert!(matches!(
                 limits.reserve(webhook, 2, patience),
                 Reservation::At(_)
             ));
         }
-        // The third of 2 per second would start a second from now.
         assert_eq!(limits.reserve(webhook, 2, patience), Reservation::Refused);
         // Another webhook is not held up.
         assert!(matches!(
@@ -288,11 +313,31 @@ mod tests {
             Reservation::At(_)
         ));
         // More workers: a smaller share at once.
-        let shared = RateLimits::new(Arc::new(AtomicUsize::new(2)));
+        let membership = Arc::new(SharedMembership::default());
+        membership.set(of(2, 0));
+        let shared = RateLimits::new(membership.clone());
         assert!(matches!(
             shared.reserve(webhook, 2, patience),
             Reservation::At(_)
         ));
         assert_eq!(shared.reserve(webhook, 2, patience), Reservation::Refused);
+        // No share at all: every reservation is refused, and the work deferred.
+        membership.set(of(3, 2));
+        assert_eq!(
+            shared.reserve(WebhookId::new(), 2, Duration::MAX),
+            Reservation::Refused
+        );
+    }
+
+    #[tokio::test]
+    async fn starts_keep_the_spacing_when_a_wake_up_is_late() {
+        let limits = RateLimits::new(Arc::new(SharedMembership::default()));
+        let webhook = WebhookId::new();
+        let spacing = (Duration::from_secs(1) + ARRIVAL_TOLERANCE) / 20;
+        limits.start(webhook, 20).await;
+        let first = Instant::now();
+        // As when the previous attempt woke late and this one is on time: it waits.
+        limits.start(webhook, 20).await;
+        assert!(first.elapsed() >= spacing - Duration::from_millis(1));
     }
 }

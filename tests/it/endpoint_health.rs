@@ -67,14 +67,7 @@ async fn a_410_disables_the_webhook_and_ends_its_waiting_retries() {
     assert_eq!(receiver.received().len(), 2);
 
     // Enabled again by hand, it receives events; the reason is cleared.
-    let (status, body) = worker
-        .api(
-            "PATCH",
-            &format!("/v1/webhooks/{id}"),
-            Some(json!({"enabled": true})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let body = worker.set_enabled(id, true).await;
     assert_eq!(body["disabled_reason"], serde_json::Value::Null, "{body}");
     assert_eq!(body["disabled_at"], serde_json::Value::Null, "{body}");
     let (again, _) = worker.publish("deal.won", "cmp_gone", json!({})).await;
@@ -89,14 +82,7 @@ async fn disabling_by_hand_is_recorded_as_manual() {
         .await;
     let id = webhook["id"].as_str().expect("id");
     worker.tap_operational().await;
-    let (status, body) = worker
-        .api(
-            "PATCH",
-            &format!("/v1/webhooks/{id}"),
-            Some(json!({"enabled": false})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let body = worker.set_enabled(id, false).await;
     assert_eq!(body["disabled_reason"], "manual", "{body}");
     let event = worker.next_operational().await;
     assert_eq!(event["_type"], "webhook.disabled", "{event}");
@@ -132,16 +118,24 @@ fn quick_to_disable() -> tesoro_webhooks::config::Config {
     config
 }
 
-#[tokio::test]
-async fn a_webhook_failing_too_long_is_warned_then_disabled_and_recovers_when_enabled() {
+/// A worker quick to disable, a webhook of `company` whose receiver answers 500, and the
+/// operational exchange tapped. Returns the webhook's id.
+async fn failing_webhook_with_a_tap(company: &str) -> (TestWorker, TestReceiver, String) {
     let worker = TestWorker::start_with(quick_to_disable()).await;
     let receiver = TestReceiver::start().await;
     receiver.set_default(Reply::Status(500));
     let webhook = worker
-        .create_webhook("cmp_failing", &receiver.url(), &["deal.*"])
+        .create_webhook(company, &receiver.url(), &["deal.*"])
         .await;
-    let id = webhook["id"].as_str().expect("id");
+    let id = webhook["id"].as_str().expect("id").to_owned();
     worker.tap_operational().await;
+    (worker, receiver, id)
+}
+
+#[tokio::test]
+async fn a_webhook_failing_too_long_is_warned_then_disabled_and_recovers_when_enabled() {
+    let (worker, receiver, id) = failing_webhook_with_a_tap("cmp_failing").await;
+    let id = id.as_str();
 
     let (first, _) = worker.publish("deal.won", "cmp_failing", json!({})).await;
     worker.wait_for_status(&first, id, "failed").await;
@@ -179,14 +173,7 @@ async fn a_webhook_failing_too_long_is_warned_then_disabled_and_recovers_when_en
 
     // Fixed and enabled again: recover sends what failed meanwhile.
     receiver.set_default(Reply::Status(200));
-    let (status, body) = worker
-        .api(
-            "PATCH",
-            &format!("/v1/webhooks/{id}"),
-            Some(json!({"enabled": true})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    worker.set_enabled(id, true).await;
     let (status, body) = worker
         .api(
             "POST",
@@ -212,14 +199,8 @@ async fn a_webhook_failing_too_long_is_warned_then_disabled_and_recovers_when_en
 
 #[tokio::test]
 async fn a_success_after_failures_ends_the_streak_and_says_so() {
-    let worker = TestWorker::start_with(quick_to_disable()).await;
-    let receiver = TestReceiver::start().await;
-    receiver.set_default(Reply::Status(500));
-    let webhook = worker
-        .create_webhook("cmp_recovering", &receiver.url(), &["deal.*"])
-        .await;
-    let id = webhook["id"].as_str().expect("id");
-    worker.tap_operational().await;
+    let (worker, receiver, id) = failing_webhook_with_a_tap("cmp_recovering").await;
+    let id = id.as_str();
 
     let (failed, _) = worker
         .publish("deal.won", "cmp_recovering", json!({}))
@@ -273,10 +254,12 @@ fn busiest_second(receiver: &TestReceiver) -> usize {
         .unwrap_or(0)
 }
 
-/// Publishes `events` to a webhook limited to 20 attempts a second and waits for all of them.
-async fn deliver_under_a_limit_of_20(
+/// Publishes `events` to a webhook limited to `limit` attempts a second and waits for all of
+/// them.
+async fn deliver_under_a_limit(
     worker: &TestWorker,
     company: &str,
+    limit: u32,
     events: usize,
 ) -> TestReceiver {
     let receiver = TestReceiver::start().await;
@@ -286,12 +269,12 @@ async fn deliver_under_a_limit_of_20(
             "/v1/webhooks",
             Some(
                 json!({"company_id": company, "name": "limited", "url": receiver.url(),
-                "events": ["deal.won"], "rate_limit": 20}),
+                "events": ["deal.won"], "rate_limit": limit}),
             ),
         )
         .await;
     assert_eq!(status, 201, "{webhook}");
-    assert_eq!(webhook["rate_limit"], 20);
+    assert_eq!(webhook["rate_limit"], limit);
     for n in 0..events {
         worker.publish("deal.won", company, json!({ "n": n })).await;
     }
@@ -314,7 +297,7 @@ async fn deliver_under_a_limit_of_20(
 #[tokio::test]
 async fn a_rate_limit_holds_with_one_worker() {
     let worker = TestWorker::start().await;
-    let receiver = deliver_under_a_limit_of_20(&worker, "cmp_rate_one", 100).await;
+    let receiver = deliver_under_a_limit(&worker, "cmp_rate_one", 20, 100).await;
     let busiest = busiest_second(&receiver);
     eprintln!("one worker, limit 20/s: busiest second held {busiest} requests");
     assert!(busiest <= 20, "{busiest} requests in one second");
@@ -322,10 +305,10 @@ async fn a_rate_limit_holds_with_one_worker() {
     assert_eq!(receiver.received().len(), 100, "each delivered once");
 }
 
-#[tokio::test]
-async fn a_rate_limit_holds_across_two_workers() {
+/// A worker and a sibling process, each counting the other.
+async fn two_counted_workers() -> (TestWorker, crate::harness::WorkerProcess) {
     let worker = TestWorker::start().await;
-    let _sibling = worker.start_sibling().await;
+    let sibling = worker.start_sibling().await;
     // Both beat, and the first has counted the second (it beats every 2 s).
     wait_until("two live workers", || async {
         let row = worker
@@ -340,11 +323,29 @@ async fn a_rate_limit_holds_across_two_workers() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let receiver = deliver_under_a_limit_of_20(&worker, "cmp_rate_two", 100).await;
+    (worker, sibling)
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_across_two_workers() {
+    let (worker, _sibling) = two_counted_workers().await;
+    let receiver = deliver_under_a_limit(&worker, "cmp_rate_two", 20, 100).await;
     let busiest = busiest_second(&receiver);
     eprintln!("two workers, limit 20/s: busiest second held {busiest} requests");
     assert!(busiest <= 20, "{busiest} requests in one second");
     // Each worker's share is 10 a second: more than that in a second means both sent.
     assert!(busiest >= 15, "both workers used their share: {busiest}");
     assert_eq!(receiver.received().len(), 100, "each delivered once");
+}
+
+#[tokio::test]
+async fn a_limit_below_the_number_of_workers_is_held_by_one_of_them() {
+    let (worker, _sibling) = two_counted_workers().await;
+    let receiver = deliver_under_a_limit(&worker, "cmp_rate_low", 1, 4).await;
+    let busiest = busiest_second(&receiver);
+    assert_eq!(
+        busiest, 1,
+        "1 a second among two workers: {busiest} in one second"
+    );
+    assert_eq!(receiver.received().len(), 4, "each delivered once");
 }
