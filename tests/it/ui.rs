@@ -105,4 +105,12 @@ async fn the_dashboard_end_to_end_in_chromium() {
         .expect("query");
     let statuses: Vec<String> = deliveries.iter().map(|row| row.get(0)).collect();
     assert_eq!(statuses, ["succeeded"]);
+    let (status, listed) = control
+        .worker
+        .api("GET", "/v1/webhooks?company_id=cmp_ui", None)
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let webhook = &listed["data"][0];
+    assert_eq!(webhook["rate_limit"], 20, "{webhook}");
+    assert_eq!(webhook["headers"], json!({"x-tenant": "acme"}), "{webhook}");
 }

@@ -122,10 +122,32 @@ try {
   await page.getByText(/Last success/).first().waitFor();
   await shot(page, "06-retried-succeeded");
 
+  // Edit: the API's refusal of a header shows beside the field, as does a line that is not
+  // a header; then a rate limit and a header are saved, and the form shows them again.
+  await page.getByRole("button", { name: "Edit CRM sync" }).click();
+  await page.getByLabel("Rate limit").fill("20");
+  const headers = page.getByLabel("Headers", { exact: true });
+  await headers.fill("Connection: close");
+  await page.getByRole("button", { name: "Save webhook" }).click();
+  const headersError = page.locator("#error-headers");
+  await headersError.filter({ hasText: "cannot be given" }).waitFor();
+  check((await headers.getAttribute("aria-invalid")) === "true", "the headers field is marked");
+  await headers.fill("X-Tenant: acme\nno colon here");
+  await page.getByRole("button", { name: "Save webhook" }).click();
+  await headersError.filter({ hasText: "Line 2" }).waitFor();
+  await shot(page, "07-header-error");
+  await headers.fill("X-Tenant: acme");
+  await page.getByRole("button", { name: "Save webhook" }).click();
+  await page.locator("#editor").waitFor({ state: "hidden" });
+  await page.getByRole("button", { name: "Edit CRM sync" }).click();
+  check((await page.getByLabel("Rate limit").inputValue()) === "20", "the rate limit is kept");
+  check((await headers.inputValue()) === "x-tenant: acme", "the header is kept");
+  await page.getByRole("button", { name: "Cancel" }).click();
+
   // The page works on a phone's width.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.getByRole("button", { name: "Add webhook" }).waitFor();
-  await shot(page, "07-phone");
+  await shot(page, "08-phone");
   check(errors.length === 0, `errors in the page: ${errors.join("; ")}`);
 
   // Another company's token never sees this company's webhooks.
@@ -135,7 +157,7 @@ try {
   await signIn(otherPage, env("OTHER_COMPANY_TOKEN"));
   await otherPage.getByText("No webhooks yet.").waitFor();
   check((await otherPage.getByText("CRM sync").count()) === 0, "another company's webhook shown");
-  await shot(otherPage, "08-other-company");
+  await shot(otherPage, "09-other-company");
 
   // The admin token picks a company first.
   const admin = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -145,7 +167,7 @@ try {
   await adminPage.getByLabel("Company id").fill(env("COMPANY"));
   await adminPage.getByRole("button", { name: "Open company" }).click();
   await adminPage.getByRole("cell", { name: "CRM sync", exact: true }).waitFor();
-  await shot(adminPage, "09-admin");
+  await shot(adminPage, "10-admin");
   console.log("dashboard: every step passed");
 } finally {
   await browser.close();

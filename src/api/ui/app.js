@@ -250,8 +250,12 @@ function selectedEvents() {
 }
 
 function clearErrors() {
-  for (const id of ["name", "url", "events", "secret", "form"]) $(`error-${id}`).textContent = "";
-  for (const id of ["field-name", "field-url", "field-secret"]) $(id).removeAttribute("aria-invalid");
+  for (const id of ["name", "url", "events", "secret", "rate-limit", "headers", "form"]) {
+    $(`error-${id}`).textContent = "";
+  }
+  for (const id of ["name", "url", "secret", "rate-limit", "headers"]) {
+    $(`field-${id}`).removeAttribute("aria-invalid");
+  }
 }
 
 function openEditor(webhook) {
@@ -263,6 +267,10 @@ function openEditor(webhook) {
   $("field-secret").value = "";
   $("field-generate-secret").checked = !webhook;
   $("field-enabled").checked = webhook ? webhook.enabled : true;
+  $("field-rate-limit").value = webhook?.rate_limit ?? "";
+  $("field-headers").value = Object.entries(webhook?.headers ?? {})
+    .map(([name, value]) => `${name}: ${value}`)
+    .join("\n");
   renderEventChoices(webhook ? webhook.events : []);
   show("editor", true);
   $("field-name").focus();
@@ -273,15 +281,52 @@ function closeEditor() {
   state.editing = null;
 }
 
+// The headers text as an object, one `Name: value` per line; blank lines are skipped.
+function parseHeaders(text) {
+  const headers = {};
+  text.split("\n").forEach((line, i) => {
+    if (!line.trim()) return;
+    const colon = line.indexOf(":");
+    if (colon <= 0) {
+      throw { field: "headers", message: `Line ${i + 1}: write it as Name: value` };
+    }
+    headers[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
+  });
+  return headers;
+}
+
+// The rate limit field as a number, or null when empty (no limit).
+function parseRateLimit(text) {
+  if (!text.trim()) return null;
+  const limit = Number(text);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 10000) {
+    throw { field: "rate_limit", message: "A whole number of attempts per second, 1 to 10000" };
+  }
+  return limit;
+}
+
 async function saveWebhook(event) {
   event.preventDefault();
   clearErrors();
+  let headers;
+  let rateLimit;
+  try {
+    headers = parseHeaders($("field-headers").value);
+    rateLimit = parseRateLimit($("field-rate-limit").value);
+  } catch (error) {
+    showFieldError(error);
+    return;
+  }
   const body = {
     name: $("field-name").value,
     url: $("field-url").value,
     events: selectedEvents(),
     enabled: $("field-enabled").checked,
   };
+  // On an edit, empty fields remove what was set; on a new webhook they are left out.
+  const hasHeaders = Object.keys(headers).length > 0;
+  if (state.editing || hasHeaders) body.headers = hasHeaders ? headers : null;
+  if (state.editing || rateLimit !== null) body.rate_limit = rateLimit;
   const pasted = $("field-secret").value.trim();
   if ($("field-generate-secret").checked) body.generate_secret = true;
   else if (pasted) body.secret = pasted;
@@ -299,7 +344,15 @@ async function saveWebhook(event) {
 }
 
 function showFieldError(error) {
-  const fields = { name: "name", url: "url", events: "events", secret: "secret", generate_secret: "secret" };
+  const fields = {
+    name: "name",
+    url: "url",
+    events: "events",
+    secret: "secret",
+    generate_secret: "secret",
+    rate_limit: "rate-limit",
+    headers: "headers",
+  };
   const field = fields[error.field];
   if (field) {
     $(`error-${field}`).textContent = error.message;
