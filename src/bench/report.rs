@@ -300,6 +300,20 @@ mod tests {
         assert_eq!(longest_steady_gap(&[start]), Duration::ZERO);
     }
 
+    /// 100 events to one webhook, neither against the baseline nor while pruning.
+    fn hundred_events() -> BenchArgs {
+        BenchArgs {
+            events: 100,
+            webhooks: 1,
+            dead_webhooks: 0,
+            rate: None,
+            payload_bytes: bytesize::ByteSize::kib(1),
+            baseline: false,
+            prune: false,
+            json: true,
+        }
+    }
+
     #[test]
     fn the_report_gives_each_phase_its_longest_gap() {
         let start = Instant::now();
@@ -316,14 +330,9 @@ mod tests {
         };
         let report = Report {
             args: BenchArgs {
-                events: 100,
-                webhooks: 1,
-                dead_webhooks: 0,
-                rate: None,
-                payload_bytes: bytesize::ByteSize::kib(1),
                 baseline: true,
                 prune: false,
-                json: true,
+                ..hundred_events()
             },
             worker: phase(400),
             baseline: Some(phase(20)),
@@ -356,14 +365,9 @@ mod tests {
         };
         let report = Report {
             args: BenchArgs {
-                events: 100,
-                webhooks: 1,
-                dead_webhooks: 0,
-                rate: None,
-                payload_bytes: bytesize::ByteSize::kib(1),
                 baseline: false,
                 prune: true,
-                json: true,
+                ..hundred_events()
             },
             worker: phase(2),
             baseline: None,

@@ -208,6 +208,14 @@ pub struct TestWorker {
 }
 
 /// The worker binary in a child process, for tests that kill or stop it.
+/// See `TestWorker::healthy_and_failing`.
+pub struct TwoEndpoints {
+    pub healthy: TestReceiver,
+    pub failing: TestReceiver,
+    pub ok: String,
+    pub bad: String,
+}
+
 pub struct WorkerProcess {
     child: std::process::Child,
     /// Deleted when dropped, so it lives as long as the process that reads it.
@@ -352,6 +360,27 @@ impl TestWorker {
             .await;
         assert_eq!(status, 201, "{body}");
         body
+    }
+
+    /// Two webhooks of `company` for deal.won: `ok` on a receiver that answers 200, `bad` on
+    /// one that answers `failing_status`.
+    pub async fn healthy_and_failing(&self, company: &str, failing_status: u16) -> TwoEndpoints {
+        let healthy = TestReceiver::start().await;
+        let failing = TestReceiver::start().await;
+        failing.set_default(Reply::Status(failing_status));
+        let ok = self
+            .create_webhook(company, &healthy.url(), &["deal.won"])
+            .await;
+        let bad = self
+            .create_webhook(company, &failing.url(), &["deal.won"])
+            .await;
+        let id = |webhook: &Value| webhook["id"].as_str().expect("id").to_owned();
+        TwoEndpoints {
+            ok: id(&ok),
+            bad: id(&bad),
+            healthy,
+            failing,
+        }
     }
 
     /// Enables or disables a webhook through the API; returns its JSON.

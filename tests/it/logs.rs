@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Reply, TestReceiver, TestWorker, test_config};
+use crate::harness::{TestWorker, test_config};
 
 #[tokio::test]
 async fn json_logs_are_one_object_per_line_and_name_the_delivery() {
@@ -15,22 +15,12 @@ async fn json_logs_are_one_object_per_line_and_name_the_delivery() {
         ],
     )
     .await;
-    let healthy = TestReceiver::start().await;
-    let failing = TestReceiver::start().await;
-    failing.set_default(Reply::Status(503));
-    let ok = worker
-        .create_webhook("cmp_log", &healthy.url(), &["deal.won"])
-        .await;
-    let bad = worker
-        .create_webhook("cmp_log", &failing.url(), &["deal.won"])
-        .await;
+    let ends = worker.healthy_and_failing("cmp_log", 503).await;
     let (event_id, _) = worker.publish("deal.won", "cmp_log", json!({})).await;
     worker
-        .wait_for_status(&event_id, ok["id"].as_str().expect("id"), "succeeded")
+        .wait_for_status(&event_id, &ends.ok, "succeeded")
         .await;
-    worker
-        .wait_for_status(&event_id, bad["id"].as_str().expect("id"), "failed")
-        .await;
+    worker.wait_for_status(&event_id, &ends.bad, "failed").await;
     let (status, log) = worker.terminate_process().await;
     assert!(status.success());
 

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::harness::{Reply, TestReceiver, TestWorker, metric, test_config, wait_until};
+use crate::harness::{TestWorker, metric, test_config, wait_until};
 
 #[tokio::test]
 async fn metrics_follow_a_known_sequence_of_events() {
@@ -23,21 +23,13 @@ async fn metrics_follow_a_known_sequence_of_events() {
         assert_eq!(metric(&at_start, series), Some(0.0), "{series} at start");
     }
 
-    let healthy = TestReceiver::start().await;
-    let failing = TestReceiver::start().await;
-    failing.set_default(Reply::Status(500));
-    let ok = worker
-        .create_webhook("cmp_m", &healthy.url(), &["deal.won"])
-        .await;
-    let bad = worker
-        .create_webhook("cmp_m", &failing.url(), &["deal.won"])
-        .await;
+    let ends = worker.healthy_and_failing("cmp_m", 500).await;
     let (_, disabled) = worker
         .api(
             "POST",
             "/v1/webhooks",
             Some(
-                json!({"company_id": "cmp_m", "name": "off", "url": healthy.url(),
+                json!({"company_id": "cmp_m", "name": "off", "url": ends.healthy.url(),
                         "events": ["deal.won"], "enabled": false}),
             ),
         )
@@ -45,11 +37,9 @@ async fn metrics_follow_a_known_sequence_of_events() {
     assert_eq!(disabled["enabled"], false);
     let (event_id, _) = worker.publish("deal.won", "cmp_m", json!({})).await;
     worker
-        .wait_for_status(&event_id, ok["id"].as_str().expect("id"), "succeeded")
+        .wait_for_status(&event_id, &ends.ok, "succeeded")
         .await;
-    worker
-        .wait_for_status(&event_id, bad["id"].as_str().expect("id"), "failed")
-        .await;
+    worker.wait_for_status(&event_id, &ends.bad, "failed").await;
     worker.publish_raw("deal.won", b"not json").await;
 
     // The queue gauges are sampled every few seconds.
@@ -139,7 +129,7 @@ async fn metrics_follow_a_known_sequence_of_events() {
         .execute(
             "UPDATE deliveries SET status = 'retrying', next_attempt_at = now() - interval '90 seconds'
              WHERE event_id = $1 AND webhook_id = $2",
-            &[&event_id, &uuid::Uuid::parse_str(bad["id"].as_str().expect("id")).expect("uuid")],
+            &[&event_id, &uuid::Uuid::parse_str(&ends.bad).expect("uuid")],
         )
         .await
         .expect("update");

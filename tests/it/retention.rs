@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tesoro_webhooks::{config::RetentionConfig, storage::Pruner};
 
-use crate::harness::{Reply, TestReceiver, TestWorker, test_config, wait_until};
+use crate::harness::{TestReceiver, TestWorker, test_config, wait_until};
 
 /// (deliveries, attempts) of `event_id`, and whether its event row is kept.
 async fn kept(worker: &TestWorker, event_id: &str) -> (i64, i64, bool) {
@@ -39,30 +39,16 @@ async fn old_deliveries_go_failed_ones_by_their_own_age_and_newer_ones_stay() {
         interval: Duration::from_secs(3600),
     };
     let worker = TestWorker::start_with(config).await;
-    let healthy = TestReceiver::start().await;
-    let failing = TestReceiver::start().await;
-    failing.set_default(Reply::Status(500));
-    let ok = worker
-        .create_webhook("cmp_ret", &healthy.url(), &["deal.won"])
-        .await;
-    let bad = worker
-        .create_webhook("cmp_ret", &failing.url(), &["deal.won"])
-        .await;
+    let ends = worker.healthy_and_failing("cmp_ret", 500).await;
     let started = Instant::now();
     let (old, _) = worker.publish("deal.won", "cmp_ret", json!({})).await;
-    worker
-        .wait_for_status(&old, ok["id"].as_str().expect("id"), "succeeded")
-        .await;
-    worker
-        .wait_for_status(&old, bad["id"].as_str().expect("id"), "failed")
-        .await;
+    worker.wait_for_status(&old, &ends.ok, "succeeded").await;
+    worker.wait_for_status(&old, &ends.bad, "failed").await;
     assert_eq!(kept(&worker, &old).await, (2, 6, true));
 
     sleep_until(started + Duration::from_millis(5300)).await;
     let (new, _) = worker.publish("deal.won", "cmp_ret", json!({})).await;
-    worker
-        .wait_for_status(&new, ok["id"].as_str().expect("id"), "succeeded")
-        .await;
+    worker.wait_for_status(&new, &ends.ok, "succeeded").await;
     let dry = worker.cli(&["prune", "--dry-run"]).await;
     assert!(dry.success, "{}", dry.stderr);
     assert!(
