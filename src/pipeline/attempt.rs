@@ -230,10 +230,7 @@ async fn execute(
 /// Counts a Failed delivery in its webhook's streak, which may warn its owner or disable it.
 /// After the outcome is recorded: should the worker stop in between, that one failure goes
 /// uncounted (the redelivered job finds its attempt recorded).
-pub(super) async fn note_failed(
-    pipeline: &Pipeline,
-    webhook: &Webhook,
-) -> Result<(), PipelineError> {
+async fn note_failed(pipeline: &Pipeline, webhook: &Webhook) -> Result<(), PipelineError> {
     let verdict = pipeline
         .storage
         .note_failed(webhook, &pipeline.endpoint_health)

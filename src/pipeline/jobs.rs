@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{
     Pipeline, PipelineError, Stage,
-    attempt::{Attempt, attempt_and_settle, note_failed},
+    attempt::{Attempt, attempt_and_settle},
     guarded,
 };
 use crate::{
@@ -119,11 +119,6 @@ async fn confirm_failed(
         tracing::info!(event_id = %job.event_id, webhook_id = %job.webhook_id,
             delivery_id = %job.delivery_id, attempt = job.attempt,
             "delivery failed after its last retry");
-        // The attempt's own record did not land (the worker stopped in between), so neither
-        // did its count in the webhook's streak.
-        if let Some(webhook) = pipeline.storage.webhook(job.webhook_id).await? {
-            note_failed(pipeline, &webhook).await?;
-        }
     } else {
         tracing::debug!(event_id = %job.event_id, webhook_id = %job.webhook_id,
             delivery_id = %job.delivery_id, attempt = job.attempt,

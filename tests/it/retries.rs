@@ -271,6 +271,16 @@ async fn a_failed_delivery_counts_once_whatever_reaches_the_dead_queue() {
     })
     .await;
     assert_eq!(failed, 2.0, "counted once per delivery");
+    let streak: i32 = worker
+        .db
+        .query_one(
+            "SELECT failed_streak FROM webhook_health WHERE webhook_id = $1",
+            &[&uuid::Uuid::parse_str(webhook_id).expect("uuid")],
+        )
+        .await
+        .expect("streak")
+        .get(0);
+    assert_eq!(streak, 2, "and once in the webhook's failing streak");
 }
 
 /// A CRM service that publishes an event again while its delivery is retrying: the second
