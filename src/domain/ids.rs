@@ -45,6 +45,12 @@ macro_rules! external_id {
                 Ok(Self(value))
             }
 
+            /// A value the database holds. It was checked when it came in, under the rule of
+            /// its time; a later, stricter rule applies to new input, not to stored rows.
+            pub fn from_stored(value: String) -> Self {
+                Self(value)
+            }
+
             pub fn as_str(&self) -> &str {
                 &self.0
             }

@@ -72,12 +72,10 @@ fn to_i32(value: u32) -> i32 {
 
 /// The columns `id`, `webhook_id`, `event_id` and `event_type` of a deliveries row.
 pub(super) fn stored_delivery(row: &tokio_postgres::Row) -> Result<StoredDelivery, StorageError> {
-    let event_id: String = row.try_get("event_id")?;
     Ok(StoredDelivery {
         delivery_id: DeliveryId(row.try_get("id")?),
         webhook_id: WebhookId(row.try_get("webhook_id")?),
-        event_id: EventId::parse(event_id.as_str())
-            .map_err(|_| StorageError::Corrupt(format!("event id {event_id:?}")))?,
+        event_id: EventId::from_stored(row.try_get("event_id")?),
         event_type: row.try_get("event_type")?,
     })
 }
@@ -201,8 +199,7 @@ const RETRY_TARGET: &str = "SELECT d.id, d.webhook_id, d.company_id, d.event_id,
 fn retry_target(row: &tokio_postgres::Row) -> Result<RetryTarget, StorageError> {
     Ok(RetryTarget {
         delivery: stored_delivery(row)?,
-        company_id: CompanyId::parse(row.try_get::<_, String>("company_id")?)
-            .map_err(|_| StorageError::Corrupt("company_id".into()))?,
+        company_id: CompanyId::from_stored(row.try_get("company_id")?),
         status: parse_status(row.try_get("status")?)?,
         attempt_count: to_u32(row.try_get("attempt_count")?),
         body: row.try_get("body")?,

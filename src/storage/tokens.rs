@@ -25,8 +25,7 @@ const COLUMNS: &str = "id, company_id, name, created_at, expires_at";
 fn from_row(row: &Row) -> Result<ApiToken, StorageError> {
     Ok(ApiToken {
         id: TokenId(row.try_get("id")?),
-        company_id: CompanyId::parse(row.try_get::<_, String>("company_id")?)
-            .map_err(|_| StorageError::Corrupt("token company_id".into()))?,
+        company_id: CompanyId::from_stored(row.try_get("company_id")?),
         name: row.try_get("name")?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
@@ -98,10 +97,7 @@ impl Storage {
                 &[&hash.as_slice()],
             )
             .await?;
-        row.map(|row| {
-            CompanyId::parse(row.try_get::<_, String>(0)?)
-                .map_err(|_| StorageError::Corrupt("token company_id".into()))
-        })
-        .transpose()
+        row.map(|row| Ok(CompanyId::from_stored(row.try_get(0)?)))
+            .transpose()
     }
 }

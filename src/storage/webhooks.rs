@@ -115,8 +115,7 @@ pub(super) fn from_row(row: &Row, keys: &KeyRing) -> Result<Webhook, StorageErro
     };
     Ok(Webhook {
         id,
-        company_id: CompanyId::parse(row.try_get::<_, String>("company_id")?)
-            .map_err(|_| corrupt("company_id"))?,
+        company_id: CompanyId::from_stored(row.try_get("company_id")?),
         name: row.try_get("name")?,
         // Stored URLs passed the SSRF check of their time; delivery checks resolved addresses.
         url: EndpointUrl::parse_stored(&url).map_err(|_| corrupt("url"))?,

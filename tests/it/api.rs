@@ -321,3 +321,30 @@ async fn an_optional_body_may_be_absent_empty_or_null() {
         assert!(reply["secret"].is_string(), "{body:?} -> {reply}");
     }
 }
+
+/// A webhook stored under an earlier, looser rule for company ids (spaces were allowed) stays
+/// readable and removable: stored rows are not judged by today's input rule.
+#[tokio::test]
+async fn a_webhook_stored_under_an_older_id_rule_is_still_served() {
+    let worker = TestWorker::start().await;
+    let webhook = worker
+        .create_webhook("cmp_legacy", "https://example.com/hook", &["deal.won"])
+        .await;
+    let id = webhook["id"].as_str().expect("id");
+    worker
+        .db
+        .execute(
+            "UPDATE webhooks SET company_id = 'Acme Corp' WHERE id = $1",
+            &[&uuid::Uuid::parse_str(id).expect("uuid")],
+        )
+        .await
+        .expect("legacy company id");
+
+    let (status, body) = worker.api("GET", &format!("/v1/webhooks/{id}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["company_id"], "Acme Corp", "{body}");
+    let (status, body) = worker
+        .api("DELETE", &format!("/v1/webhooks/{id}"), None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+}
