@@ -119,6 +119,8 @@ impl Storage {
     /// Counts a Failed delivery of `webhook` in its streak, then warns (`webhook.failing`) or
     /// disables it (`failing_too_long`) as `policy` decides, in one transaction. Concurrent
     /// failures of one webhook queue on its row, so each sees the streak the one before left.
+    /// A webhook disabled meanwhile (its attempts in flight still end) is neither counted nor
+    /// warned about: enabling it starts a new streak anyway. Returns what was done.
     pub async fn note_failed(
         &self,
         webhook: &Webhook,
@@ -128,10 +130,11 @@ impl Storage {
         let tx = client.transaction().await?;
         let now = OffsetDateTime::now_utc();
         let row = tx
-            .query_one(
+            .query_opt(
                 "INSERT INTO webhook_health AS h
                     (webhook_id, company_id, failed_streak, failing_since, last_failure_at)
-                 VALUES ($1, $2, 1, $3, $3)
+                 SELECT $1, $2, 1, $3, $3
+                 WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = $1 AND enabled)
                  ON CONFLICT (webhook_id) DO UPDATE SET
                     failed_streak = h.failed_streak + 1,
                     failing_since = COALESCE(h.failing_since, $3),
@@ -140,12 +143,15 @@ impl Storage {
                 &[&webhook.id.0, &webhook.company_id.as_str(), &now],
             )
             .await?;
+        let Some(row) = row else {
+            return Ok(Verdict::Nothing);
+        };
         let streak = Streak {
             failed: to_u32(row.try_get(0)?),
             since: row.try_get::<_, Option<OffsetDateTime>>(1)?.unwrap_or(now),
             warned_at: row.try_get(2)?,
         };
-        let verdict = endpoint_health::after_failure(streak, now, policy);
+        let mut verdict = endpoint_health::after_failure(streak, now, policy);
         match verdict {
             Verdict::Nothing => {}
             Verdict::Warn => {
@@ -159,7 +165,12 @@ impl Storage {
             }
             Verdict::Disable => {
                 let reason = DisabledReason::FailingTooLong;
-                disable_in(&tx, &self.keys, webhook.id, reason, now).await?;
+                if disable_in(&tx, &self.keys, webhook.id, reason, now)
+                    .await?
+                    .is_none()
+                {
+                    verdict = Verdict::Nothing;
+                }
             }
         }
         tx.commit().await?;

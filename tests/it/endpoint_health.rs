@@ -349,3 +349,65 @@ async fn a_limit_below_the_number_of_workers_is_held_by_one_of_them() {
     );
     assert_eq!(receiver.received().len(), 4, "each delivered once");
 }
+
+/// An attempt in flight when its webhook is disabled still ends Failed: that failure warns
+/// about, counts for and disables nothing.
+#[tokio::test]
+async fn a_failure_of_a_webhook_disabled_meanwhile_changes_nothing() {
+    use tesoro_webhooks::{
+        domain::{CompanyId, CustomHeaders, DisabledReason, EndpointUrl},
+        endpoint_health::{Policy, Verdict},
+        storage::NewWebhook,
+    };
+    let db = crate::harness::TestDatabase::create().await;
+    let webhook = db
+        .storage
+        .create_webhook(NewWebhook {
+            company_id: CompanyId::parse("cmp_late").expect("id"),
+            name: "late".into(),
+            url: EndpointUrl::parse_stored("https://example.com/hook").expect("url"),
+            events: vec!["deal.won".into()],
+            signing_key: None,
+            headers: CustomHeaders::default(),
+            rate_limit: None,
+            enabled: true,
+        })
+        .await
+        .expect("created");
+    db.storage
+        .disable_webhook(webhook.id, DisabledReason::Manual)
+        .await
+        .expect("disabled")
+        .expect("it was enabled");
+
+    for min_failures in [1, 5] {
+        // Past the thresholds (disable), then short of them (warn): neither happens.
+        let policy = Policy {
+            disable_after: Duration::ZERO,
+            min_failures,
+            failing_event_interval: Duration::from_secs(3600),
+        };
+        let verdict = db
+            .storage
+            .note_failed(&webhook, &policy)
+            .await
+            .expect("noted");
+        assert_eq!(verdict, Verdict::Nothing, "min_failures {min_failures}");
+    }
+    let events: Vec<String> = db
+        .db
+        .query("SELECT event_type FROM operational_events", &[])
+        .await
+        .expect("events")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(events, ["webhook.disabled"], "only the manual disable's");
+    let streaks = db
+        .db
+        .query_one("SELECT count(*) FROM webhook_health", &[])
+        .await
+        .expect("count")
+        .get::<_, i64>(0);
+    assert_eq!(streaks, 0);
+}
