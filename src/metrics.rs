@@ -117,7 +117,8 @@ pub fn describe() {
         ),
         (
             DEFERRED,
-            "Deliveries handed off or parked untried because their endpoint was saturated.",
+            "Deliveries handed off or parked untried: their endpoint was saturated, or its \
+             rate limit had no start free in time.",
         ),
         (
             PRUNED,
