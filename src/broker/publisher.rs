@@ -86,14 +86,14 @@ impl Publisher {
 
     /// Parks `job` in the tier that waits `delay`, in one of its queues chosen at random
     /// among those that wait at least `at_least` (the jitter); it comes back on the
-    /// deliveries queue.
+    /// deliveries queue after the returned wait.
     pub async fn schedule_retry(
         &self,
         job: &Job,
         delay: Duration,
         at_least: Duration,
         body: &[u8],
-    ) -> Result<(), BrokerError> {
+    ) -> Result<Duration, BrokerError> {
         let tier = self
             .topology
             .tier_for(delay)
@@ -106,7 +106,8 @@ impl Publisher {
             body,
             Self::job_properties(job),
         )
-        .await
+        .await?;
+        Ok(queue.ttl)
     }
 
     /// Publishes an operational event to the operational exchange under its type, confirmed.

@@ -182,6 +182,8 @@ async fn execute(
         let write = delivery_write(&job, webhook, event.take(), change);
         pipeline.recorder.write(write).await?;
     }
+    // When a retry's job comes back: the delay queue picked (the jitter) decides it.
+    let mut comes_back = None;
     if let Some(publish) = publish {
         let publisher = &pipeline.publisher;
         match publish {
@@ -190,9 +192,10 @@ async fn execute(
                 after,
                 at_least,
             } => {
-                publisher
+                let waits = publisher
                     .schedule_retry(&job, after, at_least, &body)
-                    .await?
+                    .await?;
+                comes_back = Some(OffsetDateTime::now_utc() + waits);
             }
             Publish::Now(job) => publisher.enqueue(&job, &body).await?,
             Publish::DeadLetter(job) => {
@@ -201,7 +204,10 @@ async fn execute(
             }
         }
     }
-    if let Some(change) = record {
+    if let Some(mut change) = record {
+        if change.next_attempt_at.is_some() {
+            change.next_attempt_at = comes_back.or(change.next_attempt_at);
+        }
         let write = DeliveryWrite {
             attempt: result.map(|result| to_record(&job, webhook, result)),
             ..delivery_write(&job, webhook, event.take(), change)

@@ -446,3 +446,52 @@ async fn retry_after_is_honoured_up_to_the_last_tier() {
         .collect();
     assert_eq!(statuses, [Some(429), Some(503), Some(200)]);
 }
+
+/// A retry's `next_attempt_at` is when the delay queue picked (the jitter) brings it back, not
+/// the tier's nominal delay: what the API shows and the overdue gauge goes by.
+#[tokio::test]
+async fn a_retry_records_when_its_jittered_delay_brings_it_back() {
+    let mut config = test_config();
+    // Queues of 2, 3, 4, 5 and 6 s.
+    config.delivery.retry_schedule =
+        tesoro_webhooks::retry::RetrySchedule::new(vec![Duration::from_secs(4)]).expect("schedule");
+    config.delivery.retry_jitter = tesoro_webhooks::retry::Jitter::new(0.5).expect("jitter");
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    receiver.set_default(Reply::Status(500));
+    let webhook = worker
+        .create_webhook("cmp_jitter_due", &receiver.url(), &["deal.won"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+    let mut events = Vec::new();
+    for _ in 0..8 {
+        events.push(
+            worker
+                .publish("deal.won", "cmp_jitter_due", json!({}))
+                .await
+                .0,
+        );
+    }
+    let mut due = Vec::new();
+    for event in &events {
+        worker.wait_for_status(event, webhook_id, "retrying").await;
+        let row = worker
+            .db
+            .query_one(
+                "SELECT next_attempt_at FROM deliveries WHERE event_id = $1",
+                &[event],
+            )
+            .await
+            .expect("delivery");
+        due.push(row.get::<_, time::OffsetDateTime>(0));
+    }
+    for (event, due) in events.iter().zip(due) {
+        worker.wait_for_status(event, webhook_id, "failed").await;
+        let retried: time::OffsetDateTime = worker.attempts(event).await[1].get("attempted_at");
+        let off = (retried - due).abs();
+        assert!(
+            off < time::Duration::milliseconds(500),
+            "recorded due at {due}, tried at {retried}"
+        );
+    }
+}
