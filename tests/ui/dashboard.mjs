@@ -74,6 +74,20 @@ try {
   check(!page.url().includes(env("COMPANY_TOKEN")), "the token must not be in the URL");
   await shot(page, "01-signed-in");
 
+  // An outage while reloading keeps the session (only a refused token signs out).
+  await page.route("**/v1/session", (route) =>
+    route.fulfill({
+      status: 503,
+      contentType: "application/json",
+      body: '{"error":{"code":"unavailable","message":"database unavailable"}}',
+    }),
+  );
+  await page.reload();
+  await page.locator("#error-token").filter({ hasText: "database unavailable" }).waitFor();
+  await page.unroute("**/v1/session");
+  await page.reload();
+  await page.getByText(`Company ${env("COMPANY")}`).waitFor();
+
   // Add a webhook; the API's validation error shows next to its field, then is fixed.
   await page.getByRole("button", { name: "Add webhook" }).click();
   await page.getByLabel("Name").fill("CRM sync");

@@ -6,6 +6,8 @@
 const TOKEN_KEY = "tesoro-webhooks-token";
 const COMPANY_KEY = "tesoro-webhooks-company";
 const POLL_MS = 2000;
+// Deliveries retried by hand that stay listed (and polled) after they leave the Failed list.
+const RETRIED_SHOWN = 20;
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
@@ -15,7 +17,7 @@ const state = {
   webhooks: [],
   editing: null, // the webhook being edited, or null when adding
   attemptsFor: null, // the webhook whose attempts are shown
-  retried: new Map(), // delivery id -> the delivery as last seen, after a Retry
+  retried: new Map(), // delivery id -> the delivery, after a Retry (the latest RETRIED_SHOWN)
   openBodies: new Set(), // the attempt bodies expanded, kept open across refreshes
   timer: null,
 };
@@ -129,6 +131,17 @@ async function openCompany() {
   await refresh();
   clearInterval(state.timer);
   state.timer = setInterval(() => refresh().catch(reportPollError), POLL_MS);
+}
+
+// A reload with a saved token: only a refused token signs out; an outage keeps it.
+function resumeSession() {
+  startSession().catch((error) => {
+    if (error.status === 401) {
+      signOut();
+      return;
+    }
+    $("error-token").textContent = `Cannot load the dashboard (${error.message}); reload to try again.`;
+  });
 }
 
 function signOut() {
@@ -506,6 +519,10 @@ async function retryDelivery(delivery, button) {
   try {
     await api("POST", `/v1/deliveries/${delivery.id}/retry`);
     state.retried.set(delivery.id, delivery);
+    // Each is fetched at every refresh: keep the latest few.
+    while (state.retried.size > RETRIED_SHOWN) {
+      state.retried.delete(state.retried.keys().next().value);
+    }
     await refreshFailed();
   } catch (error) {
     button.disabled = false;
@@ -526,5 +543,5 @@ document.addEventListener("DOMContentLoaded", () => {
   $("close-secret").addEventListener("click", closeSecret);
   $("close-attempts").addEventListener("click", closeAttempts);
   $("recover-form").addEventListener("submit", recover);
-  if (state.token) startSession().catch(signOut);
+  if (state.token) resumeSession();
 });
