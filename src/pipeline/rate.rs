@@ -104,9 +104,16 @@ struct Endpoint {
     last_used: Instant,
 }
 
+struct Endpoints {
+    map: HashMap<WebhookId, Endpoint>,
+    /// The map is swept for idle webhooks when it reaches this size, then twice what is left,
+    /// so that sweeps stay rare however many webhooks are busy.
+    prune_at: usize,
+}
+
 /// The rate-limited webhooks this worker sends to.
 pub struct RateLimits {
-    endpoints: Mutex<HashMap<WebhookId, Endpoint>>,
+    endpoints: Mutex<Endpoints>,
     membership: Arc<SharedMembership>,
 }
 
@@ -122,7 +129,10 @@ pub enum Reservation {
 impl RateLimits {
     pub fn new(membership: Arc<SharedMembership>) -> Self {
         Self {
-            endpoints: Mutex::new(HashMap::new()),
+            endpoints: Mutex::new(Endpoints {
+                map: HashMap::new(),
+                prune_at: PRUNE_FROM,
+            }),
             membership,
         }
     }
@@ -133,11 +143,14 @@ impl RateLimits {
         let share = share(limit, self.membership.get());
         let now = Instant::now();
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        if endpoints.len() >= PRUNE_FROM && !endpoints.contains_key(&webhook) {
+        if endpoints.map.len() >= endpoints.prune_at && !endpoints.map.contains_key(&webhook) {
             let idle = Duration::from_secs(600);
-            endpoints.retain(|_, endpoint| now.duration_since(endpoint.last_used) < idle);
+            endpoints
+                .map
+                .retain(|_, endpoint| now.duration_since(endpoint.last_used) < idle);
+            endpoints.prune_at = PRUNE_FROM.max(endpoints.map.len() * 2);
         }
-        let endpoint = endpoints.entry(webhook).or_insert_with(|| Endpoint {
+        let endpoint = endpoints.map.entry(webhook).or_insert_with(|| Endpoint {
             share,
             next_reserved: None,
             last_started: None,
@@ -326,6 +339,25 @@ mod tests {
         assert_eq!(
             shared.reserve(WebhookId::new(), 2, Duration::MAX),
             Reservation::Refused
+        );
+    }
+
+    #[test]
+    fn busy_webhooks_are_kept_and_swept_rarely() {
+        let limits = RateLimits::new(Arc::new(SharedMembership::default()));
+        for _ in 0..=PRUNE_FROM {
+            limits.reserve(WebhookId::new(), 1000, Duration::MAX);
+        }
+        let endpoints = limits.endpoints.lock().expect("lock");
+        assert_eq!(
+            endpoints.map.len(),
+            PRUNE_FROM + 1,
+            "none idle, none forgotten"
+        );
+        assert_eq!(
+            endpoints.prune_at,
+            2 * PRUNE_FROM,
+            "the next sweep waits for twice as many"
         );
     }
 
