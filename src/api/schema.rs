@@ -153,7 +153,8 @@ pub struct Health {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_success_at: Option<OffsetDateTime>,
-    /// Failed deliveries since the last success (or ever, without one).
+    /// Failed deliveries since the last success, or since the webhook was enabled again: what
+    /// auto-disable counts.
     pub failing_streak: u64,
 }
 

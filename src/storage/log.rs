@@ -290,31 +290,42 @@ impl Storage {
 }
 
 impl Storage {
-    /// When the webhook's latest successful delivery succeeded, and how many deliveries have
-    /// ended Failed since it was created (all of them, without one): its failing streak.
+    /// When the webhook's latest successful delivery succeeded, and its failing streak: the
+    /// Failed deliveries auto-disable counts (since the last success, or since it was enabled
+    /// again). The dashboard asks every few seconds, so neither reads the streak's failures:
+    /// the count is kept in `webhook_health`, and while a streak lasts the last success is
+    /// among the deliveries created before it began.
     pub async fn webhook_health(
         &self,
         webhook: WebhookId,
     ) -> Result<(Option<OffsetDateTime>, u64), StorageError> {
         let client = self.client().await?;
-        let row = client
-            .query_one(
-                "WITH last_success AS (
-                    SELECT id, updated_at FROM deliveries
-                    WHERE webhook_id = $1 AND status = 'succeeded'
-                    ORDER BY id DESC LIMIT 1
-                )
-                SELECT (SELECT updated_at FROM last_success),
-                    (SELECT count(*) FROM deliveries
-                     WHERE webhook_id = $1 AND status = 'failed'
-                       AND id > COALESCE((SELECT id FROM last_success),
-                           '00000000-0000-0000-0000-000000000000'::uuid))",
+        let streak = client
+            .query_opt(
+                "SELECT failed_streak, failing_since FROM webhook_health
+                 WHERE webhook_id = $1 AND failed_streak > 0",
                 &[&webhook.0],
             )
             .await?;
+        let (failed, before) = match &streak {
+            Some(row) => (
+                row.try_get::<_, i32>(0)?,
+                row.try_get::<_, Option<OffsetDateTime>>(1)?
+                    .map(|since| DeliveryId::lowest_at(since).0),
+            ),
+            None => (0, None),
+        };
+        let last_success = client
+            .query_opt(
+                "SELECT updated_at FROM deliveries
+                 WHERE webhook_id = $1 AND status = 'succeeded' AND ($2::uuid IS NULL OR id < $2)
+                 ORDER BY id DESC LIMIT 1",
+                &[&webhook.0, &before],
+            )
+            .await?;
         Ok((
-            row.try_get(0)?,
-            u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
+            last_success.map(|row| row.try_get(0)).transpose()?,
+            u64::try_from(failed).unwrap_or(0),
         ))
     }
 }

@@ -118,6 +118,17 @@ fn quick_to_disable() -> tesoro_webhooks::config::Config {
     config
 }
 
+/// The webhook's health as the API reports it: its last success (null without one) and its
+/// failing streak.
+async fn health(worker: &TestWorker, id: &str) -> (serde_json::Value, u64) {
+    let (status, body) = worker
+        .api("GET", &format!("/v1/webhooks/{id}/health"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let streak = body["failing_streak"].as_u64().expect("streak");
+    (body["last_success_at"].clone(), streak)
+}
+
 /// A worker quick to disable, a webhook of `company` whose receiver answers 500, and the
 /// operational exchange tapped. Returns the webhook's id.
 async fn failing_webhook_with_a_tap(company: &str) -> (TestWorker, TestReceiver, String) {
@@ -171,9 +182,16 @@ async fn a_webhook_failing_too_long_is_warned_then_disabled_and_recovers_when_en
     assert_eq!(body["enabled"], false, "{body}");
     assert_eq!(body["disabled_reason"], "failing_too_long", "{body}");
 
+    assert_eq!(health(&worker, id).await, (serde_json::Value::Null, 3));
+
     // Fixed and enabled again: recover sends what failed meanwhile.
     receiver.set_default(Reply::Status(200));
     worker.set_enabled(id, true).await;
+    assert_eq!(
+        health(&worker, id).await,
+        (serde_json::Value::Null, 0),
+        "enabling starts a new streak"
+    );
     let (status, body) = worker
         .api(
             "POST",
@@ -207,6 +225,7 @@ async fn a_success_after_failures_ends_the_streak_and_says_so() {
         .await;
     worker.wait_for_status(&failed, id, "failed").await;
     assert_eq!(worker.next_operational().await["_type"], "webhook.failing");
+    assert_eq!(health(&worker, id).await, (serde_json::Value::Null, 1));
 
     receiver.set_default(Reply::Status(200));
     let (delivered, _) = worker
@@ -218,6 +237,11 @@ async fn a_success_after_failures_ends_the_streak_and_says_so() {
     assert_eq!(recovered["data"]["webhook_id"], id, "{recovered}");
     assert_eq!(recovered["data"]["failed_deliveries"], 1, "{recovered}");
     assert!(recovered["data"]["recovered_at"].is_string(), "{recovered}");
+    let (last_success, streak) = health(&worker, id).await;
+    assert!(
+        last_success.is_string() && streak == 0,
+        "{last_success} {streak}"
+    );
 
     // The streak is over: a further success announces nothing, a further failure warns anew.
     let (again, _) = worker
@@ -237,6 +261,13 @@ async fn a_success_after_failures_ends_the_streak_and_says_so() {
     let warning = worker.next_operational().await;
     assert_eq!(warning["_type"], "webhook.failing", "{warning}");
     assert_eq!(warning["data"]["failed_deliveries"], 1, "{warning}");
+    // Failing again, the last success is still the one before the streak.
+    let (during, streak) = health(&worker, id).await;
+    assert_eq!(streak, 1);
+    assert!(
+        during.as_str() >= last_success.as_str(),
+        "{during} {last_success}"
+    );
 }
 
 /// The most requests the receiver got within any one second.
