@@ -44,11 +44,13 @@ pub async fn prune_once(
     };
     let (succeeded_before, failed_before) = boundaries(config, OffsetDateTime::now_utc());
     let mut total = PruneCounts::default();
+    let mut after = DeliveryId(uuid::Uuid::nil());
     while !stop.is_cancelled() {
         let started = std::time::Instant::now();
-        let batch = pruner
-            .prune_batch(succeeded_before, failed_before, BATCH)
+        let (batch, last) = pruner
+            .prune_batch(succeeded_before, failed_before, after, BATCH)
             .await?;
+        after = last.unwrap_or(after);
         let took = started.elapsed();
         metrics::pruned("deliveries", batch.deliveries);
         metrics::pruned("attempts", batch.attempts);

@@ -52,16 +52,22 @@ impl Pruner {
         Ok(row.try_get::<_, bool>(0)?.then_some(Self { client }))
     }
 
-    /// Deletes up to `limit` of the oldest prunable deliveries, their attempts, and the events
-    /// left without a delivery, in one statement. Rows another transaction holds are skipped.
+    /// Deletes up to `limit` of the oldest prunable deliveries after `after`, their attempts,
+    /// and the events left without a delivery, in one statement; returns the counts and the
+    /// last delivery deleted, where the next batch of the round starts (the rows before it
+    /// that stay, younger Failed ones and those under way, are not read again). Rows another
+    /// transaction holds are skipped.
     pub async fn prune_batch(
         &self,
         succeeded_before: DeliveryId,
         failed_before: DeliveryId,
+        after: DeliveryId,
         limit: i64,
-    ) -> Result<PruneCounts, StorageError> {
+    ) -> Result<(PruneCounts, Option<DeliveryId>), StorageError> {
         let statement = format!(
-            "WITH doomed AS ({DOOMED} ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED),
+            "WITH doomed AS (
+                {DOOMED} AND id > $4 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED
+            ),
             gone AS (
                 DELETE FROM deliveries d USING doomed WHERE d.id = doomed.id
                 RETURNING d.id, d.event_id
@@ -80,13 +86,18 @@ impl Pruner {
                 RETURNING 1
             )
             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_attempts),
-                (SELECT count(*) FROM gone_events)"
+                (SELECT count(*) FROM gone_events),
+                (SELECT id FROM gone ORDER BY id DESC LIMIT 1)"
         );
         let row = self
             .client
-            .query_one(&statement, &[&succeeded_before.0, &failed_before.0, &limit])
+            .query_one(
+                &statement,
+                &[&succeeded_before.0, &failed_before.0, &limit, &after.0],
+            )
             .await?;
-        counts(&row)
+        let last = row.try_get::<_, Option<uuid::Uuid>>(3)?.map(DeliveryId);
+        Ok((counts(&row)?, last))
     }
 }
 

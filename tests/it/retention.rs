@@ -177,3 +177,58 @@ async fn deleting_a_webhook_takes_the_events_only_it_needed() {
         "another webhook's delivery still needs it"
     );
 }
+
+/// A round's batches go forward from the last delivery deleted: what stays before it is not
+/// read again, and nothing after it is skipped.
+#[tokio::test]
+async fn a_prune_batch_starts_after_the_last_one() {
+    use tesoro_webhooks::domain::DeliveryId;
+    let worker = TestWorker::start().await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_cursor", &receiver.url(), &["deal.won"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+    for _ in 0..3 {
+        let (event, _) = worker.publish("deal.won", "cmp_cursor", json!({})).await;
+        worker
+            .wait_for_status(&event, webhook_id, "succeeded")
+            .await;
+    }
+    let ids: Vec<DeliveryId> = worker
+        .db
+        .query("SELECT id FROM deliveries ORDER BY id", &[])
+        .await
+        .expect("ids")
+        .iter()
+        .map(|row| DeliveryId(row.get(0)))
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let pruner = Pruner::lock(&worker.config.database.url)
+        .await
+        .expect("connect")
+        .expect("the lock is free");
+    // Everything counts as old.
+    let before = DeliveryId::lowest_at(time::OffsetDateTime::now_utc() + time::Duration::MINUTE);
+    let start = DeliveryId(uuid::Uuid::nil());
+
+    let (counts, last) = pruner
+        .prune_batch(before, before, start, 1)
+        .await
+        .expect("batch");
+    assert_eq!((counts.deliveries, last), (1, Some(ids[0])));
+    let (counts, last) = pruner
+        .prune_batch(before, before, ids[2], 10)
+        .await
+        .expect("batch");
+    assert_eq!(
+        (counts.deliveries, last),
+        (0, None),
+        "nothing before the cursor"
+    );
+    let (counts, last) = pruner
+        .prune_batch(before, before, ids[0], 10)
+        .await
+        .expect("batch");
+    assert_eq!((counts.deliveries, last), (2, Some(ids[2])));
+}
