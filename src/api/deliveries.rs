@@ -12,7 +12,10 @@ use super::{
     auth::Principal,
     error::ApiError,
     extract::{ApiJson, ApiPath, ApiQuery},
-    schema::{AttemptPage, CommonErrors, DeliveryDetail, DeliveryPage, Recovered, Retried},
+    schema::{
+        AttemptPage, CommonErrors, DeliveryDetail, DeliveryPage, DeliveryStatusName, Recovered,
+        Retried,
+    },
     webhooks::{WebhookPath, owned_webhook},
 };
 use crate::{
@@ -62,20 +65,6 @@ pub struct DeliveriesQuery {
     /// Deliveries per page, 1 to 500 (50 by default).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     limit: Option<String>,
-}
-
-/// A delivery's status (documentation of the `status` filter).
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(
-    dead_code,
-    reason = "describes a string parameter in the OpenAPI document"
-)]
-pub enum DeliveryStatusName {
-    Pending,
-    Succeeded,
-    Retrying,
-    Failed,
 }
 
 /// `?company_id=` on single-delivery routes: when given, a delivery of another company is

@@ -8,7 +8,10 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use utoipa::{
     IntoResponses, Modify, OpenApi, ToSchema,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        ObjectBuilder, RefOr, Schema, Type,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
 use uuid::Uuid;
 
@@ -167,6 +170,41 @@ pub struct Readiness {
 }
 
 /// The document's frame; the router adds the paths.
+/// A schema for a string member or parameter whose values are the `as_str` of every value of
+/// a domain enum: the document lists exactly what the code accepts and writes.
+macro_rules! names_of {
+    ($(#[doc = $doc:literal])* $name:ident: $domain:ty) => {
+        $(#[doc = $doc])*
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some(concat!($($doc),*).trim()))
+                    .enum_values(Some(<$domain>::ALL.map(<$domain>::as_str)))
+                    .into()
+            }
+        }
+
+        impl ToSchema for $name {}
+    };
+}
+
+names_of!(
+    /// How a webhook's requests are signed.
+    Signature: crate::domain::SignatureScheme
+);
+names_of!(
+    /// Why a webhook is disabled: `gone` (its endpoint answered 410), `failing_too_long`, or
+    /// `manual`.
+    DisabledReasonName: crate::domain::DisabledReason
+);
+names_of!(
+    /// A delivery's status.
+    DeliveryStatusName: crate::domain::DeliveryStatus
+);
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -179,10 +217,10 @@ pub struct Readiness {
     components(schemas(
         ErrorBody,
         ErrorDetail,
-        super::webhooks::Signature,
+        Signature,
         super::webhooks::EventFilterName,
-        super::webhooks::DisabledReasonName,
-        super::deliveries::DeliveryStatusName
+        DisabledReasonName,
+        DeliveryStatusName
     )),
     tags(
         (name = "webhooks", description = "Subscriptions and their signing keys"),
@@ -350,5 +388,32 @@ mod tests {
         }
         let expected: usize = super::FOLLOW_UPS.iter().map(|f| f.to.len()).sum();
         assert_eq!(links, expected, "every follow-up became a link");
+    }
+
+    #[test]
+    fn string_enums_list_what_the_domain_accepts() {
+        use crate::domain::{DeliveryStatus, DisabledReason, SignatureScheme};
+        let document = crate::api::openapi();
+        let values = |name: &str| -> Vec<String> {
+            document["components"]["schemas"][name]["enum"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name} has no enum"))
+                .iter()
+                .map(|v| v.as_str().expect("string").to_owned())
+                .collect()
+        };
+        let signatures = values("Signature");
+        assert!(signatures.iter().all(|v| SignatureScheme::parse(v).is_some()));
+        assert_eq!(signatures.len(), SignatureScheme::ALL.len());
+        let reasons = values("DisabledReasonName");
+        assert!(reasons.iter().all(|v| DisabledReason::parse(v).is_some()));
+        assert_eq!(reasons.len(), DisabledReason::ALL.len());
+        let statuses = values("DeliveryStatusName");
+        assert!(statuses.iter().all(|v| DeliveryStatus::parse(v).is_some()));
+        assert_eq!(statuses.len(), DeliveryStatus::ALL.len());
+        assert_eq!(
+            document["components"]["schemas"]["DeliveryStatusName"]["description"],
+            "A delivery's status."
+        );
     }
 }

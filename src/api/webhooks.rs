@@ -15,7 +15,9 @@ use super::{
     auth::Principal,
     error::ApiError,
     extract::{ApiJson, ApiPath, ApiQuery, OptionalJson, present},
-    schema::{Category, CommonErrors, EventTypes, Health, Page, PublicKeys},
+    schema::{
+        Category, CommonErrors, DisabledReasonName, EventTypes, Health, Page, PublicKeys, Signature,
+    },
 };
 use crate::{
     domain::{
@@ -30,32 +32,6 @@ const MAX_NAME_LEN: usize = 200;
 const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// The longest grace a rotation may give: a key being retired should not sign for weeks.
 const MAX_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
-
-/// How a webhook's requests are signed (documentation of the `signature` member).
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(
-    dead_code,
-    reason = "describes a string member in the OpenAPI document"
-)]
-pub enum Signature {
-    Hmac,
-    Ed25519,
-}
-
-/// Why a webhook is disabled (documentation of the `disabled_reason` member): `gone` (its
-/// endpoint answered 410), `failing_too_long`, or `manual`.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(
-    dead_code,
-    reason = "describes a string member in the OpenAPI document"
-)]
-pub enum DisabledReasonName {
-    Gone,
-    FailingTooLong,
-    Manual,
-}
 
 /// An entry of a webhook's `events`: an event type of the catalog, or a whole category
 /// (`deal.*`, which also covers types the catalog gains later).

@@ -18,6 +18,8 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Succeeded, Self::Retrying, Self::Failed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "pending",
@@ -28,13 +30,9 @@ impl DeliveryStatus {
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        Some(match value {
-            "pending" => DeliveryStatus::Pending,
-            "succeeded" => DeliveryStatus::Succeeded,
-            "retrying" => DeliveryStatus::Retrying,
-            "failed" => DeliveryStatus::Failed,
-            _ => return None,
-        })
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
     }
 
     /// Waiting for an attempt whose job already exists (or is about to): a second job for the

@@ -155,6 +155,8 @@ pub enum SignatureScheme {
 }
 
 impl SignatureScheme {
+    pub const ALL: [Self; 2] = [Self::Hmac, Self::Ed25519];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SignatureScheme::Hmac => "hmac",
@@ -163,11 +165,9 @@ impl SignatureScheme {
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "hmac" => Some(SignatureScheme::Hmac),
-            "ed25519" => Some(SignatureScheme::Ed25519),
-            _ => None,
-        }
+        Self::ALL
+            .into_iter()
+            .find(|scheme| scheme.as_str() == value)
     }
 }
 

@@ -16,6 +16,8 @@ pub enum DisabledReason {
 }
 
 impl DisabledReason {
+    pub const ALL: [Self; 3] = [Self::Gone, Self::FailingTooLong, Self::Manual];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DisabledReason::Gone => "gone",
@@ -25,9 +27,7 @@ impl DisabledReason {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Gone, Self::FailingTooLong, Self::Manual]
-            .into_iter()
-            .find(|reason| reason.as_str() == text)
+        Self::ALL.into_iter().find(|reason| reason.as_str() == text)
     }
 }
 
