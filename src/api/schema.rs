@@ -403,7 +403,11 @@ mod tests {
                 .collect()
         };
         let signatures = values("Signature");
-        assert!(signatures.iter().all(|v| SignatureScheme::parse(v).is_some()));
+        assert!(
+            signatures
+                .iter()
+                .all(|v| SignatureScheme::parse(v).is_some())
+        );
         assert_eq!(signatures.len(), SignatureScheme::ALL.len());
         let reasons = values("DisabledReasonName");
         assert!(reasons.iter().all(|v| DisabledReason::parse(v).is_some()));

@@ -548,10 +548,11 @@ pub async fn public_key(
             SigningKey::Ed25519(key) => Some((key.public_key(), p.until)),
             SigningKey::Hmac(_) => None,
         });
+    let (previous_public_key, secret_rotation_ends_at) = previous.unzip();
     Ok(Json(PublicKeys {
         public_key: key.public_key(),
-        previous_public_key: previous.as_ref().map(|(key, _)| key.clone()),
-        secret_rotation_ends_at: previous.map(|(_, until)| until),
+        previous_public_key,
+        secret_rotation_ends_at,
     }))
 }
 

@@ -131,8 +131,8 @@ impl Broker {
         &self.topology
     }
 
-    /// Messages of `queue` this process holds unacknowledged (being handled, or settled and
-    /// waiting for the coalesced ack).
+    /// Messages of `queue` this process is handling (a settled one waiting for its coalesced
+    /// ack is no longer counted, though the broker still holds it unacknowledged).
     pub fn held(&self, queue: &str) -> usize {
         self.held_counter(queue).load(Ordering::Relaxed)
     }
