@@ -101,7 +101,8 @@ pub struct UpdateWebhook {
     generate_secret: bool,
     #[schema(value_type = Option<Signature>)]
     signature: Option<String>,
-    /// Replaces the headers; `null` or `{}` removes them.
+    /// Replaces the headers; `null` or `{}` removes them. A sensitive header's value given as
+    /// `***` (as responses show it) keeps the stored one.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<BTreeMap<String, String>>, nullable)]
     headers: Option<Option<BTreeMap<String, String>>>,
@@ -173,7 +174,8 @@ pub struct WebhookBody {
     /// The HMAC secret, only in the response that set it.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
-    /// Sent with every attempt (`{}` when none).
+    /// Sent with every attempt (`{}` when none). Values of sensitive headers (names with
+    /// auth, token, secret, key or password, and cookie) show as `***`.
     headers: BTreeMap<String, String>,
     /// Attempts per second at most, across all workers; null when unlimited.
     rate_limit: Option<u32>,
@@ -208,7 +210,7 @@ impl WebhookBody {
                 Some(SigningKey::Hmac(secret)) if reveal_secret => Some(secret.expose().to_owned()),
                 _ => None,
             },
-            headers: webhook.headers.as_map().clone(),
+            headers: webhook.headers.shown(),
             rate_limit: webhook.rate_limit,
             public_key: match key {
                 Some(SigningKey::Ed25519(key)) => Some(key.public_key()),
@@ -271,7 +273,7 @@ pub async fn create(
         .flatten(),
         headers: body
             .headers
-            .map(check_headers)
+            .map(|given| check_headers(&CustomHeaders::default(), given))
             .transpose()?
             .unwrap_or_default(),
         rate_limit: body.rate_limit.map(check_rate_limit).transpose()?,
@@ -346,7 +348,8 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> Result<impl IntoResponse, ApiError> {
     // A webhook's company never changes, so the check holds for the write that follows.
-    let id = owned_webhook(&state, &principal, &id).await?.id;
+    let current = owned_webhook(&state, &principal, &id).await?;
+    let id = current.id;
     let signing_key = choose_key(body.secret, body.generate_secret, body.signature.as_deref())?;
     let reveal = signing_key.as_ref().is_some_and(Option::is_some);
     let changes = WebhookChanges {
@@ -359,7 +362,7 @@ pub async fn update(
         signing_key,
         headers: body
             .headers
-            .map(|headers| check_headers(headers.unwrap_or_default()))
+            .map(|given| check_headers(&current.headers, given.unwrap_or_default()))
             .transpose()?,
         rate_limit: body
             .rate_limit
@@ -418,8 +421,15 @@ fn check_rate_limit(limit: i64) -> Result<u32, ApiError> {
         })
 }
 
-fn check_headers(headers: BTreeMap<String, String>) -> Result<CustomHeaders, ApiError> {
-    CustomHeaders::new(headers).map_err(|e| ApiError::invalid_field("headers", e.to_string()))
+/// `given` as the webhook's headers, where a hidden value keeps the one in `current`.
+fn check_headers(
+    current: &CustomHeaders,
+    given: BTreeMap<String, String>,
+) -> Result<CustomHeaders, ApiError> {
+    current
+        .keep_hidden(given)
+        .and_then(CustomHeaders::new)
+        .map_err(|e| ApiError::invalid_field("headers", e.to_string()))
 }
 
 fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ApiError> {

@@ -53,7 +53,13 @@ pub enum HeaderError {
     BadValue(String),
     #[error("headers must total at most {MAX_TOTAL_LEN} bytes")]
     TooLarge,
+    #[error("header {0} is {HIDDEN} (keep the stored value) but none is stored: give its value")]
+    HiddenWithoutValue(String),
 }
+
+/// What the API and the attempt log show for a sensitive header's value: it is sent with every
+/// attempt, never shown again. Sent back in an edit, it keeps the stored value.
+pub const HIDDEN: &str = "***";
 
 fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -110,6 +116,38 @@ impl CustomHeaders {
 
     pub fn as_map(&self) -> &BTreeMap<String, String> {
         &self.0
+    }
+
+    /// The headers as the API shows them: sensitive values `HIDDEN`.
+    pub fn shown(&self) -> BTreeMap<String, String> {
+        self.0
+            .iter()
+            .map(|(name, value)| {
+                let value = if is_sensitive(name) { HIDDEN } else { value };
+                (name.clone(), value.to_owned())
+            })
+            .collect()
+    }
+
+    /// `given`, as an edit of what `shown` gave, with each `HIDDEN` value of a sensitive
+    /// header replaced by the one `self` holds under that name.
+    pub fn keep_hidden(
+        &self,
+        given: BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, HeaderError> {
+        given
+            .into_iter()
+            .map(|(name, value)| {
+                let lower = name.to_ascii_lowercase();
+                if value != HIDDEN || !is_sensitive(&lower) {
+                    return Ok((name, value));
+                }
+                match self.0.get(&lower) {
+                    Some(stored) => Ok((name, stored.clone())),
+                    None => Err(HeaderError::HiddenWithoutValue(lower)),
+                }
+            })
+            .collect()
     }
 
     /// As stored: a JSON object.

@@ -15,7 +15,7 @@ mod webhook;
 pub use catalog::{Catalog, EventFilter, FilterError, entry_matches};
 pub use delivery::{DeliveryStatus, Job, StoredDelivery, Trigger};
 pub use endpoint::{EndpointUrl, TargetPolicy, UrlError, internal_class, is_internal_ip};
-pub use headers::{CustomHeaders, HeaderError, is_sensitive};
+pub use headers::{CustomHeaders, HIDDEN, HeaderError, is_sensitive};
 pub use ids::{CompanyId, DeliveryId, EventId, IdError, TokenId, WebhookId, is_short_text};
 pub use keyring::{DEVELOPMENT_KEY_ID, KeyRing, KeyRingError, SealError};
 pub use secret::{

@@ -258,7 +258,7 @@ fn pairs_json(headers: &HeaderMap, mask: bool) -> String {
         fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
             serializer.collect_seq(self.0.iter().map(|(name, value)| {
                 let value = if self.1 && is_sensitive(name.as_str()) {
-                    "***".into()
+                    crate::domain::HIDDEN.into()
                 } else {
                     String::from_utf8_lossy(value.as_bytes())
                 };

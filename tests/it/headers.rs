@@ -1,5 +1,5 @@
-//! A webhook's own headers: checked when set, sent with every attempt, masked in the attempt
-//! log when they carry a credential, replaced or removed by PATCH.
+//! A webhook's own headers: checked when set, sent with every attempt, hidden in the API and
+//! the attempt log when they carry a credential, replaced or removed by PATCH.
 
 use serde_json::{Value, json};
 
@@ -21,9 +21,12 @@ async fn custom_headers_are_sent_logged_and_replaced() {
     assert_eq!(status, 201, "{webhook}");
     assert_eq!(
         webhook["headers"],
-        json!({"x-tenant": "t-1", "authorization": "Bearer abc"})
+        json!({"x-tenant": "t-1", "authorization": "***"}),
+        "a credential is sent, never shown"
     );
     let id = webhook["id"].as_str().expect("id");
+    let (_, shown) = worker.api("GET", &format!("/v1/webhooks/{id}"), None).await;
+    assert_eq!(shown["headers"], webhook["headers"]);
 
     worker.publish("deal.won", "cmp_headers", json!({})).await;
     let request = receiver.wait_for(1).await.remove(0);
@@ -41,6 +44,20 @@ async fn custom_headers_are_sent_logged_and_replaced() {
     let pairs = logged.as_array().expect("pairs");
     assert!(pairs.contains(&json!(["x-tenant", "t-1"])), "{logged}");
     assert!(pairs.contains(&json!(["authorization", "***"])), "{logged}");
+
+    // What GET showed, edited and sent back: *** keeps the stored credential.
+    let (status, body) = worker
+        .api(
+            "PATCH",
+            &format!("/v1/webhooks/{id}"),
+            Some(json!({"headers": {"X-Tenant": "t-2", "Authorization": "***"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    worker.publish("deal.won", "cmp_headers", json!({})).await;
+    let edited = receiver.wait_for(2).await.remove(1);
+    assert_eq!(edited.header("x-tenant"), "t-2");
+    assert_eq!(edited.header("authorization"), "Bearer abc");
 
     // PATCH replaces the set; null removes it.
     let (status, body) = worker
@@ -61,9 +78,9 @@ async fn custom_headers_are_sent_logged_and_replaced() {
         .await;
     assert_eq!(body["headers"], json!({}));
     worker.publish("deal.won", "cmp_headers", json!({})).await;
-    let second = receiver.wait_for(2).await.remove(1);
-    assert_eq!(second.header("x-other"), "");
-    assert_eq!(second.header("authorization"), "");
+    let last = receiver.wait_for(3).await.remove(2);
+    assert_eq!(last.header("x-other"), "");
+    assert_eq!(last.header("authorization"), "");
 }
 
 #[tokio::test]
@@ -81,6 +98,8 @@ async fn bad_headers_are_refused_naming_the_field() {
         json!({"bad name": "v"}),
         json!({"x-a": ""}),
         json!({"x-a": 1}),
+        // Hidden, with no stored value to keep.
+        json!({"Authorization": "***"}),
         json!(["x-a", "v"]),
         Value::Object(many),
     ];
