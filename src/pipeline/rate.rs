@@ -81,13 +81,16 @@ pub enum Share {
     Nothing,
 }
 
-/// This worker's part of `limit` attempts per second: the limit split in whole attempts, the
-/// first `limit % live` workers taking one more (20 among 3: 7, 7 and 6), so the parts add
-/// up to the limit exactly.
-pub fn share(limit: u32, membership: Membership) -> Share {
+/// This worker's part of `webhook`'s `limit` attempts per second: the limit split in whole
+/// attempts, `limit % live` of the workers taking one more (20 among 3: 7, 7 and 6), so the
+/// parts add up to the limit exactly. Which ones turns with the webhook (every worker counts
+/// the same), so that webhooks limited below the number of workers spread over all of them.
+pub fn share(webhook: WebhookId, limit: u32, membership: Membership) -> Share {
     let limit = limit.max(1) as usize;
     let live = membership.live.max(1);
-    let per_second = limit / live + usize::from(membership.rank < limit % live);
+    let turn = usize::try_from(webhook.0.as_u128() % live as u128).unwrap_or(0);
+    let place = (membership.rank + turn) % live;
+    let per_second = limit / live + usize::from(place < limit % live);
     if per_second == 0 {
         return Share::Nothing;
     }
@@ -140,7 +143,7 @@ impl RateLimits {
     /// Runs `f` on the webhook's state under its current share (the limit or the workers may
     /// have changed since; the starts already made still count).
     fn with<T>(&self, webhook: WebhookId, limit: u32, f: impl FnOnce(&mut Endpoint) -> T) -> T {
-        let share = share(limit, self.membership.get());
+        let share = share(webhook, limit, self.membership.get());
         let now = Instant::now();
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         if endpoints.map.len() >= endpoints.prune_at && !endpoints.map.contains_key(&webhook) {
@@ -256,15 +259,34 @@ mod tests {
 
     #[test]
     fn the_workers_parts_add_up_to_the_limit() {
-        assert_eq!(share(20, Membership::ALONE), spaced(20));
-        assert_eq!(share(20, of(2, 0)), spaced(10));
-        assert_eq!(share(20, of(2, 1)), spaced(10));
+        // A webhook whose turn puts the first worker first.
+        let first = WebhookId(uuid::Uuid::from_u128(0));
+        assert_eq!(share(first, 20, Membership::ALONE), spaced(20));
+        assert_eq!(share(first, 20, of(2, 0)), spaced(10));
+        assert_eq!(share(first, 20, of(2, 1)), spaced(10));
         // 20 among 3: 7, 7 and 6.
-        let parts: Vec<Share> = (0..3).map(|rank| share(20, of(3, rank))).collect();
+        let parts: Vec<Share> = (0..3).map(|rank| share(first, 20, of(3, rank))).collect();
         assert_eq!(parts, [spaced(7), spaced(7), spaced(6)]);
         // Fewer than one a second each: one worker sends, the others defer to it.
-        assert_eq!(share(1, of(2, 0)), spaced(1));
-        assert_eq!(share(1, of(2, 1)), Share::Nothing);
+        assert_eq!(share(first, 1, of(2, 0)), spaced(1));
+        assert_eq!(share(first, 1, of(2, 1)), Share::Nothing);
+    }
+
+    #[test]
+    fn low_limits_are_spread_over_the_workers() {
+        let mut held = [0; 3];
+        for _ in 0..300 {
+            let webhook = WebhookId::new();
+            let holders: Vec<usize> = (0..3)
+                .filter(|&rank| share(webhook, 1, of(3, rank)) != Share::Nothing)
+                .collect();
+            assert_eq!(holders.len(), 1, "one worker holds a limit of 1");
+            held[holders[0]] += 1;
+        }
+        assert!(
+            held.iter().all(|&n| n > 50),
+            "each worker holds some: {held:?}"
+        );
     }
 
     #[test]
@@ -334,10 +356,11 @@ mod tests {
             Reservation::At(_)
         ));
         assert_eq!(shared.reserve(webhook, 2, patience), Reservation::Refused);
-        // No share at all: every reservation is refused, and the work deferred.
+        // No share at all (2 among 3, and this webhook's turn leaves the third without):
+        // every reservation is refused, and the work deferred.
         membership.set(of(3, 2));
         assert_eq!(
-            shared.reserve(WebhookId::new(), 2, Duration::MAX),
+            shared.reserve(WebhookId(uuid::Uuid::from_u128(0)), 2, Duration::MAX),
             Reservation::Refused
         );
     }
