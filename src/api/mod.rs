@@ -122,7 +122,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
             auth::authenticate,
         ));
     let (operations, _) = operations_routes().split_for_parts();
-    let document = Arc::new(openapi());
+    // Serialized once: each request shares the bytes.
+    let document = axum::body::Bytes::from(openapi().to_string());
     Router::new()
         .nest("/v1", v1)
         .merge(operations)
@@ -130,7 +131,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/openapi.json",
             get(move || {
                 let document = document.clone();
-                async move { Json(document.as_ref().clone()) }
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        document,
+                    )
+                }
             }),
         )
         .merge(ui::router())
