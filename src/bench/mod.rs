@@ -9,7 +9,9 @@
 //! `--dead-webhooks`, the worker first runs with the dead webhooks disabled, so the healthy
 //! webhooks' deliveries/s with and without them come from the same run.
 
+mod preload;
 mod process;
+mod reads;
 mod report;
 
 use std::{
@@ -36,8 +38,9 @@ use crate::{
     storage::{self, NewWebhook, Storage, WebhookChanges},
 };
 use process::Measured;
+use reads::{ReadTimes, Reader};
 pub use report::Report;
-use report::{Phase, Pruning};
+use report::{Phase, Preloading, Pruning};
 
 const EVENT_TYPE: &str = "deal.won";
 const COMPANY: &str = "cmp_bench";
@@ -70,6 +73,11 @@ pub struct BenchArgs {
     /// pruning runs throughout, against a run of the same worker without pruning.
     #[arg(long)]
     pub prune: bool,
+    /// Measure the worker with a full log: first on the empty database, then again after
+    /// writing this many deliveries of other companies (with their attempts and events,
+    /// spread over the retention window), with the dashboard's reads timed during both.
+    #[arg(long, value_name = "DELIVERIES")]
+    pub preload: Option<u64>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -83,6 +91,9 @@ struct Setup {
     database: String,
     baseline_exchange: String,
     baseline_queue: String,
+    /// The worker's API, and the admin token it is started with.
+    api_base: String,
+    admin_token: String,
 }
 
 impl Setup {
@@ -99,6 +110,9 @@ impl Setup {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        // Its own token, not guessable from the names the run prints: the default one makes
+        // the worker warn, and its API accepts internal webhook targets.
+        let admin_token = format!("{:032x}", rand::rng().random::<u128>());
         let env = [
             ("AMQP__PREFIX", config.amqp.prefix.clone()),
             ("AMQP__EVENTS_EXCHANGE", config.amqp.events_exchange.clone()),
@@ -106,12 +120,7 @@ impl Setup {
             ("DATABASE__URL", config.database.url.clone()),
             ("DELIVERY__ALLOW_PRIVATE_TARGETS", "true".into()),
             ("API__LISTEN", format!("127.0.0.1:{port}")),
-            // Its own token, not guessable from the names the run prints: the default one
-            // makes the worker warn, and its API accepts internal webhook targets.
-            (
-                "API__ADMIN_TOKEN",
-                format!("{:032x}", rand::rng().random::<u128>()),
-            ),
+            ("API__ADMIN_TOKEN", admin_token.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (format!("{}{k}", crate::config::ENV_PREFIX), v))
@@ -120,6 +129,8 @@ impl Setup {
             database,
             baseline_exchange: format!("{prefix}.baseline-events"),
             baseline_queue: format!("{prefix}.baseline"),
+            api_base: format!("http://127.0.0.1:{port}"),
+            admin_token,
             config,
             env,
         })
@@ -149,6 +160,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     if args.events == 0 || args.webhooks == 0 {
         bail!("--events and --webhooks must be at least 1");
+    }
+    if args.preload.is_some() && (args.prune || args.dead_webhooks > 0) {
+        bail!("--preload measures the worker alone: leave out --prune and --dead-webhooks");
+    }
+    if args.preload == Some(0) {
+        bail!("--preload must be at least 1");
     }
     // The envelope is the padding plus ~170 bytes of fields.
     let envelope_bytes = args.payload_bytes.as_u64().saturating_add(256);
@@ -275,8 +292,10 @@ async fn measure(
     let (dead_addr, black_hole) = receiver::black_hole().await?;
     let healthy_url = format!("http://{addr}/hook");
     let company = CompanyId::parse(COMPANY).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut healthy = Vec::new();
     for n in 0..args.webhooks {
-        create_webhook(storage, &company, n, &healthy_url, &secret, true).await?;
+        let id = create_webhook(storage, &company, n, &healthy_url, &secret, true).await?;
+        healthy.push((id, company.clone()));
     }
     // Dead webhooks start disabled: the reference run measures the healthy ones alone.
     let mut dead = Vec::new();
@@ -318,7 +337,36 @@ async fn measure(
         }
         Some(phase)
     };
-    let (worker_phase, pruning) = if args.prune {
+    let (worker_phase, preloading) = match args.preload {
+        Some(deliveries) => {
+            let with_reads = async |run: Run, targets: Vec<(WebhookId, CompanyId)>| {
+                let reader =
+                    Reader::new(setup.api_base.clone(), setup.admin_token.clone(), targets)?;
+                while_reading(&reader, run_worker(run, &setup.env)).await
+            };
+            let (empty, empty_reads) = with_reads(Run::WithoutPreload, healthy.clone()).await?;
+            let mut db = preload::connect(&setup.config.database.url).await?;
+            let preloaded =
+                preload::preload(&mut db, deliveries, setup.config.retention.max_age).await?;
+            let mut targets = preloaded.webhooks.clone();
+            targets.extend(healthy);
+            let before = preload::database_bytes(&db).await?;
+            let (phase, reads) = with_reads(Run::Worker, targets).await?;
+            let growth = preload::database_bytes(&db).await?.saturating_sub(before);
+            let preloading = Preloading {
+                bytes_per_delivery: growth as f64 / phase.deliveries.max(1) as f64,
+                preloaded,
+                empty,
+                empty_reads,
+                reads,
+            };
+            (Some(phase), Some(preloading))
+        }
+        None => (None, None),
+    };
+    let (worker_phase, pruning) = if let Some(phase) = worker_phase {
+        (phase, None)
+    } else if args.prune {
         let without = run_worker(Run::WithoutPruning, &setup.env).await?;
         let before = storage.count_deliveries().await?;
         let phase = run_worker(Run::Worker, &pruning_env(&setup.env)).await?;
@@ -382,6 +430,7 @@ async fn measure(
         baseline,
         without_dead,
         pruning,
+        preloading,
         signatures_checked: arrivals
             .signatures_checked
             .load(std::sync::atomic::Ordering::Relaxed),
@@ -389,6 +438,26 @@ async fn measure(
             .signatures_bad
             .load(std::sync::atomic::Ordering::Relaxed),
     })
+}
+
+/// Runs `phase` while `reader` makes the dashboard's reads against the worker's API, from when
+/// the API answers until the phase ends.
+async fn while_reading(
+    reader: &Reader,
+    phase: impl Future<Output = anyhow::Result<Phase>>,
+) -> anyhow::Result<(Phase, ReadTimes)> {
+    let stop = CancellationToken::new();
+    let measured = async {
+        let phase = phase.await;
+        stop.cancel();
+        phase
+    };
+    let reads = async {
+        reader.wait_until_up(&stop).await?;
+        reader.run(stop.clone()).await
+    };
+    let (phase, reads) = tokio::join!(measured, reads);
+    Ok((phase?, reads?))
 }
 
 /// The measured runs of one benchmark; each publishes its own event ids.
@@ -400,6 +469,8 @@ enum Run {
     WithoutDead = 2,
     /// The worker without pruning: what it delivers when retention has nothing to do.
     WithoutPruning = 3,
+    /// The worker on an empty database, before `--preload` fills it.
+    WithoutPreload = 4,
 }
 
 /// `env` with a retention of one second, checked five times a second: the worker prunes

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::BenchArgs;
+use super::{BenchArgs, preload::Preloaded, reads::ReadTimes};
 
 /// One measured run (the worker's, or the baseline loop's).
 #[derive(Debug, Clone)]
@@ -99,8 +99,21 @@ pub struct Report {
     /// With `--prune`: the worker without pruning, and the deliveries pruned while the
     /// measured worker ran.
     pub pruning: Option<Pruning>,
+    pub preloading: Option<Preloading>,
     pub signatures_checked: u64,
     pub signatures_bad: u64,
+}
+
+/// With `--preload`: what it wrote, the run on the empty database before it, and the
+/// dashboard's reads during each.
+pub struct Preloading {
+    pub preloaded: Preloaded,
+    pub empty: Phase,
+    pub empty_reads: ReadTimes,
+    pub reads: ReadTimes,
+    /// Database size growth over the measured run, divided by its deliveries: what the
+    /// worker's own writes cost, one attempt each.
+    pub bytes_per_delivery: f64,
 }
 
 /// The reference for `--prune`.
@@ -109,7 +122,7 @@ pub struct Pruning {
     pub pruned_deliveries: u64,
 }
 
-fn round(value: f64, places: i32) -> f64 {
+pub fn round(value: f64, places: i32) -> f64 {
     let scale = 10f64.powi(places);
     (value * scale).round() / scale
 }
@@ -124,6 +137,12 @@ impl Report {
     fn kept_while_pruning(&self) -> Option<f64> {
         let without = self.pruning.as_ref()?.without.deliveries_per_sec;
         (without > 0.0).then(|| self.worker.deliveries_per_sec / without)
+    }
+
+    /// Deliveries/s with the preloaded log, against on the empty database.
+    fn ratio_to_empty(&self) -> Option<f64> {
+        let empty = self.preloading.as_ref()?.empty.deliveries_per_sec;
+        (empty > 0.0).then(|| self.worker.deliveries_per_sec / empty)
     }
 
     /// Healthy deliveries/s with the dead webhooks, against without them.
@@ -164,6 +183,16 @@ impl Report {
                 json!(round(pruning.without.deliveries_per_sec, 1));
             out["pruning_ratio_to_without"] = json!(round(kept, 3));
             out["pruned_deliveries"] = json!(pruning.pruned_deliveries);
+        }
+        if let (Some(p), Some(ratio)) = (&self.preloading, self.ratio_to_empty()) {
+            out["preload"] = json!(p.preloaded.deliveries);
+            out["preload_seconds"] = json!(round(p.preloaded.seconds, 1));
+            out["preload_bytes_per_delivery"] = json!(round(p.preloaded.bytes_per_delivery, 0));
+            out["empty_deliveries_per_sec"] = json!(round(p.empty.deliveries_per_sec, 1));
+            out["ratio_to_empty"] = json!(round(ratio, 3));
+            out["api_latency_ms"] = p.reads.to_json();
+            out["empty_api_latency_ms"] = p.empty_reads.to_json();
+            out["bytes_per_delivery"] = json!(round(p.bytes_per_delivery, 0));
         }
         if let (Some(baseline), Some(ratio)) = (&self.baseline, self.ratio()) {
             out["baseline_deliveries_per_sec"] = json!(round(baseline.deliveries_per_sec, 1));
@@ -239,6 +268,21 @@ impl Report {
                 pruning.pruned_deliveries
             );
         }
+        if let (Some(p), Some(ratio)) = (&self.preloading, self.ratio_to_empty()) {
+            out += &format!(
+                "with {} deliveries preloaded ({:.0} s, {:.0} bytes each): {:.1} % of the \
+                 empty database's {:.0} deliveries/s; {:.0} bytes per delivery written; \
+                 dashboard reads p99 at most {:.1} ms (empty: {:.1} ms)\n",
+                p.preloaded.deliveries,
+                p.preloaded.seconds,
+                p.preloaded.bytes_per_delivery,
+                ratio * 100.0,
+                p.empty.deliveries_per_sec,
+                p.bytes_per_delivery,
+                p.reads.worst_p99(),
+                p.empty_reads.worst_p99(),
+            );
+        }
         out += &format!(
             "signatures checked: {} ({} bad)\n",
             self.signatures_checked, self.signatures_bad
@@ -310,6 +354,7 @@ mod tests {
             payload_bytes: bytesize::ByteSize::kib(1),
             baseline: false,
             prune: false,
+            preload: None,
             json: true,
         }
     }
@@ -338,6 +383,7 @@ mod tests {
             baseline: Some(phase(20)),
             without_dead: None,
             pruning: None,
+            preloading: None,
             signatures_checked: 0,
             signatures_bad: 0,
         };
@@ -350,6 +396,60 @@ mod tests {
             .find(|line| line.starts_with("longest gap ms (steady)"))
             .unwrap_or_else(|| panic!("no gap row in:\n{table}"));
         assert!(row.contains("400.00") && row.contains("20.00"), "{row}");
+    }
+
+    #[test]
+    fn the_report_compares_a_preloaded_run_with_the_empty_one() {
+        let start = Instant::now();
+        let phase = |ms: u64| {
+            let published: Vec<Instant> = (0..100).map(|_| start).collect();
+            let received: Vec<(u32, Instant)> = (0..100u32)
+                .map(|n| (n, start + Duration::from_millis(ms * u64::from(n))))
+                .collect();
+            Phase::measure(&received, &published, Duration::from_secs(1), 1.0, 10.0)
+        };
+        let mut reads = ReadTimes::default();
+        for ms in 1..=100 {
+            reads.add(
+                super::super::reads::Read::Delivery,
+                Duration::from_millis(ms),
+            );
+        }
+        let report = Report {
+            args: BenchArgs {
+                preload: Some(5000),
+                ..hundred_events()
+            },
+            worker: phase(4),
+            baseline: None,
+            without_dead: None,
+            pruning: None,
+            preloading: Some(Preloading {
+                preloaded: Preloaded {
+                    deliveries: 5000,
+                    seconds: 2.0,
+                    bytes_per_delivery: 2100.0,
+                    webhooks: Vec::new(),
+                },
+                empty: phase(2),
+                empty_reads: ReadTimes::default(),
+                reads,
+                bytes_per_delivery: 1900.4,
+            }),
+            signatures_checked: 0,
+            signatures_bad: 0,
+        };
+        let json = report.to_json();
+        assert_eq!(json["preload"], 5000);
+        assert_eq!(json["ratio_to_empty"], 0.5);
+        assert_eq!(json["bytes_per_delivery"], 1900.0);
+        assert_eq!(json["api_latency_ms"]["delivery"]["p50"], 50.0);
+        assert_eq!(json["api_latency_ms"]["delivery"]["p99"], 99.0);
+        let table = report.table();
+        assert!(
+            table.contains("with 5000 deliveries preloaded") && table.contains("50.0 % of"),
+            "{table}"
+        );
     }
 
     #[test]
@@ -376,6 +476,7 @@ mod tests {
                 without: phase(1),
                 pruned_deliveries: 1234,
             }),
+            preloading: None,
             signatures_checked: 0,
             signatures_bad: 0,
         };

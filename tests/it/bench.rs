@@ -111,6 +111,85 @@ async fn an_interrupted_bench_removes_its_queues_exchanges_and_database() {
     broker.close().await;
 }
 
+#[tokio::test]
+async fn a_preloaded_run_reports_the_log_it_wrote_and_the_dashboard_reads_during_it() {
+    let config = test_config();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
+        .args([
+            "bench",
+            "--events",
+            "300",
+            "--rate",
+            "150",
+            "--preload",
+            "2000",
+        ])
+        .args(["--json"])
+        .env("TESORO_WEBHOOKS__AMQP__URL", &config.amqp.url)
+        .env("TESORO_WEBHOOKS__DATABASE__URL", &config.database.url)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run the bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("bench: preloaded 2000 of 2000 deliveries"),
+        "{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["preload"], 2000, "{report}");
+    assert_eq!(report["deliveries"], 300, "{report}");
+    // Each delivery written costs its event's kilobyte and more: the rows are really there.
+    for size in ["preload_bytes_per_delivery", "bytes_per_delivery"] {
+        let bytes = report[size].as_f64().unwrap_or_default();
+        assert!(bytes > 1000.0, "{size}: {report}");
+    }
+    assert!(
+        report["ratio_to_empty"].as_f64().unwrap_or_default() > 0.0,
+        "{report}"
+    );
+    for reads in ["api_latency_ms", "empty_api_latency_ms"] {
+        for read in [
+            "webhook_deliveries",
+            "webhook_attempts",
+            "company_failed",
+            "webhook_health",
+            "delivery",
+        ] {
+            let timed = &report[reads][read];
+            assert!(
+                timed["count"].as_u64().unwrap_or_default() > 0,
+                "{reads}.{read}: {report}"
+            );
+            assert!(
+                timed["p99"].as_f64().unwrap_or_default() > 0.0,
+                "{reads}.{read}: {report}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_preload_with_pruning_or_dead_webhooks_is_refused() {
+    for extra in [["--prune", ""], ["--dead-webhooks", "1"]] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
+            .args(["bench", "--events", "10", "--preload", "10"])
+            .args(extra.iter().filter(|arg| !arg.is_empty()))
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("run the bench");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("--preload measures the worker alone"),
+            "{stderr}"
+        );
+    }
+}
+
 /// The bench process; interrupted if the test ends first, so that it still cleans up.
 struct Bench(tokio::process::Child);
 
