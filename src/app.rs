@@ -46,7 +46,13 @@ pub enum AppError {
 /// Creates the database if missing, applies migrations and declares the broker topology:
 /// what `migrate` does, and what `run` does first. Idempotent.
 pub async fn prepare(config: &Config) -> Result<(Storage, Broker), AppError> {
-    let storage = Storage::connect(&config.database, config.security.secret_keys.clone()).await?;
+    let storage = Storage::connect(&config.database, config.security.secret_keys.clone())
+        .await?
+        .with_log_partition(config.retention.partition);
+    // The log's next partitions, before the first event needs one.
+    storage
+        .create_partitions_ahead(config.retention.partition)
+        .await?;
     let broker = Broker::connect(&config.amqp.url, topology(config)).await?;
     broker.declare_topology().await?;
     Ok((storage, broker))

@@ -318,9 +318,6 @@ async fn healthcheck(config: &Config) -> anyhow::Result<()> {
 async fn prune(config: &Config, dry_run: bool) -> anyhow::Result<()> {
     use crate::retention;
     let retention = &config.retention;
-    // A maintenance command: it changes no schema and no stored key (`run` and `migrate` do).
-    let keys = config.security.secret_keys.clone();
-    let storage = crate::storage::Storage::open(&config.database, keys)?;
     let describe = |counts: crate::storage::PruneCounts| {
         format!(
             "{} deliveries ({} attempts, {} events): succeeded ones older than {}, failed ones \
@@ -333,16 +330,16 @@ async fn prune(config: &Config, dry_run: bool) -> anyhow::Result<()> {
         )
     };
     if dry_run {
-        let (succeeded, failed) = retention::boundaries(retention, OffsetDateTime::now_utc());
-        let counts = storage.prunable(succeeded, failed).await?;
-        println!(
-            "dry run: would remove {}; nothing changed",
-            describe(counts)
-        );
+        match retention::prunable(&config.database.url, retention).await? {
+            Some(counts) => println!(
+                "dry run: would remove {}; nothing changed",
+                describe(counts)
+            ),
+            None => println!("another worker is pruning now; nothing done"),
+        }
         return Ok(());
     }
-    let never = CancellationToken::new();
-    match retention::prune_once(&config.database.url, retention, &never).await? {
+    match retention::prune_once(&config.database.url, retention).await? {
         Some(counts) => println!("removed {}", describe(counts)),
         None => println!("another worker is pruning now; nothing done"),
     }

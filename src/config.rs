@@ -133,10 +133,17 @@ pub struct RetentionConfig {
     /// Failed deliveries are kept this long (at least `max_age`): someone may still retry them.
     #[serde(with = "humantime_serde")]
     pub failed_max_age: Duration,
-    /// How often one of the workers prunes.
+    /// How often one of the workers retires old partitions and creates the next ones.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// The span of `event_at` one partition of the log holds: retention drops whole
+    /// partitions, so rows go up to this long after their age is reached.
+    #[serde(with = "humantime_serde")]
+    pub partition: Duration,
 }
+
+/// `retention.partition` when nothing sets it.
+pub const DEFAULT_PARTITION: Duration = Duration::from_secs(24 * 3600);
 
 /// Encryption at rest of webhook signing keys.
 #[derive(Debug, Clone, Deserialize)]
@@ -317,6 +324,12 @@ impl Config {
         }
         if retention.interval < Duration::from_millis(100) {
             return invalid("retention.interval", "must be at least 100ms");
+        }
+        if retention.partition < Duration::from_secs(1) || retention.partition.subsec_nanos() != 0 {
+            return invalid("retention.partition", "must be whole seconds, at least 1s");
+        }
+        if retention.partition > Duration::from_secs(366 * 24 * 3600) {
+            return invalid("retention.partition", "must be at most 366 days");
         }
         Ok(())
     }

@@ -1,67 +1,46 @@
 //! Keeps the delivery log bounded: every `retention.interval`, one worker (whichever takes the
-//! pruning lock) deletes what `retention` says is old enough, in batches, pausing after each
-//! for four times as long as it took, so the recorder and the API keep the database. `tesoro-webhooks prune` does the same
-//! once, or with `--dry-run` reports what would go.
-
-use std::time::Duration;
+//! pruning lock) creates the log's next partitions and retires those past retention, whole
+//! (`storage::partitions`). `tesoro-webhooks prune` does the same once, or with `--dry-run`
+//! reports what would go.
 
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::RetentionConfig,
-    domain::DeliveryId,
     metrics,
     storage::{PruneCounts, Pruner, Storage, StorageError},
 };
 
-/// Deliveries deleted per statement.
-const BATCH: i64 = 1000;
-/// After each batch, pruning waits this many times as long as the batch took, so it takes at
-/// most a fifth of one connection's time, and less when the database is busy (the batches
-/// take longer, and so do the pauses): deliveries keep their share of the database.
-const PAUSE_FACTOR: u32 = 4;
-/// The shortest pause between two batches.
-const MIN_PAUSE: Duration = Duration::from_millis(20);
-
-/// The ids below which succeeded and Failed deliveries are old enough to go, at `now`.
-pub fn boundaries(config: &RetentionConfig, now: OffsetDateTime) -> (DeliveryId, DeliveryId) {
-    (
-        DeliveryId::lowest_at(now - config.max_age),
-        DeliveryId::lowest_at(now - config.failed_max_age),
-    )
-}
-
-/// Prunes everything old enough now, unless `stop` fires first. `None` when another process
-/// holds the pruning lock (it is pruning).
+/// Keeps the partitions once now. `None` when another process holds the pruning lock (it is
+/// keeping them).
 pub async fn prune_once(
     database_url: &str,
     config: &RetentionConfig,
-    stop: &CancellationToken,
 ) -> Result<Option<PruneCounts>, StorageError> {
     let Some(pruner) = Pruner::lock(database_url).await? else {
         return Ok(None);
     };
-    let (succeeded_before, failed_before) = boundaries(config, OffsetDateTime::now_utc());
-    let mut total = PruneCounts::default();
-    let mut after = DeliveryId(uuid::Uuid::nil());
-    while !stop.is_cancelled() {
-        let started = std::time::Instant::now();
-        let (batch, last) = pruner
-            .prune_batch(succeeded_before, failed_before, after, BATCH)
-            .await?;
-        after = last.unwrap_or(after);
-        let took = started.elapsed();
-        metrics::pruned("deliveries", batch.deliveries);
-        metrics::pruned("attempts", batch.attempts);
-        metrics::pruned("events", batch.events);
-        total.add(batch);
-        if batch.deliveries < BATCH.unsigned_abs() {
-            break;
-        }
-        tokio::time::sleep((took * PAUSE_FACTOR).max(MIN_PAUSE)).await;
-    }
-    Ok(Some(total))
+    let now = OffsetDateTime::now_utc();
+    pruner.create_ahead(config, now).await?;
+    let pruned = pruner.retire(config, now).await?;
+    metrics::pruned("deliveries", pruned.deliveries);
+    metrics::pruned("attempts", pruned.attempts);
+    metrics::pruned("events", pruned.events);
+    Ok(Some(pruned))
+}
+
+/// What `prune_once` would remove now, or `None` while another process holds the lock.
+pub async fn prunable(
+    database_url: &str,
+    config: &RetentionConfig,
+) -> Result<Option<PruneCounts>, StorageError> {
+    let Some(pruner) = Pruner::lock(database_url).await? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        pruner.prunable(config, OffsetDateTime::now_utc()).await?,
+    ))
 }
 
 /// Prunes every `config.interval` until `stop`. A failed round is logged and tried again at
@@ -82,9 +61,9 @@ pub async fn run(
             tracing::warn!(error = %e, "cannot seal signing keys again; the next round tries");
         }
         let pruned = tokio::select! {
-            // Stopping: the batch under way is rolled back with the session.
+            // Stopping: the transaction under way is rolled back with the session.
             () = stop.cancelled() => return,
-            pruned = prune_once(&database_url, &config, &stop) => pruned,
+            pruned = prune_once(&database_url, &config) => pruned,
         };
         match pruned {
             Ok(Some(pruned)) if pruned.deliveries > 0 => tracing::info!(
@@ -96,24 +75,5 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning failed; the next round tries again"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failed_deliveries_have_the_earlier_boundary() {
-        let config = RetentionConfig {
-            max_age: Duration::from_secs(30 * 86_400),
-            failed_max_age: Duration::from_secs(90 * 86_400),
-            interval: Duration::from_secs(600),
-        };
-        let now = OffsetDateTime::now_utc();
-        let (succeeded, failed) = boundaries(&config, now);
-        assert!(failed < succeeded);
-        assert_eq!(succeeded, DeliveryId::lowest_at(now - config.max_age));
-        assert!(succeeded < DeliveryId::new(), "today's deliveries stay");
     }
 }

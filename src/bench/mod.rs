@@ -347,7 +347,7 @@ async fn measure(
             let (empty, empty_reads) = with_reads(Run::WithoutPreload, healthy.clone()).await?;
             let mut db = preload::connect(&setup.config.database.url).await?;
             let preloaded =
-                preload::preload(&mut db, deliveries, setup.config.retention.max_age).await?;
+                preload::preload(&mut db, storage, deliveries, &setup.config.retention).await?;
             let mut targets = preloaded.webhooks.clone();
             targets.extend(healthy);
             let before = preload::database_bytes(&db).await?;
@@ -473,8 +473,8 @@ enum Run {
     WithoutPreload = 4,
 }
 
-/// `env` with a retention of one second, checked five times a second: the worker prunes
-/// everything delivered a second earlier, all through the run.
+/// `env` with a retention of one second in partitions of a second, kept five times a second:
+/// the worker retires what it delivered a second or two earlier, all through the run.
 fn pruning_env(env: &[(String, String)]) -> Vec<(String, String)> {
     let prefix = crate::config::ENV_PREFIX;
     let mut env = env.to_vec();
@@ -482,6 +482,7 @@ fn pruning_env(env: &[(String, String)]) -> Vec<(String, String)> {
         ("RETENTION__MAX_AGE", "1s"),
         ("RETENTION__FAILED_MAX_AGE", "1s"),
         ("RETENTION__INTERVAL", "200ms"),
+        ("RETENTION__PARTITION", "1s"),
     ] {
         env.push((format!("{prefix}{key}"), value.to_owned()));
     }
@@ -566,6 +567,8 @@ async fn publish(
     run: Run,
 ) -> anyhow::Result<(Vec<Instant>, Duration)> {
     let pad = "x".repeat(usize::try_from(args.payload_bytes.as_u64())?.saturating_sub(160));
+    // Stamped as a CRM service stamps its events: when they happen.
+    let timestamp = crate::envelope::rfc3339(time::OffsetDateTime::now_utc());
     let mut published_at = Vec::with_capacity(args.events as usize);
     let mut pending = VecDeque::with_capacity(CONFIRM_WINDOW);
     let start = Instant::now();
@@ -576,7 +579,7 @@ async fn publish(
         }
         let id = receiver::event_id(run as u32, n);
         let body = format!(
-            r#"{{"id":"{id}","event":"{EVENT_TYPE}","timestamp":"2026-11-27T08:00:00Z","company_id":"{COMPANY}","data":{{"id":"deal_{n}","pad":"{pad}"}},"previous_data":null}}"#
+            r#"{{"id":"{id}","event":"{EVENT_TYPE}","timestamp":"{timestamp}","company_id":"{COMPANY}","data":{{"id":"deal_{n}","pad":"{pad}"}},"previous_data":null}}"#
         );
         published_at.push(Instant::now());
         pending.push_back(

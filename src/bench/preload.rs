@@ -5,8 +5,8 @@
 //! reads them as fresh: one in [`FAILED_EVERY`] Failed after five attempts, the rest succeeded
 //! at their first, each with its event. Written set-based (`INSERT ... SELECT` over
 //! `generate_series`), in chunks, in ascending time as a worker writes them; the rows look like
-//! the worker's own (UUID v7 ids, the headers it sends, a 1 KiB event of CRM-like JSON whose
-//! free text is random).
+//! the worker's own (UUID v7 ids of their event's time, filed in the partitions of that time,
+//! the headers it sends, a 1 KiB event of CRM-like JSON whose free text is random).
 
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,9 @@ use anyhow::Context;
 use tokio_postgres::Client;
 
 use crate::{
+    config::RetentionConfig,
     domain::{CompanyId, WebhookId},
-    storage,
+    storage::{self, Storage},
 };
 
 pub const COMPANIES: u32 = 1_000;
@@ -66,15 +67,25 @@ pub async fn database_bytes(client: &Client) -> anyhow::Result<u64> {
 /// queries are planned for their size.
 pub async fn preload(
     client: &mut Client,
+    storage: &Storage,
     deliveries: u64,
-    max_age: Duration,
+    retention: &RetentionConfig,
 ) -> anyhow::Result<Preloaded> {
     let started = Instant::now();
     let bytes_before = database_bytes(client).await?;
     let webhooks = insert_webhooks(client).await?;
     // Oldest a tenth of the retention inside the window, newest a minute ago.
-    let span_ms = i64::try_from((max_age.as_millis() * 9 / 10).saturating_sub(60_000))?;
-    let now_ms = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)?;
+    let span = (retention.max_age * 9 / 10).saturating_sub(Duration::from_secs(60));
+    let now = time::OffsetDateTime::now_utc();
+    let mut times = vec![now];
+    while let Some(&last) = times.last().filter(|&&t| t > now - span) {
+        times.push(last - retention.partition);
+    }
+    storage
+        .create_partitions_for(retention.partition, &times)
+        .await?;
+    let span_ms = i64::try_from(span.as_millis())?;
+    let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000)?;
     let total = i64::try_from(deliveries)?;
     let statements = [insert_events(), insert_deliveries(), insert_attempts()];
     let mut first = 1;
@@ -168,9 +179,9 @@ const REQUEST_HEADERS: &str = r#"format('[["webhook-id","evt_preload_%s"],["webh
 fn insert_events() -> String {
     let (rows, company) = (delivery_rows(), company_id());
     format!(
-        "INSERT INTO events (id, company_id, event_type, body, received_at)
+        "INSERT INTO events (id, company_id, event_type, body, received_at, event_at)
          SELECT 'evt_preload_' || g, {company}, '{PRELOADED_TYPE}', {EVENT_BODY},
-             to_timestamp(ms / 1000.0)
+             to_timestamp(ms / 1000.0), to_timestamp(ms / 1000.0)
          FROM ({rows}) AS r"
     )
 }
@@ -179,12 +190,12 @@ fn insert_deliveries() -> String {
     let (rows, company) = (delivery_rows(), company_id());
     format!(
         "INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type, status,
-            attempt_count, last_status, last_error, created_at, updated_at)
+            attempt_count, last_status, last_error, created_at, updated_at, event_at)
          SELECT {DELIVERY_ID}, 'evt_preload_' || g, {WEBHOOK_ID}, {company},
              '{PRELOADED_TYPE}', CASE WHEN failed THEN 'failed' ELSE 'succeeded' END,
              CASE WHEN failed THEN 5 ELSE 1 END, CASE WHEN failed THEN 500 ELSE 200 END,
              CASE WHEN failed THEN 'http_status: 500 Internal Server Error' END,
-             to_timestamp(ms / 1000.0), to_timestamp(ms / 1000.0)
+             to_timestamp(ms / 1000.0), to_timestamp(ms / 1000.0), to_timestamp(ms / 1000.0)
          FROM ({rows}) AS r"
     )
 }

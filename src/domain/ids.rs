@@ -131,6 +131,26 @@ uuid_id!(
 );
 
 impl DeliveryId {
+    /// A fresh id for a delivery of an event filed under `event_at` (see `event_time`): a
+    /// UUID v7 of that time, so the id alone says which partition of the log holds it.
+    pub fn at(event_at: time::OffsetDateTime) -> Self {
+        let nanos = event_at.unix_timestamp_nanos();
+        let seconds = u64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(0);
+        let subsec = u32::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0);
+        Self(Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            seconds,
+            subsec,
+        )))
+    }
+
+    /// The time a UUID v7 id holds, to the millisecond: the `event_at` of the delivery.
+    pub fn time(&self) -> time::OffsetDateTime {
+        let millis = i128::try_from(self.0.as_u128() >> 80).unwrap_or(0);
+        time::OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    }
+
     /// The lowest id a delivery created at `time` or later can have: ids are UUID v7, whose
     /// first 48 bits are the creation time in Unix milliseconds, and UUIDs compare bytewise,
     /// so "created before `time`" is "id below this".
@@ -168,6 +188,16 @@ mod tests {
         assert!(DeliveryId::lowest_at(now - time::Duration::milliseconds(2)) < id);
         assert!(DeliveryId::lowest_at(now + time::Duration::milliseconds(2)) > id);
         assert!(DeliveryId::lowest_at(time::OffsetDateTime::UNIX_EPOCH) <= id);
+    }
+
+    #[test]
+    fn an_id_made_for_a_time_holds_that_time() {
+        let at = time::macros::datetime!(2026-12-07 10:00:00.123 UTC);
+        let id = DeliveryId::at(at);
+        assert!(DeliveryId::lowest_at(at) <= id);
+        assert!(id < DeliveryId::lowest_at(at + time::Duration::milliseconds(1)));
+        assert_ne!(id, DeliveryId::at(at), "two deliveries at one time differ");
+        assert_eq!(id.time(), at);
     }
 
     #[test]

@@ -232,10 +232,13 @@ mod tests {
     fn altered_or_foreign_values_do_not_open() {
         let keys = ring(&[entry("a", 1)]);
         let sealed = keys.seal("x", "w");
-        let mut altered = sealed.clone().into_bytes();
-        let last = altered.len() - 2;
-        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
-        let altered = String::from_utf8(altered).expect("ascii");
+        // One byte of the sealed value flipped, and encoded again: a base64 character changed
+        // in place can make a non-canonical encoding, which fails to decode instead.
+        let (head, encoded) = sealed.rsplit_once(':').expect("v1:id:value");
+        let mut bytes = STANDARD.decode(encoded).expect("base64");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        let altered = format!("{head}:{}", STANDARD.encode(bytes));
         assert_eq!(keys.open(&altered, "w"), Err(SealError::Refused));
         for foreign in ["whsec_plain", "v1:a", "v1:a:***", "v2:a:AAAA", "v1:a:AAAA"] {
             assert!(keys.open(foreign, "w").is_err(), "{foreign}");

@@ -4,6 +4,7 @@
 mod catalog;
 mod delivery;
 mod endpoint;
+mod event_time;
 mod headers;
 mod ids;
 mod keyring;
@@ -15,6 +16,7 @@ mod webhook;
 pub use catalog::{Catalog, EventFilter, FilterError, entry_matches};
 pub use delivery::{DeliveryStatus, Job, StoredDelivery, Trigger};
 pub use endpoint::{EndpointUrl, TargetPolicy, UrlError, internal_class, is_internal_ip};
+pub use event_time::{event_time, trusted_timestamp};
 pub use headers::{CustomHeaders, HIDDEN, HeaderError, is_sensitive};
 pub use ids::{CompanyId, DeliveryId, EventId, IdError, TokenId, WebhookId, is_short_text};
 pub use keyring::{DEVELOPMENT_KEY_ID, KeyRing, KeyRingError, SealError};

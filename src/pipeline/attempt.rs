@@ -29,6 +29,8 @@ pub struct Attempt<'a> {
     /// The event row, for a delivery the fan-out creates; `None` when it is already stored
     /// (a delivery job).
     pub event: Option<EventRow>,
+    /// The time the delivery is filed under in the log (`domain::event_time`).
+    pub event_at: OffsetDateTime,
 }
 
 impl Attempt<'_> {
@@ -170,6 +172,7 @@ async fn execute(
         webhook,
         body,
         mut event,
+        event_at,
     } = attempt;
     let Settlement {
         prepare,
@@ -179,7 +182,7 @@ async fn execute(
         disable,
     } = settlement;
     if let Some(change) = prepare {
-        let write = delivery_write(&job, webhook, event.take(), change);
+        let write = delivery_write(&job, webhook, event_at, event.take(), change);
         pipeline.recorder.write(write).await?;
     }
     // When a retry's job comes back: the delay queue picked (the jitter) decides it.
@@ -210,7 +213,7 @@ async fn execute(
         }
         let write = DeliveryWrite {
             attempt: result.map(|result| to_record(&job, webhook, result)),
-            ..delivery_write(&job, webhook, event.take(), change)
+            ..delivery_write(&job, webhook, event_at, event.take(), change)
         };
         pipeline.recorder.write(write).await?;
     }
@@ -261,6 +264,7 @@ async fn note_recovered(pipeline: &Pipeline, webhook: &Webhook) -> Result<(), Pi
 fn delivery_write(
     job: &Job,
     webhook: &Webhook,
+    event_at: OffsetDateTime,
     event: Option<EventRow>,
     change: Change,
 ) -> DeliveryWrite {
@@ -271,6 +275,7 @@ fn delivery_write(
         webhook_id: webhook.id,
         company_id: webhook.company_id.clone(),
         event_type: job.event_type.clone(),
+        event_at,
         status: change.status,
         attempt_count: change.attempt_count,
         next_attempt_at: change.next_attempt_at,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use futures_util::future::join_all;
+use time::OffsetDateTime;
 
 use super::{
     Pipeline, PipelineError, Stage,
@@ -12,7 +13,7 @@ use super::{
 };
 use crate::{
     broker::{Disposition, Message},
-    domain::{DeliveryId, Job, entry_matches},
+    domain::{DeliveryId, Job, entry_matches, event_time, trusted_timestamp},
     envelope::{self, EnvelopeHead},
     metrics,
     storage::{EventRow, Webhook},
@@ -55,25 +56,35 @@ async fn fan_out(
         metrics::count(metrics::EVENTS_UNMATCHED);
         return Ok(());
     }
-    // Only a redelivered message can find its deliveries already made; a first delivery
-    // goes straight to the POSTs, and its rows are written with the outcomes.
-    let existing = if message.redelivered {
+    // Only a redelivered message can find its deliveries already made, or a copy of an event
+    // whose dedupe key cannot meet the first copy's (filed under its receipt, for want of a
+    // timestamp); a first delivery goes straight to the POSTs, and its rows are written with
+    // the outcomes.
+    let received_at = OffsetDateTime::now_utc();
+    let filed_by_timestamp = trusted_timestamp(head.occurred_at, received_at).is_some();
+    let existing = if message.redelivered || !filed_by_timestamp {
         let ids: Vec<_> = targets.iter().map(|w| w.id).collect();
         pipeline.storage.existing_deliveries(&head.id, &ids).await?
     } else {
         Vec::new()
     };
+    let event_at = event_time(head.occurred_at, received_at);
     let event = EventRow {
         id: head.id.clone(),
         company_id: head.company_id.clone(),
         event_type: head.event_type.clone(),
         body: message.body.clone(),
+        event_at,
     };
     let attempts = targets.into_iter().filter_map(|webhook| {
-        let delivery_id = match existing.iter().find(|d| d.webhook_id == webhook.id) {
-            Some(done) if !done.needs_first_attempt() => return None,
-            Some(pending) => pending.delivery_id,
-            None => DeliveryId::new(),
+        let (delivery_id, event_at) = match existing.iter().find(|d| d.webhook_id == webhook.id) {
+            // A redelivery: what was done is not done again; an untried delivery keeps its id.
+            Some(done) if message.redelivered && !done.needs_first_attempt() => return None,
+            Some(pending) if message.redelivered => (pending.delivery_id, pending.event_at),
+            // Another publish of the event: filed with the first, it meets it in the dedupe
+            // key and goes on as a duplicate publish does.
+            Some(first) => (DeliveryId::at(first.event_at), first.event_at),
+            None => (DeliveryId::at(event_at), event_at),
         };
         let attempt = Attempt {
             job: Job::first(
@@ -85,7 +96,11 @@ async fn fan_out(
             ),
             webhook,
             body: message.body.clone(),
-            event: Some(event.clone()),
+            event: Some(EventRow {
+                event_at,
+                ..event.clone()
+            }),
+            event_at,
         };
         Some(attempt_and_settle(pipeline, attempt))
     });

@@ -87,6 +87,7 @@ async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(
         webhook: &target.webhook,
         body,
         event: None,
+        event_at: target.event_at,
     };
     attempt_and_settle(pipeline, attempt).await
 }

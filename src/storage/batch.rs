@@ -18,6 +18,8 @@ pub struct EventRow {
     pub company_id: CompanyId,
     pub event_type: String,
     pub body: Bytes,
+    /// The time the log files it under (`domain::event_time`), as its deliveries.
+    pub event_at: OffsetDateTime,
 }
 
 /// A delivery's new state, with the attempt that led to it (none for a deferral).
@@ -30,6 +32,8 @@ pub struct DeliveryWrite {
     pub webhook_id: WebhookId,
     pub company_id: CompanyId,
     pub event_type: String,
+    /// The time its event is filed under: its partition, and part of the dedupe key.
+    pub event_at: OffsetDateTime,
     pub status: DeliveryStatus,
     /// Attempts made so far, including `attempt`.
     pub attempt_count: u32,
@@ -63,17 +67,19 @@ fn to_i32(value: u32) -> i32 {
 /// (about a tenth of the statement's CPU in a 200-row batch).
 const WRITE_BATCH: &str = "
 WITH new_events AS (
-    INSERT INTO events (id, company_id, event_type, body)
-    SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]), unnest($4::bytea[])
-    ON CONFLICT (id) DO NOTHING
+    INSERT INTO events (id, company_id, event_type, body, event_at)
+    SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]), unnest($4::bytea[]),
+        unnest($5::timestamptz[])
+    ON CONFLICT (id, event_at) DO NOTHING
 ),
 written AS (
     INSERT INTO deliveries AS d (id, event_id, webhook_id, company_id, event_type, status,
-        attempt_count, last_status, last_error, next_attempt_at, parked_until)
-    SELECT unnest($5::uuid[]), unnest($6::text[]), unnest($7::uuid[]), unnest($8::text[]),
-        unnest($9::text[]), unnest($10::text[]), unnest($11::int4[]), unnest($12::int4[]),
-        unnest($13::text[]), unnest($14::timestamptz[]), unnest($15::timestamptz[])
-    ON CONFLICT (event_id, webhook_id) DO UPDATE SET
+        attempt_count, last_status, last_error, next_attempt_at, parked_until, event_at)
+    SELECT unnest($6::uuid[]), unnest($7::text[]), unnest($8::uuid[]), unnest($9::text[]),
+        unnest($10::text[]), unnest($11::text[]), unnest($12::int4[]), unnest($13::int4[]),
+        unnest($14::text[]), unnest($15::timestamptz[]), unnest($16::timestamptz[]),
+        unnest($17::timestamptz[])
+    ON CONFLICT (event_id, webhook_id, event_at) DO UPDATE SET
         status = EXCLUDED.status,
         -- A duplicate publish (another delivery id for the same event and webhook) adds its
         -- attempts after the existing ones, and becomes the alias its jobs are mapped by.
@@ -109,13 +115,13 @@ SELECT w.id, u.webhook_id,
     u.response_headers, u.response_body, u.response_body_truncated, u.error_kind,
     u.error_message
 FROM (
-    SELECT unnest($16::uuid[]) AS delivery_id, unnest($17::uuid[]) AS webhook_id,
-        unnest($18::int4[]) AS attempt_number, unnest($19::text[]) AS trigger,
-        unnest($20::timestamptz[]) AS attempted_at, unnest($21::int4[]) AS duration_ms,
-        unnest($22::text[])::json AS request_headers, unnest($23::int4[]) AS response_status,
-        unnest($24::text[])::json AS response_headers, unnest($25::bytea[]) AS response_body,
-        unnest($26::bool[]) AS response_body_truncated, unnest($27::text[]) AS error_kind,
-        unnest($28::text[]) AS error_message
+    SELECT unnest($18::uuid[]) AS delivery_id, unnest($19::uuid[]) AS webhook_id,
+        unnest($20::int4[]) AS attempt_number, unnest($21::text[]) AS trigger,
+        unnest($22::timestamptz[]) AS attempted_at, unnest($23::int4[]) AS duration_ms,
+        unnest($24::text[])::json AS request_headers, unnest($25::int4[]) AS response_status,
+        unnest($26::text[])::json AS response_headers, unnest($27::bytea[]) AS response_body,
+        unnest($28::bool[]) AS response_body_truncated, unnest($29::text[]) AS error_kind,
+        unnest($30::text[]) AS error_message
 ) AS u
 JOIN written_ids w ON w.named = u.delivery_id
 ON CONFLICT (delivery_id, attempt_number) DO NOTHING";
@@ -126,6 +132,9 @@ impl Storage {
     /// A delivery row only moves forward: an existing row is updated only by a write with more
     /// attempts (or one that parks it while it is pending and untried), so a stale or repeated
     /// write changes nothing.
+    ///
+    /// A row filed under a time no partition holds yet makes the partitions it needs, and the
+    /// batch is written again.
     pub async fn write_batch(&self, writes: &[DeliveryWrite]) -> Result<(), StorageError> {
         let mut tries = 0;
         loop {
@@ -133,6 +142,16 @@ impl Storage {
             match self.write_batch_once(writes).await {
                 Err(StorageError::Db(e)) if tries < 3 && is_transient(&e) => {
                     tracing::debug!(error = %e, "batch write conflicted; retrying");
+                }
+                Err(StorageError::Db(e)) if tries < 3 && finds_no_partition(&e) => {
+                    let times: Vec<_> = writes.iter().map(|w| w.event_at).collect();
+                    let created = self
+                        .create_partitions_for(self.log_partition, &times)
+                        .await?;
+                    tracing::info!(
+                        partitions = created,
+                        "created partitions the log's writes needed"
+                    );
                 }
                 other => return other,
             }
@@ -145,13 +164,21 @@ impl Storage {
         let events = EventColumns::new(writes);
         let deliveries = DeliveryColumns::new(writes);
         let attempts = AttemptColumns::new(writes);
-        let mut params: Vec<Param<'_>> = Vec::with_capacity(28);
+        let mut params: Vec<Param<'_>> = Vec::with_capacity(30);
         params.extend(events.params());
         params.extend(deliveries.params());
         params.extend(attempts.params());
         client.execute(&statement, &params).await?;
         Ok(())
     }
+}
+
+/// A row whose partition key no partition holds.
+fn finds_no_partition(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION)
+        && error
+            .as_db_error()
+            .is_some_and(|db| db.message().starts_with("no partition of relation"))
 }
 
 /// Deadlocks and serialization failures: the statement may simply be run again.
@@ -171,6 +198,7 @@ struct EventColumns<'a> {
     companies: Vec<&'a str>,
     types: Vec<&'a str>,
     bodies: Vec<&'a [u8]>,
+    times: Vec<OffsetDateTime>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -188,11 +216,18 @@ impl<'a> EventColumns<'a> {
             companies: events.iter().map(|e| e.company_id.as_str()).collect(),
             types: events.iter().map(|e| e.event_type.as_str()).collect(),
             bodies: events.iter().map(|e| e.body.as_ref()).collect(),
+            times: events.iter().map(|e| e.event_at).collect(),
         }
     }
 
-    fn params(&self) -> [Param<'_>; 4] {
-        [&self.ids, &self.companies, &self.types, &self.bodies]
+    fn params(&self) -> [Param<'_>; 5] {
+        [
+            &self.ids,
+            &self.companies,
+            &self.types,
+            &self.bodies,
+            &self.times,
+        ]
     }
 }
 
@@ -210,6 +245,7 @@ struct DeliveryColumns<'a> {
     last_errors: Vec<Option<String>>,
     next_at: Vec<Option<OffsetDateTime>>,
     parked_until: Vec<Option<OffsetDateTime>>,
+    event_at: Vec<OffsetDateTime>,
 }
 
 impl<'a> DeliveryColumns<'a> {
@@ -243,10 +279,11 @@ impl<'a> DeliveryColumns<'a> {
             last_errors: rows.iter().map(|w| w.last_error()).collect(),
             next_at: rows.iter().map(|w| w.next_attempt_at).collect(),
             parked_until: rows.iter().map(|w| w.parked_until).collect(),
+            event_at: rows.iter().map(|w| w.event_at).collect(),
         }
     }
 
-    fn params(&self) -> [Param<'_>; 11] {
+    fn params(&self) -> [Param<'_>; 12] {
         [
             &self.ids,
             &self.events,
@@ -259,6 +296,7 @@ impl<'a> DeliveryColumns<'a> {
             &self.last_errors,
             &self.next_at,
             &self.parked_until,
+            &self.event_at,
         ]
     }
 }

@@ -16,6 +16,8 @@ use crate::{
 pub struct PreparedDelivery {
     pub delivery_id: DeliveryId,
     pub webhook_id: WebhookId,
+    /// The time it is filed under, which a redelivery's writes must repeat.
+    pub event_at: OffsetDateTime,
     pub status: DeliveryStatus,
     pub attempt_count: u32,
 }
@@ -57,6 +59,8 @@ pub struct JobTarget {
     /// For a job found by its alias: attempts the delivery had made before the duplicate,
     /// which the job's attempt number counts on from.
     pub alias_offset: Option<u32>,
+    /// The time the delivery is filed under, which the job's writes repeat.
+    pub event_at: OffsetDateTime,
     pub status: DeliveryStatus,
     pub attempt_count: u32,
     pub webhook: Webhook,
@@ -87,10 +91,12 @@ fn parse_status(value: &str) -> Result<DeliveryStatus, StorageError> {
 /// A delivery (by its id or its alias) with its webhook: what a job needs to run.
 static JOB_TARGET: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "SELECT d.id AS delivery_id, d.alias_id, d.alias_offset, d.status, d.attempt_count, {}
+        "SELECT d.id AS delivery_id, d.alias_id, d.alias_offset, d.event_at, d.status,
+            d.attempt_count, {}
          FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-         WHERE d.id = $1 OR d.alias_id = $1",
-        *super::webhooks::COLUMNS
+         WHERE (d.id = $1 OR d.alias_id = $1) AND {}",
+        *super::webhooks::COLUMNS,
+        super::filed_by_id("d", "$1")
     )
 });
 
@@ -106,7 +112,7 @@ impl Storage {
         let webhook_ids: Vec<Uuid> = webhooks.iter().map(|w| w.0).collect();
         let rows = client
             .query(
-                "SELECT id, webhook_id, status, attempt_count FROM deliveries
+                "SELECT id, webhook_id, event_at, status, attempt_count FROM deliveries
                  WHERE event_id = $1 AND webhook_id = ANY($2)",
                 &[&event.as_str(), &webhook_ids],
             )
@@ -116,6 +122,7 @@ impl Storage {
                 Ok(PreparedDelivery {
                     delivery_id: DeliveryId(row.try_get("id")?),
                     webhook_id: WebhookId(row.try_get("webhook_id")?),
+                    event_at: row.try_get("event_at")?,
                     status: parse_status(row.try_get("status")?)?,
                     attempt_count: to_u32(row.try_get("attempt_count")?),
                 })
@@ -140,6 +147,7 @@ impl Storage {
         Ok(Some(JobTarget {
             delivery_id,
             alias_offset,
+            event_at: row.try_get("event_at")?,
             status: parse_status(row.try_get("status")?)?,
             attempt_count: to_u32(row.try_get("attempt_count")?),
             webhook: super::webhooks::from_row(&row, &self.keys)?,
@@ -159,9 +167,13 @@ impl Storage {
         let client = self.client().await?;
         let changed = client
             .execute(
-                "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, parked_until = NULL,
-                    last_error = COALESCE($3, last_error), updated_at = now()
-                 WHERE id = $1 AND attempt_count = $2 AND status <> 'succeeded'",
+                &format!(
+                    "UPDATE deliveries d SET status = 'failed', next_attempt_at = NULL,
+                        parked_until = NULL, last_error = COALESCE($3, last_error),
+                        updated_at = now()
+                     WHERE id = $1 AND {} AND attempt_count = $2 AND status <> 'succeeded'",
+                    super::filed_by_id("d", "$1")
+                ),
                 &[&id.0, &to_i32(attempt_number), &reason],
             )
             .await?;
@@ -194,7 +206,8 @@ pub struct Window {
 }
 
 const RETRY_TARGET: &str = "SELECT d.id, d.webhook_id, d.company_id, d.event_id, d.event_type,
-    d.status, d.attempt_count, e.body FROM deliveries d JOIN events e ON e.id = d.event_id";
+    d.status, d.attempt_count, e.body
+    FROM deliveries d JOIN events e ON e.id = d.event_id AND e.event_at = d.event_at";
 
 fn retry_target(row: &tokio_postgres::Row) -> Result<RetryTarget, StorageError> {
     Ok(RetryTarget {
@@ -222,7 +235,13 @@ impl Storage {
     pub async fn retry_target(&self, id: DeliveryId) -> Result<Option<RetryTarget>, StorageError> {
         let client = self.client().await?;
         let row = client
-            .query_opt(&format!("{RETRY_TARGET} WHERE d.id = $1"), &[&id.0])
+            .query_opt(
+                &format!(
+                    "{RETRY_TARGET} WHERE d.id = $1 AND {}",
+                    super::filed_by_id("d", "$1")
+                ),
+                &[&id.0],
+            )
             .await?;
         row.as_ref().map(retry_target).transpose()
     }

@@ -112,8 +112,14 @@ fn attempt_columns(bodies: Bodies) -> String {
     )
 }
 
-const ATTEMPT_JOIN: &str = "attempts a JOIN deliveries d ON d.id = a.delivery_id
-    JOIN events e ON e.id = d.event_id";
+/// An attempt with its delivery and event, each read in its own partition only.
+static ATTEMPT_JOIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "attempts a JOIN deliveries d ON d.id = a.delivery_id AND {}
+         JOIN events e ON e.id = d.event_id AND e.event_at = d.event_at",
+        super::filed_by_id("d", "a.delivery_id")
+    )
+});
 
 const DELIVERY_COLUMNS: &str = "id, event_id, event_type, webhook_id, company_id, status,
     attempt_count, last_status, last_error, next_attempt_at, created_at, updated_at";
@@ -193,10 +199,11 @@ impl Storage {
         let rows = client
             .query(
                 &format!(
-                    "SELECT {} FROM {ATTEMPT_JOIN}
+                    "SELECT {} FROM {}
                      WHERE a.webhook_id = $1 AND ($2::bigint IS NULL OR a.id < $2)
                      ORDER BY a.id DESC LIMIT $3",
-                    attempt_columns(Bodies::Preview)
+                    attempt_columns(Bodies::Preview),
+                    *ATTEMPT_JOIN
                 ),
                 &[&webhook.0, &before, &limit],
             )
@@ -214,9 +221,10 @@ impl Storage {
         let row = client
             .query_opt(
                 &format!(
-                    "SELECT {} FROM {ATTEMPT_JOIN}
+                    "SELECT {} FROM {}
                      WHERE a.delivery_id = $1 AND a.attempt_number = $2",
-                    attempt_columns(Bodies::Whole)
+                    attempt_columns(Bodies::Whole),
+                    *ATTEMPT_JOIN
                 ),
                 &[&delivery.0, &number],
             )
@@ -233,9 +241,10 @@ impl Storage {
         let rows = client
             .query(
                 &format!(
-                    "SELECT {} FROM {ATTEMPT_JOIN}
+                    "SELECT {} FROM {}
                      WHERE a.delivery_id = $1 ORDER BY a.attempt_number",
-                    attempt_columns(Bodies::Preview)
+                    attempt_columns(Bodies::Preview),
+                    *ATTEMPT_JOIN
                 ),
                 &[&delivery.0],
             )
@@ -247,7 +256,10 @@ impl Storage {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"),
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE id = $1 AND {}",
+                    super::filed_by_id("d", "$1")
+                ),
                 &[&id.0],
             )
             .await?;

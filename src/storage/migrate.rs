@@ -84,11 +84,24 @@ pub async fn drop_database(url: &str) -> Result<(), StorageError> {
 
 /// Applies pending migrations under an advisory lock, so concurrent starts are safe.
 pub async fn migrate(url: &str) -> Result<(), StorageError> {
+    run_migrations(url, refinery::Target::Latest).await
+}
+
+/// Applies the migrations up to `version` only: a database of an earlier layout, as an
+/// upgrade finds it (the upgrade tests build one).
+pub async fn migrate_to(url: &str, version: i32) -> Result<(), StorageError> {
+    run_migrations(url, refinery::Target::Version(version)).await
+}
+
+async fn run_migrations(url: &str, target: refinery::Target) -> Result<(), StorageError> {
     let mut client = connect(url).await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    let result = embedded::migrations::runner().run_async(&mut client).await;
+    let result = embedded::migrations::runner()
+        .set_target(target)
+        .run_async(&mut client)
+        .await;
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;

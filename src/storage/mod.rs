@@ -9,6 +9,7 @@ mod health;
 mod log;
 mod migrate;
 mod parking;
+mod partitions;
 mod recorder;
 mod retention;
 mod tls;
@@ -29,7 +30,7 @@ pub use deliveries::{
 };
 pub use gauges::DatabaseGauges;
 pub use log::{AttemptView, DeliveryFilter, DeliveryView};
-pub use migrate::{drop_database, ensure_database, migrate};
+pub use migrate::{drop_database, ensure_database, migrate, migrate_to};
 pub use parking::ParkedDelivery;
 pub use recorder::{RecordError, Recorder};
 pub use retention::{PruneCounts, Pruner};
@@ -83,6 +84,13 @@ impl StorageError {
     }
 }
 
+/// The condition that finds the delivery with id `id` (a SQL expression) in its partition
+/// only: a delivery id's time is its `event_at`, and the rows of the unpartitioned layout are
+/// filed under the Unix epoch (migration V16). `d` is the deliveries table's alias.
+fn filed_by_id(d: &str, id: &str) -> String {
+    format!("{d}.event_at IN (tesoro_log_time({id}), 'epoch')")
+}
+
 /// Delivery ids as the `uuid[]` a statement takes.
 fn delivery_uuids(ids: &[crate::domain::DeliveryId]) -> Vec<uuid::Uuid> {
     ids.iter().map(|id| id.0).collect()
@@ -114,6 +122,11 @@ pub struct Storage {
     pool: Pool,
     /// Seals webhook signing keys as they are written, opens them as they are read.
     keys: Arc<KeyRing>,
+    /// `database.url`: partitions are created on a connection of their own.
+    url: String,
+    /// `retention.partition`: the length of a partition the log's writes create when they
+    /// find none for a row.
+    log_partition: std::time::Duration,
 }
 
 impl Storage {
@@ -145,6 +158,12 @@ impl Storage {
         Ok(())
     }
 
+    /// The same handle, creating partitions of `partition` when a write finds none.
+    pub fn with_log_partition(mut self, partition: std::time::Duration) -> Self {
+        self.log_partition = partition;
+        self
+    }
+
     /// Opens the pool without touching the schema.
     pub fn open(config: &DatabaseConfig, keys: Arc<KeyRing>) -> Result<Self, StorageError> {
         Self::open_pool(config, config.pool_size, PlanCache::Adaptive, keys)
@@ -163,7 +182,8 @@ impl Storage {
         config: &DatabaseConfig,
         connections: usize,
     ) -> Result<Self, StorageError> {
-        Self::open_pool(config, connections, PlanCache::Generic, self.keys.clone())
+        let storage = Self::open_pool(config, connections, PlanCache::Generic, self.keys.clone())?;
+        Ok(storage.with_log_partition(self.log_partition))
     }
 
     fn open_pool(
@@ -196,7 +216,12 @@ impl Storage {
             .recycle_timeout(Some(config.pool_timeout))
             .build()
             .map_err(|e| StorageError::Url(e.to_string()))?;
-        Ok(Self { pool, keys })
+        Ok(Self {
+            pool,
+            keys,
+            url: config.url.clone(),
+            log_partition: crate::config::DEFAULT_PARTITION,
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {

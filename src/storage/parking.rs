@@ -29,18 +29,18 @@ pub struct ParkedDelivery {
 const CLAIM_DUE: &str = "
 WITH claimed AS (
     UPDATE deliveries SET parked_until = now() + make_interval(secs => $2)
-    WHERE id IN (
-        SELECT id FROM deliveries
+    WHERE (id, event_at) IN (
+        SELECT id, event_at FROM deliveries
         WHERE parked_until <= now()
         ORDER BY parked_until
         LIMIT $1
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING id, webhook_id, event_id, event_type, attempt_count, created_at
+    RETURNING id, webhook_id, event_id, event_type, attempt_count, created_at, event_at
 )
 SELECT c.id, c.webhook_id, c.event_id, c.event_type, c.attempt_count, e.body,
     extract(epoch FROM now() - c.created_at)::float8 AS age_s
-FROM claimed c JOIN events e ON e.id = c.event_id";
+FROM claimed c JOIN events e ON e.id = c.event_id AND e.event_at = c.event_at";
 
 impl Storage {
     /// Claims up to `limit` due parked deliveries for `lease`: they are not due again before

@@ -163,6 +163,7 @@ mod tests {
             webhook_id: WebhookId::new(),
             company_id: CompanyId::parse("cmp_1").expect("valid"),
             event_type: "deal.won".to_owned(),
+            event_at: time::OffsetDateTime::now_utc(),
             status: DeliveryStatus::Succeeded,
             attempt_count: 1,
             next_attempt_at: None,

@@ -522,7 +522,8 @@ fn config_file(config: &Config, port: u16) -> tempfile::TempPath {
          [database]\nurl = \"{}\"\n\
          [api]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\
          [delivery]\nretry_schedule = [{}]\nallow_private_targets = true\nmax_event_size = {}\n\
-         [retention]\nmax_age = \"{}ms\"\nfailed_max_age = \"{}ms\"\ninterval = \"{}ms\"\n",
+         [retention]\nmax_age = \"{}ms\"\nfailed_max_age = \"{}ms\"\ninterval = \"{}ms\"\n\
+         partition = \"{}s\"\n",
         config.amqp.url,
         config.amqp.prefix,
         config.amqp.events_exchange,
@@ -533,6 +534,7 @@ fn config_file(config: &Config, port: u16) -> tempfile::TempPath {
         config.retention.max_age.as_millis(),
         config.retention.failed_max_age.as_millis(),
         config.retention.interval.as_millis(),
+        config.retention.partition.as_secs(),
     );
     let mut file = tempfile::NamedTempFile::new().expect("config file");
     std::io::Write::write_all(&mut file, toml.as_bytes()).expect("write config");
@@ -935,6 +937,10 @@ impl TestDatabase {
         let storage = storage::Storage::connect(&config.database, config.security.secret_keys)
             .await
             .expect("database created");
+        storage
+            .create_partitions_ahead(config.retention.partition)
+            .await
+            .expect("partitions");
         let db = connect_db(&config.database.url).await;
         Self {
             storage,

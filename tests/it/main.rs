@@ -30,3 +30,4 @@ mod subscriptions;
 mod tenancy;
 mod tls;
 mod ui;
+mod upgrade;

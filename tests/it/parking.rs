@@ -17,19 +17,20 @@ async fn park(db: &TestDatabase, event: &str, age_s: f64) -> DeliveryId {
     let id = DeliveryId::new();
     db.db
         .execute(
-            "INSERT INTO events (id, company_id, event_type, body)
-             VALUES ($1, 'cmp_1', 'deal.won', '{}') ON CONFLICT DO NOTHING",
-            &[&event],
+            "INSERT INTO events (id, company_id, event_type, body, event_at)
+             VALUES ($1, 'cmp_1', 'deal.won', '{}', tesoro_log_time($2))
+             ON CONFLICT DO NOTHING",
+            &[&event, &id.0],
         )
         .await
         .expect("event");
     db.db
         .execute(
             "INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type,
-                 next_attempt_at, parked_until, created_at)
+                 next_attempt_at, parked_until, created_at, event_at)
              VALUES ($1, $2, gen_random_uuid(), 'cmp_1', 'deal.won',
                  now() - interval '1 second', now() - interval '1 second',
-                 now() - make_interval(secs => $3))",
+                 now() - make_interval(secs => $3), tesoro_log_time($1))",
             &[&id.0, &event, &age_s],
         )
         .await
@@ -99,12 +100,14 @@ fn untried(
             company_id: company_id.clone(),
             event_type: "deal.won".to_owned(),
             body: Bytes::from_static(b"{}"),
+            event_at: delivery_id.time(),
         }),
         delivery_id,
         event_id,
         webhook_id,
         company_id,
         event_type: "deal.won".to_owned(),
+        event_at: delivery_id.time(),
         status: DeliveryStatus::Pending,
         attempt_count: 0,
         next_attempt_at: Some(OffsetDateTime::now_utc()),
@@ -170,8 +173,8 @@ async fn metrics_count_the_parked_deliveries_at_each_scrape() {
         worker
             .db
             .execute(
-                "INSERT INTO events (id, company_id, event_type, body)
-                 VALUES ($1, 'cmp_1', 'deal.won', '{}')",
+                "INSERT INTO events (id, company_id, event_type, body, event_at)
+                 VALUES ($1, 'cmp_1', 'deal.won', '{}', now())",
                 &[&event],
             )
             .await
@@ -180,10 +183,10 @@ async fn metrics_count_the_parked_deliveries_at_each_scrape() {
             .db
             .execute(
                 "INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type,
-                     next_attempt_at, parked_until)
-                 VALUES (gen_random_uuid(), $1, gen_random_uuid(), 'cmp_1', 'deal.won',
-                     now() + interval '1 hour', now() + interval '1 hour')",
-                &[&event],
+                     next_attempt_at, parked_until, event_at)
+                 VALUES ($2, $1, gen_random_uuid(), 'cmp_1', 'deal.won',
+                     now() + interval '1 hour', now() + interval '1 hour', tesoro_log_time($2))",
+                &[&event, &DeliveryId::new().0],
             )
             .await
             .expect("delivery");

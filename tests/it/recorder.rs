@@ -13,18 +13,21 @@ use crate::harness::TestDatabase;
 fn write(event_id: &str, event_type: &str) -> DeliveryWrite {
     let event_id = EventId::parse(event_id).expect("event id");
     let company_id = CompanyId::parse("cmp_rec").expect("company id");
+    let delivery_id = DeliveryId::new();
     DeliveryWrite {
         event: Some(EventRow {
             id: event_id.clone(),
             company_id: company_id.clone(),
             event_type: event_type.to_owned(),
             body: bytes::Bytes::from_static(b"{}"),
+            event_at: delivery_id.time(),
         }),
-        delivery_id: DeliveryId::new(),
+        delivery_id,
         event_id,
         webhook_id: WebhookId::new(),
         company_id,
         event_type: event_type.to_owned(),
+        event_at: delivery_id.time(),
         status: DeliveryStatus::Succeeded,
         attempt_count: 1,
         next_attempt_at: None,

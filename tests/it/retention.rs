@@ -1,13 +1,13 @@
-//! Retention: old succeeded deliveries go with their attempts, Failed ones by their own longer
-//! age, an event with its last delivery; pending work and newer rows stay. One worker prunes at
-//! a time.
+//! Retention: the log's partitions are created ahead and retired whole; old succeeded
+//! deliveries go with their attempts, Failed ones by their own longer age, an event with its
+//! last delivery; pending work and newer rows stay. One worker prunes at a time.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tesoro_webhooks::{config::RetentionConfig, storage::Pruner};
+use tesoro_webhooks::{config::RetentionConfig, retry::RetrySchedule, storage::Pruner};
 
-use crate::harness::{TestReceiver, TestWorker, test_config, wait_until};
+use crate::harness::{Reply, TestReceiver, TestWorker, test_config, wait_until};
 
 /// (deliveries, attempts) of `event_id`, and whether its event row is kept.
 async fn kept(worker: &TestWorker, event_id: &str) -> (i64, i64, bool) {
@@ -37,6 +37,7 @@ async fn old_deliveries_go_failed_ones_by_their_own_age_and_newer_ones_stay() {
         failed_max_age: Duration::from_secs(8),
         // The test prunes by hand.
         interval: Duration::from_secs(3600),
+        partition: Duration::from_secs(1),
     };
     let worker = TestWorker::start_with(config).await;
     let ends = worker.healthy_and_failing("cmp_ret", 500).await;
@@ -46,7 +47,8 @@ async fn old_deliveries_go_failed_ones_by_their_own_age_and_newer_ones_stay() {
     worker.wait_for_status(&old, &ends.bad, "failed").await;
     assert_eq!(kept(&worker, &old).await, (2, 6, true));
 
-    sleep_until(started + Duration::from_millis(5300)).await;
+    // Its partition ends within a second of the publish: all of it is 5 s old a second later.
+    sleep_until(started + Duration::from_millis(6300)).await;
     let (new, _) = worker.publish("deal.won", "cmp_ret", json!({})).await;
     worker.wait_for_status(&new, &ends.ok, "succeeded").await;
     let dry = worker.cli(&["prune", "--dry-run"]).await;
@@ -74,9 +76,12 @@ async fn old_deliveries_go_failed_ones_by_their_own_age_and_newer_ones_stay() {
     );
     // The Failed delivery is younger than its own limit; its event stays with it.
     assert_eq!(kept(&worker, &old).await, (1, 5, true));
-    assert_eq!(kept(&worker, &new).await, (2, 2, true), "new rows stay");
+    // New rows stay (the failing delivery's retries go on meanwhile).
+    let (deliveries, attempts, event) = kept(&worker, &new).await;
+    assert_eq!((deliveries, event), (2, true), "new rows stay");
+    assert!(attempts >= 2, "{attempts}");
 
-    sleep_until(started + Duration::from_millis(8300)).await;
+    sleep_until(started + Duration::from_millis(9300)).await;
     let pruned = worker.cli(&["prune"]).await;
     assert!(
         pruned
@@ -99,6 +104,7 @@ async fn the_workers_prune_on_their_own_one_at_a_time() {
         max_age: Duration::from_secs(1),
         failed_max_age: Duration::from_secs(1),
         interval: Duration::from_millis(300),
+        partition: Duration::from_secs(1),
     };
     let worker = TestWorker::start_with(config).await;
     let receiver = TestReceiver::start().await;
@@ -178,57 +184,314 @@ async fn deleting_a_webhook_takes_the_events_only_it_needed() {
     );
 }
 
-/// A round's batches go forward from the last delivery deleted: what stays before it is not
-/// read again, and nothing after it is skipped.
+/// The deliveries partitions, oldest first: (name, lower bound, upper bound) as text.
+async fn partitions(worker: &TestWorker) -> Vec<(String, Option<time::OffsetDateTime>)> {
+    worker
+        .db
+        .query(
+            "SELECT c.relname::text,
+                (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']*)''\\)'))[1]::timestamptz
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'deliveries'::regclass ORDER BY 2 NULLS FIRST",
+            &[],
+        )
+        .await
+        .expect("partitions")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// The partition that holds the delivery of `event_id` to `webhook_id`.
+async fn partition_of(worker: &TestWorker, event_id: &str, webhook_id: &str) -> String {
+    let webhook = uuid::Uuid::parse_str(webhook_id).expect("uuid");
+    worker
+        .db
+        .query_one(
+            "SELECT tableoid::regclass::text FROM deliveries WHERE event_id = $1 AND webhook_id = $2",
+            &[&event_id, &webhook],
+        )
+        .await
+        .expect("delivery")
+        .get(0)
+}
+
+fn seconds_partitions(max_age: u64, failed_max_age: u64) -> RetentionConfig {
+    RetentionConfig {
+        max_age: Duration::from_secs(max_age),
+        failed_max_age: Duration::from_secs(failed_max_age),
+        // The tests prune by hand.
+        interval: Duration::from_secs(3600),
+        partition: Duration::from_secs(1),
+    }
+}
+
 #[tokio::test]
-async fn a_prune_batch_starts_after_the_last_one() {
-    use tesoro_webhooks::domain::DeliveryId;
-    let worker = TestWorker::start().await;
+async fn partitions_are_created_ahead_and_dropped_whole_after_retention() {
+    let mut config = test_config();
+    config.retention = seconds_partitions(2, 2);
+    let before = time::OffsetDateTime::now_utc();
+    let worker = TestWorker::start_with(config).await;
+    let ahead: Vec<_> = partitions(&worker).await;
+    // The layout before partitions became the first one; then the one under way and the two
+    // after it.
+    assert_eq!(
+        ahead.first().map(|p| p.0.as_str()),
+        Some("deliveries_legacy"),
+        "{ahead:?}"
+    );
+    let starts: Vec<_> = ahead.iter().filter_map(|p| p.1).collect();
+    assert!(
+        starts
+            .iter()
+            .any(|s| *s >= before + time::Duration::seconds(1)),
+        "{ahead:?}"
+    );
+
     let receiver = TestReceiver::start().await;
     let webhook = worker
-        .create_webhook("cmp_cursor", &receiver.url(), &["deal.won"])
+        .create_webhook("cmp_parts", &receiver.url(), &["deal.won"])
         .await;
     let webhook_id = webhook["id"].as_str().expect("id");
-    for _ in 0..3 {
-        let (event, _) = worker.publish("deal.won", "cmp_cursor", json!({})).await;
-        worker
-            .wait_for_status(&event, webhook_id, "succeeded")
-            .await;
-    }
-    let ids: Vec<DeliveryId> = worker
-        .db
-        .query("SELECT id FROM deliveries ORDER BY id", &[])
-        .await
-        .expect("ids")
-        .iter()
-        .map(|row| DeliveryId(row.get(0)))
-        .collect();
-    assert_eq!(ids.len(), 3);
-    let pruner = Pruner::lock(&worker.config.database.url)
-        .await
-        .expect("connect")
-        .expect("the lock is free");
-    // Everything counts as old.
-    let before = DeliveryId::lowest_at(time::OffsetDateTime::now_utc() + time::Duration::MINUTE);
-    let start = DeliveryId(uuid::Uuid::nil());
+    let (event, _) = worker.publish("deal.won", "cmp_parts", json!({})).await;
+    worker
+        .wait_for_status(&event, webhook_id, "succeeded")
+        .await;
+    let holder = partition_of(&worker, &event, webhook_id).await;
+    assert!(holder.starts_with("deliveries_p"), "{holder}");
 
-    let (counts, last) = pruner
-        .prune_batch(before, before, start, 1)
-        .await
-        .expect("batch");
-    assert_eq!((counts.deliveries, last), (1, Some(ids[0])));
-    let (counts, last) = pruner
-        .prune_batch(before, before, ids[2], 10)
-        .await
-        .expect("batch");
-    assert_eq!(
-        (counts.deliveries, last),
-        (0, None),
-        "nothing before the cursor"
+    // Past its retention (2 s after its end, a second at most after the publish).
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let pruned = worker.cli(&["prune"]).await;
+    assert!(pruned.success, "{}", pruned.stderr);
+    assert!(
+        pruned
+            .stdout
+            .contains("removed 1 deliveries (1 attempts, 1 events)"),
+        "{}",
+        pruned.stdout
     );
-    let (counts, last) = pruner
-        .prune_batch(before, before, ids[0], 10)
+    let left = partitions(&worker).await;
+    assert!(
+        !left.iter().any(|p| p.0 == holder),
+        "{holder} dropped: {left:?}"
+    );
+    assert!(!left.iter().any(|p| p.0 == "deliveries_legacy"), "{left:?}");
+    assert_eq!(kept(&worker, &event).await, (0, 0, false));
+    // The partitions ahead of now are there for the next events.
+    let now = time::OffsetDateTime::now_utc();
+    assert!(
+        left.iter().any(|p| p.1.is_some_and(|s| s > now)),
+        "{left:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_retired_partition_keeps_its_work_under_way_and_its_young_failures() {
+    let mut config = test_config();
+    config.retention = seconds_partitions(1, 4);
+    config.delivery.retry_schedule =
+        RetrySchedule::new(vec![Duration::from_millis(200)]).expect("valid schedule");
+    let worker = TestWorker::start_with(config).await;
+    let ends = worker.healthy_and_failing("cmp_keep", 500).await;
+    let started = Instant::now();
+    let (done, _) = worker.publish("deal.won", "cmp_keep", json!({})).await;
+    worker.wait_for_status(&done, &ends.ok, "succeeded").await;
+    worker.wait_for_status(&done, &ends.bad, "failed").await;
+    let (under_way, _) = worker.publish("deal.won", "cmp_keep", json!({})).await;
+    worker
+        .wait_for_status(&under_way, &ends.ok, "succeeded")
+        .await;
+    worker
+        .wait_for_status(&under_way, &ends.bad, "failed")
+        .await;
+    // As if its last retry were still waiting in a tier.
+    worker
+        .db
+        .execute(
+            "UPDATE deliveries SET status = 'retrying' WHERE event_id = $1 AND webhook_id = $2",
+            &[&under_way, &uuid::Uuid::parse_str(&ends.bad).expect("uuid")],
+        )
         .await
-        .expect("batch");
-    assert_eq!((counts.deliveries, last), (2, Some(ids[2])));
+        .expect("update");
+    let held_in = partition_of(&worker, &done, &ends.bad).await;
+
+    sleep_until(started + Duration::from_millis(2500)).await;
+    let pruned = worker.cli(&["prune"]).await;
+    assert!(pruned.success, "{}", pruned.stderr);
+    assert!(
+        pruned
+            .stdout
+            .contains("removed 2 deliveries (2 attempts, 0 events)"),
+        "{}",
+        pruned.stdout
+    );
+    assert_eq!(
+        kept(&worker, &done).await,
+        (1, 2, true),
+        "the young Failed one stays"
+    );
+    assert_eq!(
+        kept(&worker, &under_way).await,
+        (1, 2, true),
+        "the retrying one stays"
+    );
+    assert_eq!(
+        partition_of(&worker, &done, &ends.bad).await,
+        held_in,
+        "in its own partition"
+    );
+    // What stayed is the delivery as it was: a retry by hand reaches it.
+    ends.failing.set_default(Reply::Status(200));
+    let failed_id: String = worker
+        .db
+        .query_one(
+            "SELECT id::text FROM deliveries WHERE event_id = $1 AND webhook_id = $2",
+            &[&done, &uuid::Uuid::parse_str(&ends.bad).expect("uuid")],
+        )
+        .await
+        .expect("delivery")
+        .get(0);
+    let (status, body) = worker
+        .api("POST", &format!("/v1/deliveries/{failed_id}/retry"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    worker.wait_for_status(&done, &ends.bad, "succeeded").await;
+
+    let again = worker.cli(&["prune"]).await;
+    assert!(
+        again
+            .stdout
+            .contains("removed 1 deliveries (3 attempts, 1 events)"),
+        "the retried one has succeeded, and goes with the event none other needs: {}",
+        again.stdout
+    );
+    assert_eq!(
+        kept(&worker, &under_way).await,
+        (1, 2, true),
+        "still under way"
+    );
+}
+
+#[tokio::test]
+async fn the_same_event_published_again_after_a_boundary_is_one_delivery() {
+    let mut config = test_config();
+    config.retention = seconds_partitions(3600, 3600);
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_dup", &receiver.url(), &["deal.won"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+    let (event, body) = worker.publish("deal.won", "cmp_dup", json!({})).await;
+    worker
+        .wait_for_status(&event, webhook_id, "succeeded")
+        .await;
+    let first = partition_of(&worker, &event, webhook_id).await;
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    worker
+        .publisher()
+        .publish_event("deal.won", &event, &body)
+        .await
+        .expect("publish again");
+    receiver.wait_for(2).await;
+    wait_until("the second attempt to be logged", || async {
+        (worker.attempts(&event).await.len() == 2).then_some(())
+    })
+    .await;
+    let rows = worker
+        .db
+        .query(
+            "SELECT attempt_count FROM deliveries WHERE event_id = $1",
+            &[&event],
+        )
+        .await
+        .expect("deliveries");
+    assert_eq!(rows.len(), 1, "one delivery");
+    assert_eq!(
+        rows[0].get::<_, i32>(0),
+        2,
+        "the second publish's attempt is its next"
+    );
+    assert_eq!(partition_of(&worker, &event, webhook_id).await, first);
+}
+
+#[tokio::test]
+async fn a_retry_finds_its_delivery_in_an_older_partition() {
+    let mut config = test_config();
+    config.retention = seconds_partitions(3600, 3600);
+    config.delivery.retry_schedule =
+        RetrySchedule::new(vec![Duration::from_millis(1500)]).expect("valid schedule");
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    receiver.script([Reply::Status(500)]);
+    let webhook = worker
+        .create_webhook("cmp_older", &receiver.url(), &["deal.won"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+    let (event, _) = worker.publish("deal.won", "cmp_older", json!({})).await;
+    let attempts = worker
+        .wait_for_status(&event, webhook_id, "succeeded")
+        .await;
+    assert_eq!(attempts, 2);
+    let holder = partition_of(&worker, &event, webhook_id).await;
+    let rows = worker.attempts(&event).await;
+    assert_eq!(rows.len(), 2, "both attempts on the one delivery");
+    let current = partitions(&worker)
+        .await
+        .into_iter()
+        .rfind(|p| p.1.is_some_and(|s| s <= time::OffsetDateTime::now_utc()))
+        .expect("a partition holds now")
+        .0;
+    assert_ne!(holder, current, "the retry came after the partition's end");
+}
+
+#[tokio::test]
+async fn an_event_filed_where_no_partition_is_gets_one() {
+    let mut config = test_config();
+    config.retention = seconds_partitions(1, 1);
+    let worker = TestWorker::start_with(config).await;
+    let receiver = TestReceiver::start().await;
+    let webhook = worker
+        .create_webhook("cmp_past", &receiver.url(), &["deal.won"])
+        .await;
+    let webhook_id = webhook["id"].as_str().expect("id");
+    // The partition the upgrade left (everything before the migration) retires, so nothing
+    // holds the past.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let pruned = worker.cli(&["prune"]).await;
+    assert!(pruned.success, "{}", pruned.stderr);
+    assert!(
+        !partitions(&worker)
+            .await
+            .iter()
+            .any(|p| p.0 == "deliveries_legacy"),
+        "{}",
+        pruned.stdout
+    );
+
+    // Stamped ten minutes ago: filed then.
+    let stamped = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    let body = json!({
+        "id": "evt_past", "event": "deal.won", "company_id": "cmp_past", "data": {},
+        "timestamp": tesoro_webhooks::envelope::rfc3339(stamped),
+    });
+    worker
+        .publish_raw("deal.won", body.to_string().as_bytes())
+        .await;
+    worker
+        .wait_for_status("evt_past", webhook_id, "succeeded")
+        .await;
+    let holder = partition_of(&worker, "evt_past", webhook_id).await;
+    let filed = partitions(&worker)
+        .await
+        .into_iter()
+        .find(|p| p.0 == holder)
+        .and_then(|p| p.1)
+        .expect("the partition's start");
+    assert!(
+        filed <= stamped && stamped < filed + time::Duration::seconds(1),
+        "{holder} starts at {filed}, the event is stamped {stamped}"
+    );
 }

@@ -1,0 +1,590 @@
+//! The delivery log's time partitions (migration V16): events, deliveries and attempts each
+//! have one partition per `retention.partition` of `event_at`, on the same bounds (attempts by
+//! their delivery's id, whose UUID v7 time is its `event_at`). Partitions are created ahead of
+//! need and retired whole once every row in them is past retention; what must stay (a delivery
+//! still under way, a Failed one younger than `retention.failed_max_age`) is kept by copying it
+//! into a fresh partition of the same bounds, which takes the old one's place.
+//!
+//! The decisions (which slot, which gap, what may go) are pure functions here; the SQL that
+//! carries them out follows.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio_postgres::{Client, GenericClient};
+
+use super::{StorageError, retention::PruneCounts};
+use crate::{config::RetentionConfig, domain::DeliveryId};
+
+/// The partitioned tables.
+const TABLES: [&str; 3] = ["attempts", "events", "deliveries"];
+
+/// The partitions created ahead: the one holding now and this many after it.
+const AHEAD: u32 = 2;
+
+/// How often retiring a partition tries to take the three tables at once, [`LOCK_PAUSE`]
+/// apart, before it leaves them to the next round. It never waits for one table while
+/// holding another (a reader of several tables may be waiting for that one: a deadlock),
+/// and never makes the queries behind it wait.
+const LOCK_TRIES: u32 = 300;
+const LOCK_PAUSE: Duration = Duration::from_millis(10);
+
+/// The range of `event_at` one partition holds: `from` inclusive (`None`: everything before
+/// `to`, as the partition the tables of the unpartitioned layout became), `to` exclusive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounds {
+    pub from: Option<OffsetDateTime>,
+    pub to: OffsetDateTime,
+}
+
+impl Bounds {
+    fn contains(&self, at: OffsetDateTime) -> bool {
+        self.from.is_none_or(|from| from <= at) && at < self.to
+    }
+}
+
+/// The slot of the partition grid holding `at`: `partition`-long ranges from the Unix epoch.
+pub fn slot(at: OffsetDateTime, partition: Duration) -> Bounds {
+    let length = i128::try_from(partition.as_millis())
+        .unwrap_or(i128::MAX)
+        .max(1);
+    let millis = at.unix_timestamp_nanos() / 1_000_000;
+    let from_millis = millis.div_euclid(length) * length;
+    let time =
+        |millis: i128| OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000).unwrap_or(at);
+    Bounds {
+        from: Some(time(from_millis)),
+        to: time(from_millis + length),
+    }
+}
+
+/// The partition to create so that `at` has one: its grid slot, cut back to the partitions
+/// already there (whose bounds may follow another grid, after `retention.partition` changed,
+/// or the moment of the upgrade). `None` when a partition holds `at` already.
+pub fn gap_for(at: OffsetDateTime, partition: Duration, existing: &[Bounds]) -> Option<Bounds> {
+    if existing.iter().any(|b| b.contains(at)) {
+        return None;
+    }
+    let mut gap = slot(at, partition);
+    for bounds in existing {
+        if bounds.to <= at {
+            gap.from = gap.from.max(Some(bounds.to));
+        }
+        if let Some(from) = bounds.from.filter(|from| *from > at) {
+            gap.to = gap.to.min(from);
+        }
+    }
+    Some(gap)
+}
+
+/// What retiring a partition does with the rows still in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retirement {
+    /// Failed deliveries in it are younger than `retention.failed_max_age`: they stay.
+    pub keep_failed: bool,
+}
+
+/// Whether the partition `bounds` is past retention at `now`: every event filed in it is
+/// older than `retention.max_age`.
+pub fn retirement(
+    bounds: &Bounds,
+    config: &RetentionConfig,
+    now: OffsetDateTime,
+) -> Option<Retirement> {
+    (bounds.to <= now - config.max_age).then(|| Retirement {
+        keep_failed: bounds.to > now - config.failed_max_age,
+    })
+}
+
+/// The name of a partition of `table` starting at `from`.
+fn partition_name(table: &str, from: Option<OffsetDateTime>) -> String {
+    match from {
+        None => format!("{table}_legacy"),
+        Some(from) => {
+            let millis = from.millisecond();
+            let mut name = format!(
+                "{table}_p{:04}{:02}{:02}_{:02}{:02}{:02}",
+                from.year(),
+                u8::from(from.month()),
+                from.day(),
+                from.hour(),
+                from.minute(),
+                from.second()
+            );
+            if millis > 0 {
+                name += &format!("_{millis:03}");
+            }
+            name
+        }
+    }
+}
+
+/// The partition's name in `table`, from its deliveries partition's name.
+fn sibling(deliveries_partition: &str, table: &str) -> String {
+    let suffix = deliveries_partition
+        .strip_prefix("deliveries_")
+        .unwrap_or(deliveries_partition);
+    format!("{table}_{suffix}")
+}
+
+/// A time as a SQL literal (UTC, to the microsecond).
+fn literal(at: OffsetDateTime) -> String {
+    let utc = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00'",
+        utc.year(),
+        u8::from(utc.month()),
+        utc.day(),
+        utc.hour(),
+        utc.minute(),
+        utc.second(),
+        utc.microsecond()
+    )
+}
+
+/// `FOR VALUES` of the partition `bounds` in `table`: attempts by delivery id, the others by
+/// `event_at`.
+fn for_values(table: &str, bounds: &Bounds) -> String {
+    let bound = |at: Option<OffsetDateTime>| match (at, table) {
+        (None, _) => "MINVALUE".to_owned(),
+        (Some(at), "attempts") => format!("'{}'", DeliveryId::lowest_at(at)),
+        (Some(at), _) => literal(at),
+    };
+    format!(
+        "FROM ({}) TO ({})",
+        bound(bounds.from),
+        bound(Some(bounds.to))
+    )
+}
+
+/// The partitions of `table` and their bounds as times, oldest first.
+pub async fn existing(
+    client: &impl GenericClient,
+    table: &str,
+) -> Result<Vec<(String, Bounds)>, StorageError> {
+    // Attempts are bounded by delivery ids, whose times are the bounds.
+    let as_time = |column: &str| {
+        if table == "attempts" {
+            format!("tesoro_log_time({column}::uuid)")
+        } else {
+            format!("{column}::timestamptz")
+        }
+    };
+    let rows = client
+        .query(
+            &format!(
+                "WITH bounds AS (
+                    SELECT c.relname::text AS name,
+                        (regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                            'FROM \\(''([^'']*)''\\)'))[1] AS from_text,
+                        (regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                            'TO \\(''([^'']*)''\\)'))[1] AS to_text
+                    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                    WHERE i.inhparent = $1::text::regclass
+                 )
+                 SELECT name, {}, {} AS to_time FROM bounds ORDER BY to_time",
+                as_time("from_text"),
+                as_time("to_text")
+            ),
+            &[&table],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let name: String = row.try_get(0)?;
+            let to: Option<OffsetDateTime> = row.try_get(2)?;
+            let to = to.ok_or_else(|| {
+                StorageError::Corrupt(format!("partition {name} has no upper bound"))
+            })?;
+            Ok((
+                name,
+                Bounds {
+                    from: row.try_get(1)?,
+                    to,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Makes sure a partition of each table holds each of `times`; returns how many it created.
+/// Each is created by a statement of its own, which waits for its one table only.
+pub async fn ensure(
+    client: &Client,
+    partition: Duration,
+    times: &[OffsetDateTime],
+) -> Result<usize, StorageError> {
+    let mut created = 0;
+    for table in TABLES {
+        let mut known: Vec<Bounds> = existing(client, table)
+            .await?
+            .into_iter()
+            .map(|(_, bounds)| bounds)
+            .collect();
+        for &at in times {
+            let Some(gap) = gap_for(at, partition, &known) else {
+                continue;
+            };
+            let create = format!(
+                "CREATE TABLE IF NOT EXISTS {} PARTITION OF {table} FOR VALUES {}",
+                partition_name(table, gap.from),
+                for_values(table, &gap)
+            );
+            match client.batch_execute(&create).await {
+                Ok(()) => created += 1,
+                // Another worker created it, or one overlapping it, meanwhile: `at` has one.
+                Err(e) if lost_a_race(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            known.push(gap);
+        }
+    }
+    Ok(created)
+}
+
+/// Another worker created the partition, or one overlapping it, at the same moment.
+fn lost_a_race(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(
+        error.code(),
+        Some(
+            &SqlState::INVALID_OBJECT_DEFINITION
+                | &SqlState::UNIQUE_VIOLATION
+                | &SqlState::DUPLICATE_TABLE
+        )
+    )
+}
+
+/// The partition holding `now` and the [`AHEAD`] after it.
+pub fn ahead(now: OffsetDateTime, partition: Duration) -> Vec<OffsetDateTime> {
+    (0..=AHEAD).map(|n| now + partition * n).collect()
+}
+
+/// The rows of the deliveries partition `name` that retiring it keeps.
+fn kept(name: &str, retirement: Retirement) -> String {
+    format!(
+        "SELECT * FROM {name} WHERE status IN ('pending', 'retrying') OR (status = 'failed' AND {})",
+        retirement.keep_failed
+    )
+}
+
+/// What retiring the partition `name` removes: its deliveries but the kept ones, their
+/// attempts, and the events no kept delivery needs.
+async fn doomed(
+    client: &impl GenericClient,
+    name: &str,
+    retirement: Retirement,
+) -> Result<PruneCounts, StorageError> {
+    let (attempts, events) = (sibling(name, "attempts"), sibling(name, "events"));
+    let kept = kept(name, retirement);
+    let row = client
+        .query_one(
+            &format!(
+                "WITH kept AS ({kept})
+                 SELECT (SELECT count(*) FROM {name}) - (SELECT count(*) FROM kept),
+                     (SELECT count(*) FROM {attempts} a
+                      WHERE a.delivery_id NOT IN (SELECT id FROM kept)),
+                     (SELECT count(*) FROM {events} e
+                      WHERE (e.id, e.event_at) NOT IN (SELECT event_id, event_at FROM kept))"
+            ),
+            &[],
+        )
+        .await?;
+    let count = |i| -> Result<u64, StorageError> {
+        Ok(u64::try_from(row.try_get::<_, i64>(i)?).unwrap_or(0))
+    };
+    Ok(PruneCounts {
+        deliveries: count(0)?,
+        attempts: count(1)?,
+        events: count(2)?,
+    })
+}
+
+/// Whether retiring the deliveries partition `name` changes anything: it holds a delivery to
+/// remove, or nothing to keep (an empty partition goes too). Once a partition's Failed
+/// deliveries were kept, the next rounds find nothing to do there until they may go.
+async fn has_doomed(
+    client: &impl GenericClient,
+    name: &str,
+    retirement: Retirement,
+) -> Result<bool, StorageError> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {name}
+                        WHERE status = 'succeeded' OR (status = 'failed' AND NOT {}))
+                    OR NOT EXISTS ({})",
+                retirement.keep_failed,
+                kept(name, retirement)
+            ),
+            &[],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// Retires every partition past retention at `now` (or, with `dry_run`, counts what that
+/// would remove).
+pub async fn retire(
+    client: &Client,
+    config: &RetentionConfig,
+    now: OffsetDateTime,
+    dry_run: bool,
+) -> Result<PruneCounts, StorageError> {
+    let mut total = PruneCounts::default();
+    for (name, bounds) in existing(client, "deliveries").await? {
+        let Some(retirement) = retirement(&bounds, config, now) else {
+            continue;
+        };
+        let counts = if dry_run {
+            doomed(client, &name, retirement).await?
+        } else {
+            retire_one(client, &name, &bounds, retirement).await?
+        };
+        total.add(counts);
+    }
+    Ok(total)
+}
+
+/// Drops the partition `name` in the three tables; what it must keep is copied first and
+/// written back into a fresh partition of the same bounds. All in one transaction, under the
+/// three tables' exclusive locks: writers wait for it, for as long as the copy of what it
+/// keeps takes. A partition with nothing to remove is left alone.
+async fn retire_one(
+    client: &Client,
+    name: &str,
+    bounds: &Bounds,
+    retirement: Retirement,
+) -> Result<PruneCounts, StorageError> {
+    if !has_doomed(client, name, retirement).await? {
+        return Ok(PruneCounts::default());
+    }
+    if !lock_all(client).await? {
+        tracing::info!(
+            partition = name,
+            "the log's tables stayed busy; retiring waits a round"
+        );
+        return Ok(PruneCounts::default());
+    }
+    let replaced = replace(client, name, bounds, retirement).await;
+    let end = if replaced.is_ok() {
+        "COMMIT"
+    } else {
+        "ROLLBACK"
+    };
+    let ended = client.batch_execute(end).await;
+    let counts = replaced?;
+    ended?;
+    Ok(counts)
+}
+
+/// Opens a transaction holding the three tables' exclusive locks, taken all at once (each
+/// try in a transaction of its own: a refused LOCK ends the one it is in); false when they
+/// stayed busy for [`LOCK_TRIES`] tries.
+async fn lock_all(client: &Client) -> Result<bool, StorageError> {
+    let lock = format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT",
+        TABLES.join(", ")
+    );
+    for _ in 0..LOCK_TRIES {
+        client.batch_execute("BEGIN").await?;
+        match client.batch_execute(&lock).await {
+            Ok(()) => return Ok(true),
+            Err(e) => {
+                client.batch_execute("ROLLBACK").await?;
+                if e.code() != Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+                    return Err(e.into());
+                }
+            }
+        }
+        tokio::time::sleep(LOCK_PAUSE).await;
+    }
+    Ok(false)
+}
+
+/// Inside `retire_one`'s transaction: keeps what must stay, drops the partition, and puts
+/// what was kept in a fresh one of the same bounds.
+async fn replace(
+    client: &Client,
+    name: &str,
+    bounds: &Bounds,
+    retirement: Retirement,
+) -> Result<PruneCounts, StorageError> {
+    let counts = doomed(client, name, retirement).await?;
+    let (attempts, events) = (sibling(name, "attempts"), sibling(name, "events"));
+    client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE kept_deliveries ON COMMIT DROP AS {};
+             CREATE TEMP TABLE kept_attempts ON COMMIT DROP AS
+                 SELECT * FROM {attempts} WHERE delivery_id IN (SELECT id FROM kept_deliveries);
+             CREATE TEMP TABLE kept_events ON COMMIT DROP AS
+                 SELECT * FROM {events}
+                 WHERE (id, event_at) IN (SELECT event_id, event_at FROM kept_deliveries)",
+            kept(name, retirement)
+        ))
+        .await?;
+    for table in TABLES {
+        let partition = sibling(name, table);
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {table} DETACH PARTITION {partition}; DROP TABLE {partition}"
+            ))
+            .await?;
+    }
+    let has_kept = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM kept_deliveries)", &[])
+        .await?
+        .try_get::<_, bool>(0)?;
+    if has_kept {
+        for table in TABLES {
+            let partition = sibling(name, table);
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE {partition} PARTITION OF {table} FOR VALUES {};
+                     INSERT INTO {partition} SELECT * FROM kept_{table}",
+                    for_values(table, bounds)
+                ))
+                .await?;
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn bounds(from: Option<OffsetDateTime>, to: OffsetDateTime) -> Bounds {
+        Bounds { from, to }
+    }
+
+    #[test]
+    fn slots_are_whole_partitions_from_the_epoch() {
+        let at = datetime!(2026-12-07 10:11:12.5 UTC);
+        assert_eq!(
+            slot(at, DAY),
+            bounds(
+                Some(datetime!(2026-12-07 0:00 UTC)),
+                datetime!(2026-12-08 0:00 UTC)
+            )
+        );
+        assert_eq!(
+            slot(at, Duration::from_secs(5)),
+            bounds(
+                Some(datetime!(2026-12-07 10:11:10 UTC)),
+                datetime!(2026-12-07 10:11:15 UTC)
+            )
+        );
+        let midnight = datetime!(2026-12-08 0:00 UTC);
+        assert_eq!(
+            slot(midnight, DAY).from,
+            Some(midnight),
+            "a bound starts its slot"
+        );
+    }
+
+    #[test]
+    fn a_gap_is_the_slot_cut_back_to_its_neighbours() {
+        let legacy = bounds(None, datetime!(2026-12-07 03:56:00.414 UTC));
+        let tomorrow = bounds(
+            Some(datetime!(2026-12-08 0:00 UTC)),
+            datetime!(2026-12-09 0:00 UTC),
+        );
+        let existing = [legacy.clone(), tomorrow];
+        assert_eq!(
+            gap_for(datetime!(2026-12-07 12:00 UTC), DAY, &existing),
+            Some(bounds(Some(legacy.to), datetime!(2026-12-08 0:00 UTC)))
+        );
+        assert_eq!(
+            gap_for(datetime!(2026-12-07 01:00 UTC), DAY, &existing),
+            None
+        );
+        assert_eq!(
+            gap_for(datetime!(2026-12-08 01:00 UTC), DAY, &existing),
+            None
+        );
+        // Hourly partitions after daily ones: the hour after the last day.
+        let hourly = Duration::from_secs(3600);
+        assert_eq!(
+            gap_for(datetime!(2026-12-09 0:30 UTC), hourly, &existing),
+            Some(bounds(
+                Some(datetime!(2026-12-09 0:00 UTC)),
+                datetime!(2026-12-09 1:00 UTC)
+            ))
+        );
+    }
+
+    #[test]
+    fn a_partition_retires_once_all_it_holds_is_past_retention() {
+        let config = RetentionConfig {
+            max_age: 30 * DAY,
+            failed_max_age: 90 * DAY,
+            interval: Duration::from_secs(600),
+            partition: DAY,
+        };
+        let now = datetime!(2026-12-31 12:00 UTC);
+        let day = |from: OffsetDateTime| bounds(Some(from), from + DAY);
+        assert_eq!(
+            retirement(&day(datetime!(2026-12-01 0:00 UTC)), &config, now),
+            None
+        );
+        assert_eq!(
+            retirement(&day(datetime!(2026-11-30 0:00 UTC)), &config, now),
+            Some(Retirement { keep_failed: true })
+        );
+        assert_eq!(
+            retirement(&day(datetime!(2026-10-01 0:00 UTC)), &config, now),
+            Some(Retirement { keep_failed: false })
+        );
+        let legacy = bounds(None, datetime!(2026-11-01 0:00 UTC));
+        assert_eq!(
+            retirement(&legacy, &config, now),
+            Some(Retirement { keep_failed: true })
+        );
+    }
+
+    #[test]
+    fn partitions_are_named_by_their_start() {
+        assert_eq!(
+            partition_name("deliveries", Some(datetime!(2026-12-07 0:00 UTC))),
+            "deliveries_p20261207_000000"
+        );
+        assert_eq!(
+            partition_name("events", Some(datetime!(2026-12-07 03:56:00.414 UTC))),
+            "events_p20261207_035600_414"
+        );
+        assert_eq!(partition_name("attempts", None), "attempts_legacy");
+        assert_eq!(
+            sibling("deliveries_p20261207_000000", "attempts"),
+            "attempts_p20261207_000000"
+        );
+        assert_eq!(sibling("deliveries_legacy", "events"), "events_legacy");
+    }
+
+    #[test]
+    fn attempts_are_bounded_by_delivery_ids_of_the_same_times() {
+        let day = bounds(
+            Some(datetime!(2026-12-07 0:00 UTC)),
+            datetime!(2026-12-08 0:00 UTC),
+        );
+        assert_eq!(
+            for_values("deliveries", &day),
+            "FROM ('2026-12-07 00:00:00.000000+00') TO ('2026-12-08 00:00:00.000000+00')"
+        );
+        let values = for_values("attempts", &day);
+        assert_eq!(
+            values,
+            format!(
+                "FROM ('{}') TO ('{}')",
+                DeliveryId::lowest_at(datetime!(2026-12-07 0:00 UTC)),
+                DeliveryId::lowest_at(datetime!(2026-12-08 0:00 UTC))
+            )
+        );
+        let legacy = bounds(None, datetime!(2026-12-08 0:00 UTC));
+        assert!(for_values("events", &legacy).starts_with("FROM (MINVALUE) TO ("));
+    }
+}
