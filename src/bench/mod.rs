@@ -367,9 +367,9 @@ async fn measure(
     let (worker_phase, pruning) = if let Some(phase) = worker_phase {
         (phase, None)
     } else if args.prune {
-        let without = run_worker(Run::WithoutPruning, &setup.env).await?;
+        let without = run_worker(Run::WithoutPruning, &retention_env(&setup.env, false)).await?;
         let before = storage.count_deliveries().await?;
-        let phase = run_worker(Run::Worker, &pruning_env(&setup.env)).await?;
+        let phase = run_worker(Run::Worker, &retention_env(&setup.env, true)).await?;
         let after = storage.count_deliveries().await?;
         let pruned_deliveries = (before + phase.deliveries as u64).saturating_sub(after);
         (
@@ -473,17 +473,25 @@ enum Run {
     WithoutPreload = 4,
 }
 
-/// `env` with a retention of one second in partitions of a second, kept five times a second:
-/// the worker retires what it delivered a second or two earlier, all through the run.
-fn pruning_env(env: &[(String, String)]) -> Vec<(String, String)> {
+/// `env` with the log in partitions of a second, kept five times a second; with `prune`,
+/// retained one second, so the worker retires what it delivered a second or two earlier, all
+/// through the run. Both runs of `--prune` use the same partitions (a partition holds the
+/// span it was created for, so the second run must not inherit the first one's), and differ
+/// by the retiring alone.
+fn retention_env(env: &[(String, String)], prune: bool) -> Vec<(String, String)> {
     let prefix = crate::config::ENV_PREFIX;
     let mut env = env.to_vec();
-    for (key, value) in [
-        ("RETENTION__MAX_AGE", "1s"),
-        ("RETENTION__FAILED_MAX_AGE", "1s"),
+    let mut settings = vec![
         ("RETENTION__INTERVAL", "200ms"),
         ("RETENTION__PARTITION", "1s"),
-    ] {
+    ];
+    if prune {
+        settings.extend([
+            ("RETENTION__MAX_AGE", "1s"),
+            ("RETENTION__FAILED_MAX_AGE", "1s"),
+        ]);
+    }
+    for (key, value) in settings {
         env.push((format!("{prefix}{key}"), value.to_owned()));
     }
     env
@@ -567,8 +575,6 @@ async fn publish(
     run: Run,
 ) -> anyhow::Result<(Vec<Instant>, Duration)> {
     let pad = "x".repeat(usize::try_from(args.payload_bytes.as_u64())?.saturating_sub(160));
-    // Stamped as a CRM service stamps its events: when they happen.
-    let timestamp = crate::envelope::rfc3339(time::OffsetDateTime::now_utc());
     let mut published_at = Vec::with_capacity(args.events as usize);
     let mut pending = VecDeque::with_capacity(CONFIRM_WINDOW);
     let start = Instant::now();
@@ -578,6 +584,8 @@ async fn publish(
             tokio::time::sleep_until(due.into()).await;
         }
         let id = receiver::event_id(run as u32, n);
+        // Stamped as a CRM service stamps its events: when each happens.
+        let timestamp = crate::envelope::rfc3339(time::OffsetDateTime::now_utc());
         let body = format!(
             r#"{{"id":"{id}","event":"{EVENT_TYPE}","timestamp":"{timestamp}","company_id":"{COMPANY}","data":{{"id":"deal_{n}","pad":"{pad}"}},"previous_data":null}}"#
         );

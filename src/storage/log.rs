@@ -112,14 +112,15 @@ fn attempt_columns(bodies: Bodies) -> String {
     )
 }
 
-/// An attempt with its delivery and event, each read in its own partition only.
-static ATTEMPT_JOIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// Attempts from `attempts` (the table, or a subquery that picked some) as `a`, with their
+/// delivery and event, each read in its own partition only.
+fn attempt_join(attempts: &str) -> String {
     format!(
-        "attempts a JOIN deliveries d ON d.id = a.delivery_id AND {}
+        "{attempts} a JOIN deliveries d ON d.id = a.delivery_id AND {}
          JOIN events e ON e.id = d.event_id AND e.event_at = d.event_at",
         super::filed_by_id("d", "a.delivery_id")
     )
-});
+}
 
 const DELIVERY_COLUMNS: &str = "id, event_id, event_type, webhook_id, company_id, status,
     attempt_count, last_status, last_error, next_attempt_at, created_at, updated_at";
@@ -198,12 +199,17 @@ impl Storage {
         let client = self.client().await?;
         let rows = client
             .query(
+                // The page is picked from the attempts alone (the newest of each partition's
+                // index, merged), then joined: joined first, every attempt of the webhook in
+                // the log would be read before the limit.
                 &format!(
-                    "SELECT {} FROM {}
-                     WHERE a.webhook_id = $1 AND ($2::bigint IS NULL OR a.id < $2)
-                     ORDER BY a.id DESC LIMIT $3",
+                    "SELECT {} FROM {} ORDER BY a.id DESC",
                     attempt_columns(Bodies::Preview),
-                    *ATTEMPT_JOIN
+                    attempt_join(
+                        "(SELECT * FROM attempts
+                          WHERE webhook_id = $1 AND ($2::bigint IS NULL OR id < $2)
+                          ORDER BY id DESC LIMIT $3)"
+                    )
                 ),
                 &[&webhook.0, &before, &limit],
             )
@@ -224,7 +230,7 @@ impl Storage {
                     "SELECT {} FROM {}
                      WHERE a.delivery_id = $1 AND a.attempt_number = $2",
                     attempt_columns(Bodies::Whole),
-                    *ATTEMPT_JOIN
+                    attempt_join("attempts")
                 ),
                 &[&delivery.0, &number],
             )
@@ -244,7 +250,7 @@ impl Storage {
                     "SELECT {} FROM {}
                      WHERE a.delivery_id = $1 ORDER BY a.attempt_number",
                     attempt_columns(Bodies::Preview),
-                    *ATTEMPT_JOIN
+                    attempt_join("attempts")
                 ),
                 &[&delivery.0],
             )

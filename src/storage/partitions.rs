@@ -22,12 +22,10 @@ const TABLES: [&str; 3] = ["attempts", "events", "deliveries"];
 /// The partitions created ahead: the one holding now and this many after it.
 const AHEAD: u32 = 2;
 
-/// How often retiring a partition tries to take the three tables at once, [`LOCK_PAUSE`]
-/// apart, before it leaves them to the next round. It never waits for one table while
-/// holding another (a reader of several tables may be waiting for that one: a deadlock),
-/// and never makes the queries behind it wait.
-const LOCK_TRIES: u32 = 300;
-const LOCK_PAUSE: Duration = Duration::from_millis(10);
+/// How long retiring a partition waits for a table's lock before it leaves the partition to
+/// the next round. The queries that come meanwhile wait behind it, so a busy table costs
+/// them at most this much once.
+const LOCK_TIMEOUT: &str = "1s";
 
 /// The range of `event_at` one partition holds: `from` inclusive (`None`: everything before
 /// `to`, as the partition the tables of the unpartitioned layout became), `to` exclusive.
@@ -346,10 +344,13 @@ pub async fn retire(
     Ok(total)
 }
 
-/// Drops the partition `name` in the three tables; what it must keep is copied first and
-/// written back into a fresh partition of the same bounds. All in one transaction, under the
-/// three tables' exclusive locks: writers wait for it, for as long as the copy of what it
-/// keeps takes. A partition with nothing to remove is left alone.
+/// Drops the partition `name` in the three tables (`drop_partition`); when something in it
+/// must stay, its rows are copied first and written back into a fresh partition of the same
+/// bounds, which takes the old one's place (`replace`). One table at a time, so retiring
+/// never waits for one table while holding another (a query of several tables could be
+/// waiting for that one: a deadlock). Attempts and events
+/// go first and keep what the deliveries partition still needs, so a round cut short leaves
+/// the deliveries to be found, and the whole done again, by the next one.
 async fn retire_one(
     client: &Client,
     name: &str,
@@ -359,95 +360,137 @@ async fn retire_one(
     if !has_doomed(client, name, retirement).await? {
         return Ok(PruneCounts::default());
     }
-    if !lock_all(client).await? {
-        tracing::info!(
-            partition = name,
-            "the log's tables stayed busy; retiring waits a round"
-        );
-        return Ok(PruneCounts::default());
-    }
-    let replaced = replace(client, name, bounds, retirement).await;
-    let end = if replaced.is_ok() {
-        "COMMIT"
-    } else {
-        "ROLLBACK"
-    };
-    let ended = client.batch_execute(end).await;
-    let counts = replaced?;
-    ended?;
-    Ok(counts)
-}
-
-/// Opens a transaction holding the three tables' exclusive locks, taken all at once (each
-/// try in a transaction of its own: a refused LOCK ends the one it is in); false when they
-/// stayed busy for [`LOCK_TRIES`] tries.
-async fn lock_all(client: &Client) -> Result<bool, StorageError> {
-    let lock = format!(
-        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT",
-        TABLES.join(", ")
-    );
-    for _ in 0..LOCK_TRIES {
-        client.batch_execute("BEGIN").await?;
-        match client.batch_execute(&lock).await {
-            Ok(()) => return Ok(true),
-            Err(e) => {
-                client.batch_execute("ROLLBACK").await?;
-                if e.code() != Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
-                    return Err(e.into());
-                }
-            }
-        }
-        tokio::time::sleep(LOCK_PAUSE).await;
-    }
-    Ok(false)
-}
-
-/// Inside `retire_one`'s transaction: keeps what must stay, drops the partition, and puts
-/// what was kept in a fresh one of the same bounds.
-async fn replace(
-    client: &Client,
-    name: &str,
-    bounds: &Bounds,
-    retirement: Retirement,
-) -> Result<PruneCounts, StorageError> {
     let counts = doomed(client, name, retirement).await?;
-    let (attempts, events) = (sibling(name, "attempts"), sibling(name, "events"));
-    client
-        .batch_execute(&format!(
-            "CREATE TEMP TABLE kept_deliveries ON COMMIT DROP AS {};
-             CREATE TEMP TABLE kept_attempts ON COMMIT DROP AS
-                 SELECT * FROM {attempts} WHERE delivery_id IN (SELECT id FROM kept_deliveries);
-             CREATE TEMP TABLE kept_events ON COMMIT DROP AS
-                 SELECT * FROM {events}
-                 WHERE (id, event_at) IN (SELECT event_id, event_at FROM kept_deliveries)",
-            kept(name, retirement)
-        ))
-        .await?;
-    for table in TABLES {
-        let partition = sibling(name, table);
-        client
-            .batch_execute(&format!(
-                "ALTER TABLE {table} DETACH PARTITION {partition}; DROP TABLE {partition}"
-            ))
-            .await?;
-    }
-    let has_kept = client
-        .query_one("SELECT EXISTS (SELECT 1 FROM kept_deliveries)", &[])
+    let kept = kept(name, retirement);
+    let keeps_any = client
+        .query_one(&format!("SELECT EXISTS ({kept})"), &[])
         .await?
         .try_get::<_, bool>(0)?;
-    if has_kept {
-        for table in TABLES {
-            let partition = sibling(name, table);
-            client
-                .batch_execute(&format!(
-                    "CREATE TABLE {partition} PARTITION OF {table} FOR VALUES {};
-                     INSERT INTO {partition} SELECT * FROM kept_{table}",
-                    for_values(table, bounds)
-                ))
-                .await?;
+    let (attempts, events) = (sibling(name, "attempts"), sibling(name, "events"));
+    let keeping = [
+        (
+            "attempts",
+            format!("SELECT * FROM {attempts} WHERE delivery_id IN (SELECT id FROM ({kept}) k)"),
+        ),
+        (
+            "events",
+            format!(
+                "SELECT * FROM {events}
+                 WHERE (id, event_at) IN (SELECT event_id, event_at FROM ({kept}) k)"
+            ),
+        ),
+        ("deliveries", kept.clone()),
+    ];
+    for (table, rows) in keeping {
+        let partition = sibling(name, table);
+        let replaced = if keeps_any {
+            replace(client, table, &partition, bounds, &rows).await
+        } else {
+            drop_partition(client, table, &partition).await
+        };
+        match replaced {
+            Ok(()) => {}
+            Err(StorageError::Db(e)) if is_busy(&e) => {
+                tracing::info!(partition = %partition, "the table stayed busy; retiring waits a round");
+                return Ok(PruneCounts::default());
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(counts)
+}
+
+/// The lock timeout ran out.
+fn is_busy(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+}
+
+/// Runs `statements` in a transaction of their own, waiting at most [`LOCK_TIMEOUT`] for a
+/// lock.
+async fn in_transaction(client: &Client, statements: &str) -> Result<(), StorageError> {
+    let result = client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; {statements}; COMMIT"
+        ))
+        .await;
+    if result.is_err() {
+        // A failed statement leaves the transaction open, aborted.
+        client.batch_execute("ROLLBACK").await?;
+    }
+    Ok(result?)
+}
+
+/// Detaches and drops `partition` of `table` (gone already: nothing to do). Detached
+/// concurrently: it waits for the queries that may see the partition and blocks none, so
+/// retiring a partition with nothing to keep costs the log's readers and writers nothing. A
+/// detach cut short (the worker stopped halfway) is finished.
+async fn drop_partition(client: &Client, table: &str, partition: &str) -> Result<(), StorageError> {
+    let row = client
+        .query_opt(
+            "SELECT inhdetachpending FROM pg_inherits
+             WHERE inhparent = $1::text::regclass AND inhrelid = to_regclass($2::text)",
+            &[&table, &partition],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(()) };
+    let how = if row.try_get::<_, bool>(0)? {
+        "FINALIZE"
+    } else {
+        "CONCURRENTLY"
+    };
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {table} DETACH PARTITION {partition} {how}"
+        ))
+        .await?;
+    client
+        .batch_execute(&format!("DROP TABLE {partition}"))
+        .await?;
+    Ok(())
+}
+
+/// Replaces `partition` of `table` by a fresh one of the same `bounds` holding only `rows`,
+/// in one transaction under the table's exclusive lock: its readers and writers wait for as
+/// long as the copy of what it keeps takes.
+async fn replace(
+    client: &Client,
+    table: &str,
+    partition: &str,
+    bounds: &Bounds,
+    rows: &str,
+) -> Result<(), StorageError> {
+    if !is_partition_of(client, table, partition).await? {
+        return Ok(());
+    }
+    in_transaction(
+        client,
+        &format!(
+            "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;
+             CREATE TEMP TABLE kept_rows ON COMMIT DROP AS {rows};
+             ALTER TABLE {table} DETACH PARTITION {partition};
+             DROP TABLE {partition};
+             CREATE TABLE {partition} PARTITION OF {table} FOR VALUES {};
+             INSERT INTO {partition} SELECT * FROM kept_rows",
+            for_values(table, bounds)
+        ),
+    )
+    .await
+}
+
+/// Whether `partition` is a partition of `table` (a round cut short may have dropped it).
+async fn is_partition_of(
+    client: &Client,
+    table: &str,
+    partition: &str,
+) -> Result<bool, StorageError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_inherits
+                WHERE inhparent = $1::text::regclass AND inhrelid = to_regclass($2::text))",
+            &[&table, &partition],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
 }
 
 #[cfg(test)]
