@@ -398,16 +398,19 @@ mod tests {
         assert!(row.contains("400.00") && row.contains("20.00"), "{row}");
     }
 
+    /// 100 arrivals at `ms` apart: a steady rate of 1000 / ms per second.
+    fn steady_phase(ms: u64) -> Phase {
+        let start = Instant::now();
+        let published: Vec<Instant> = (0..100).map(|_| start).collect();
+        let received: Vec<(u32, Instant)> = (0..100u32)
+            .map(|n| (n, start + Duration::from_millis(ms * u64::from(n))))
+            .collect();
+        Phase::measure(&received, &published, Duration::from_secs(1), 1.0, 10.0)
+    }
+
     #[test]
     fn the_report_compares_a_preloaded_run_with_the_empty_one() {
-        let start = Instant::now();
-        let phase = |ms: u64| {
-            let published: Vec<Instant> = (0..100).map(|_| start).collect();
-            let received: Vec<(u32, Instant)> = (0..100u32)
-                .map(|n| (n, start + Duration::from_millis(ms * u64::from(n))))
-                .collect();
-            Phase::measure(&received, &published, Duration::from_secs(1), 1.0, 10.0)
-        };
+        let phase = steady_phase;
         let mut reads = ReadTimes::default();
         for ms in 1..=100 {
             reads.add(
@@ -454,15 +457,7 @@ mod tests {
 
     #[test]
     fn the_report_compares_a_pruning_run_with_one_without() {
-        let start = Instant::now();
-        // 100 arrivals at `ms` apart: a steady rate of 1000 / ms per second.
-        let phase = |ms: u64| {
-            let published: Vec<Instant> = (0..100).map(|_| start).collect();
-            let received: Vec<(u32, Instant)> = (0..100u32)
-                .map(|n| (n, start + Duration::from_millis(ms * u64::from(n))))
-                .collect();
-            Phase::measure(&received, &published, Duration::from_secs(1), 1.0, 10.0)
-        };
+        let phase = steady_phase;
         let report = Report {
             args: BenchArgs {
                 baseline: false,

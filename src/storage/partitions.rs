@@ -288,6 +288,11 @@ async fn doomed(
             &[],
         )
         .await?;
+    prune_counts(&row)
+}
+
+/// A row of three counts: deliveries, attempts, events.
+fn prune_counts(row: &tokio_postgres::Row) -> Result<PruneCounts, StorageError> {
     let count = |i| -> Result<u64, StorageError> {
         Ok(u64::try_from(row.try_get::<_, i64>(i)?).unwrap_or(0))
     };
@@ -296,6 +301,26 @@ async fn doomed(
         attempts: count(1)?,
         events: count(2)?,
     })
+}
+
+/// The rows of the partition `name` in the three tables: what retiring it removes when it
+/// keeps nothing.
+async fn everything_in(
+    client: &impl GenericClient,
+    name: &str,
+) -> Result<PruneCounts, StorageError> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM {name}), (SELECT count(*) FROM {}),
+                    (SELECT count(*) FROM {})",
+                sibling(name, "attempts"),
+                sibling(name, "events")
+            ),
+            &[],
+        )
+        .await?;
+    prune_counts(&row)
 }
 
 /// Whether retiring the deliveries partition `name` changes anything: it holds a delivery to
@@ -360,12 +385,16 @@ async fn retire_one(
     if !has_doomed(client, name, retirement).await? {
         return Ok(PruneCounts::default());
     }
-    let counts = doomed(client, name, retirement).await?;
     let kept = kept(name, retirement);
     let keeps_any = client
         .query_one(&format!("SELECT EXISTS ({kept})"), &[])
         .await?
         .try_get::<_, bool>(0)?;
+    let counts = if keeps_any {
+        doomed(client, name, retirement).await?
+    } else {
+        everything_in(client, name).await?
+    };
     let (attempts, events) = (sibling(name, "attempts"), sibling(name, "events"));
     let keeping = [
         (

@@ -8,20 +8,28 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::harness::{test_config, wait_until};
 
-#[tokio::test]
-async fn a_payload_over_the_event_size_limit_is_refused_before_anything_is_created() {
+/// Runs `bench` with `args`, which it must refuse: exit status 1 and `why` on stderr.
+async fn refused(args: &[&str], why: &str) -> String {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
-        .args(["bench", "--events", "10", "--payload-bytes", "2MiB"])
+        .arg("bench")
+        .args(args)
         .env("RUST_LOG", "warn")
         .output()
         .await
         .expect("run the bench");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("over delivery.max_event_size (1.0 MiB)"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(why), "{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn a_payload_over_the_event_size_limit_is_refused_before_anything_is_created() {
+    let stderr = refused(
+        &["--events", "10", "--payload-bytes", "2MiB"],
+        "over delivery.max_event_size (1.0 MiB)",
+    )
+    .await;
     assert!(
         !stderr.contains("bench: queues and exchanges"),
         "refused before naming (and creating) a run: {stderr}"
@@ -173,20 +181,9 @@ async fn a_preloaded_run_reports_the_log_it_wrote_and_the_dashboard_reads_during
 
 #[tokio::test]
 async fn a_preload_with_pruning_or_dead_webhooks_is_refused() {
-    for extra in [["--prune", ""], ["--dead-webhooks", "1"]] {
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
-            .args(["bench", "--events", "10", "--preload", "10"])
-            .args(extra.iter().filter(|arg| !arg.is_empty()))
-            .env("RUST_LOG", "warn")
-            .output()
-            .await
-            .expect("run the bench");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
-        assert!(
-            stderr.contains("--preload measures the worker alone"),
-            "{stderr}"
-        );
+    for extra in [&["--prune"][..], &["--dead-webhooks", "1"]] {
+        let args = [&["--events", "10", "--preload", "10"][..], extra].concat();
+        refused(&args, "--preload measures the worker alone").await;
     }
 }
 
