@@ -22,10 +22,19 @@ const TABLES: [&str; 3] = ["attempts", "events", "deliveries"];
 /// The partitions created ahead: the one holding now and this many after it.
 const AHEAD: u32 = 2;
 
-/// How long retiring a partition waits for a table's lock before it leaves the partition to
-/// the next round. The queries that come meanwhile wait behind it, so a busy table costs
-/// them at most this much once.
+/// How long creating or retiring a partition waits for a table's lock before it leaves the
+/// work to the next round. The queries that come meanwhile wait behind it, so a busy table
+/// costs them at most this much once.
 const LOCK_TIMEOUT: &str = "1s";
+
+/// Makes every statement of the maintenance connection `client` wait at most
+/// [`LOCK_TIMEOUT`] for a lock (a concurrent detach's waits included).
+pub async fn bound_lock_waits(client: &Client) -> Result<(), StorageError> {
+    client
+        .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
+        .await?;
+    Ok(())
+}
 
 /// The range of `event_at` one partition holds: `from` inclusive (`None`: everything before
 /// `to`, as the partition the tables of the unpartitioned layout became), `to` exclusive.
@@ -206,7 +215,8 @@ pub async fn existing(
 }
 
 /// Makes sure a partition of each table holds each of `times`; returns how many it created.
-/// Each is created by a statement of its own, which waits for its one table only.
+/// Each is created in a transaction of its own, which waits for its one table only, and for
+/// at most [`LOCK_TIMEOUT`].
 pub async fn ensure(
     client: &Client,
     partition: Duration,
@@ -228,11 +238,21 @@ pub async fn ensure(
                 partition_name(table, gap.from),
                 for_values(table, &gap)
             );
-            match client.batch_execute(&create).await {
+            // Creating a partition takes its table's exclusive lock: waiting long behind a
+            // long query would hold every query behind it, so it gives up and waits a round
+            // (or the write that needed it tries again).
+            match in_transaction(client, &create).await {
                 Ok(()) => created += 1,
                 // Another worker created it, or one overlapping it, meanwhile: `at` has one.
-                Err(e) if lost_a_race(&e) => {}
-                Err(e) => return Err(e.into()),
+                Err(StorageError::Db(e)) if lost_a_race(&e) => {}
+                Err(StorageError::Db(e)) if is_busy(&e) => {
+                    tracing::info!(
+                        table,
+                        "the table stayed busy; its next partition waits a round"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
             known.push(gap);
         }

@@ -42,7 +42,11 @@ impl Pruner {
         let row = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&PRUNING_LOCK])
             .await?;
-        Ok(row.try_get::<_, bool>(0)?.then_some(Self { client }))
+        if !row.try_get::<_, bool>(0)? {
+            return Ok(None);
+        }
+        partitions::bound_lock_waits(&client).await?;
+        Ok(Some(Self { client }))
     }
 
     /// Creates the partitions of the next `retention.partition`s that are missing; returns
@@ -98,6 +102,7 @@ impl Storage {
         times: &[OffsetDateTime],
     ) -> Result<usize, StorageError> {
         let client = migrate::connect(&self.url).await?;
+        partitions::bound_lock_waits(&client).await?;
         partitions::ensure(&client, partition, times).await
     }
 

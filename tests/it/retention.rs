@@ -495,3 +495,40 @@ async fn an_event_filed_where_no_partition_is_gets_one() {
         "{holder} starts at {filed}, the event is stamped {stamped}"
     );
 }
+
+#[tokio::test]
+async fn a_long_query_makes_partition_upkeep_wait_a_round_not_hold_everyone() {
+    let mut config = test_config();
+    config.retention = seconds_partitions(3600, 3600);
+    let worker = TestWorker::start_with(config).await;
+    // A reader that does not finish: it holds the log's tables against exclusive locks.
+    let reader = crate::harness::connect_db(&worker.config.database.url).await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM deliveries; SELECT count(*) FROM attempts")
+        .await
+        .expect("a long reader");
+    // The partitions created at the start are behind us: the next ones are due.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let started = Instant::now();
+    let pruned = tokio::time::timeout(Duration::from_secs(20), worker.cli(&["prune"]))
+        .await
+        .expect("prune gives up on the busy tables instead of waiting behind the reader");
+    assert!(pruned.success, "{}", pruned.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    reader.batch_execute("COMMIT").await.expect("commit");
+    // Once the reader is gone, the next round creates them.
+    let again = worker.cli(&["prune"]).await;
+    assert!(again.success, "{}", again.stderr);
+    let now = time::OffsetDateTime::now_utc();
+    assert!(
+        partitions(&worker)
+            .await
+            .iter()
+            .any(|p| p.1.is_some_and(|s| s > now)),
+        "a partition ahead of now"
+    );
+}
