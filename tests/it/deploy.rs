@@ -1,7 +1,7 @@
 //! The files under `deploy/` and the Dockerfile, checked as far as this machine can without a
 //! Docker engine or a cluster: they parse, every configuration key they set exists, ports and
 //! paths agree with the code, the dashboard and the alert rules name only metrics the worker
-//! exports, and each alert has a runbook section in README.
+//! exports, and each alert has a runbook section in docs/operations.md.
 
 use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
@@ -128,8 +128,8 @@ async fn the_dashboard_and_the_alerts_name_only_metrics_the_worker_exports() {
 
 #[test]
 fn every_alert_has_a_summary_and_a_runbook_section() {
-    let readme = read("README.md");
-    let headings: BTreeSet<String> = readme
+    let operations = read("docs/operations.md");
+    let headings: BTreeSet<String> = operations
         .lines()
         .filter(|line| line.starts_with('#'))
         .map(|heading| heading.trim_start_matches('#').trim().to_lowercase())
@@ -140,10 +140,12 @@ fn every_alert_has_a_summary_and_a_runbook_section() {
         let name = rule["alert"].as_str().expect("alert name");
         assert!(rule["annotations"]["summary"].is_string(), "{name}");
         let runbook = rule["annotations"]["runbook"].as_str().expect("runbook");
-        let anchor = runbook.strip_prefix("README.md#").expect("a README anchor");
+        let anchor = runbook
+            .strip_prefix("docs/operations.md#")
+            .expect("an anchor in docs/operations.md");
         assert!(
             headings.contains(anchor),
-            "{name}: no README section {anchor}"
+            "{name}: no section {anchor} in docs/operations.md"
         );
     }
     let prometheus = &yaml("deploy/prometheus/prometheus.yml")[0];
