@@ -431,6 +431,18 @@ mod tests {
         let cases = [
             ("[delivery]\nretry_schedule = []", "retry_schedule"),
             (
+                "[retention]\npartition = \"500ms\"",
+                "retention.partition: must be whole seconds, at least 1s",
+            ),
+            (
+                "[retention]\npartition = \"1s 500ms\"",
+                "retention.partition: must be whole seconds",
+            ),
+            (
+                "[retention]\npartition = \"400d\"",
+                "retention.partition: must be at most 366 days",
+            ),
+            (
                 "[delivery]\nretry_schedule = [\"5m\", \"1m\"]",
                 "retry_schedule",
             ),
