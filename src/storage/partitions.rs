@@ -233,16 +233,18 @@ pub async fn ensure(
             let Some(gap) = gap_for(at, partition, &known) else {
                 continue;
             };
+            // `CREATE TABLE .. PARTITION OF` would take the table's exclusive lock, waiting
+            // for every query under way and holding every new one behind it; attaching a
+            // table made apart takes a lock that lets them all run.
+            let name = partition_name(table, gap.from);
             let create = format!(
-                "CREATE TABLE IF NOT EXISTS {} PARTITION OF {table} FOR VALUES {}",
-                partition_name(table, gap.from),
+                "CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS
+                     INCLUDING STORAGE INCLUDING COMPRESSION);
+                 ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES {}",
                 for_values(table, &gap)
             );
-            // Creating a partition takes its table's exclusive lock: waiting long behind a
-            // long query would hold every query behind it, so it gives up and waits a round
-            // (or the write that needed it tries again).
             match in_transaction(client, &create).await {
-                Ok(()) => created += 1,
+                Ok(_) => created += 1,
                 // Another worker created it, or one overlapping it, meanwhile: `at` has one.
                 Err(StorageError::Db(e)) if lost_a_race(&e) => {}
                 Err(StorageError::Db(e)) if is_busy(&e) => {
@@ -278,12 +280,16 @@ pub fn ahead(now: OffsetDateTime, partition: Duration) -> Vec<OffsetDateTime> {
     (0..=AHEAD).map(|n| now + partition * n).collect()
 }
 
-/// The rows of the deliveries partition `name` that retiring it keeps.
+/// The rows of the deliveries partition `name` that retiring it keeps. Each branch is one
+/// of the partial indexes on status (`deliveries_due_idx`, `deliveries_failed_idx`), so they
+/// are found without reading the rows that go.
 fn kept(name: &str, retirement: Retirement) -> String {
-    format!(
-        "SELECT * FROM {name} WHERE status IN ('pending', 'retrying') OR (status = 'failed' AND {})",
-        retirement.keep_failed
-    )
+    let failed = if retirement.keep_failed {
+        format!(" UNION ALL SELECT * FROM {name} WHERE status = 'failed'")
+    } else {
+        String::new()
+    };
+    format!("SELECT * FROM {name} WHERE status IN ('pending', 'retrying'){failed}")
 }
 
 /// What retiring the partition `name` removes: its deliveries but the kept ones, their
@@ -323,19 +329,24 @@ fn prune_counts(row: &tokio_postgres::Row) -> Result<PruneCounts, StorageError> 
     })
 }
 
-/// The rows of the partition `name` in the three tables: what retiring it removes when it
-/// keeps nothing.
-async fn everything_in(
-    client: &impl GenericClient,
-    name: &str,
-) -> Result<PruneCounts, StorageError> {
+/// The rows of the partition `name` in the three tables, as PostgreSQL's statistics count
+/// them once it has analyzed the partition (autovacuum keeps that within about a tenth),
+/// else counted. Counting a day's partitions row by row would take longer than retiring them.
+async fn rows_in(client: &impl GenericClient, name: &str) -> Result<PruneCounts, StorageError> {
+    let rows = |partition: &str| {
+        format!(
+            "(SELECT CASE WHEN reltuples >= 0 THEN reltuples::int8
+                ELSE (SELECT count(*) FROM {partition}) END
+              FROM pg_class WHERE oid = '{partition}'::regclass)"
+        )
+    };
     let row = client
         .query_one(
             &format!(
-                "SELECT (SELECT count(*) FROM {name}), (SELECT count(*) FROM {}),
-                    (SELECT count(*) FROM {})",
-                sibling(name, "attempts"),
-                sibling(name, "events")
+                "SELECT {}, {}, {}",
+                rows(name),
+                rows(&sibling(name, "attempts")),
+                rows(&sibling(name, "events"))
             ),
             &[],
         )
@@ -375,6 +386,9 @@ pub async fn retire(
     dry_run: bool,
 ) -> Result<PruneCounts, StorageError> {
     let mut total = PruneCounts::default();
+    if !dry_run {
+        drop_replaced(client).await?;
+    }
     for (name, bounds) in existing(client, "deliveries").await? {
         let Some(retirement) = retirement(&bounds, config, now) else {
             continue;
@@ -390,12 +404,12 @@ pub async fn retire(
 }
 
 /// Drops the partition `name` in the three tables (`drop_partition`); when something in it
-/// must stay, its rows are copied first and written back into a fresh partition of the same
-/// bounds, which takes the old one's place (`replace`). One table at a time, so retiring
-/// never waits for one table while holding another (a query of several tables could be
-/// waiting for that one: a deadlock). Attempts and events
-/// go first and keep what the deliveries partition still needs, so a round cut short leaves
-/// the deliveries to be found, and the whole done again, by the next one.
+/// must stay, a fresh partition of the same bounds holding only that takes the old one's
+/// place (`replace`). One table at a time, so retiring never waits for one table while
+/// holding another (a query of several tables could be waiting for that one: a deadlock).
+/// Attempts and events go first and keep what the deliveries partition still needs, so a
+/// round cut short leaves the deliveries to be found, and the whole done again, by the next
+/// one.
 async fn retire_one(
     client: &Client,
     name: &str,
@@ -410,11 +424,7 @@ async fn retire_one(
         .query_one(&format!("SELECT EXISTS ({kept})"), &[])
         .await?
         .try_get::<_, bool>(0)?;
-    let counts = if keeps_any {
-        doomed(client, name, retirement).await?
-    } else {
-        everything_in(client, name).await?
-    };
+    let mut removed = rows_in(client, name).await?;
     let (attempts, events) = (sibling(name, "attempts"), sibling(name, "events"));
     let keeping = [
         (
@@ -432,13 +442,13 @@ async fn retire_one(
     ];
     for (table, rows) in keeping {
         let partition = sibling(name, table);
-        let replaced = if keeps_any {
+        let result = if keeps_any {
             replace(client, table, &partition, bounds, &rows).await
         } else {
-            drop_partition(client, table, &partition).await
+            drop_partition(client, table, &partition).await.map(|()| 0)
         };
-        match replaced {
-            Ok(()) => {}
+        match result {
+            Ok(kept_rows) => removed.subtract(table, kept_rows),
             Err(StorageError::Db(e)) if is_busy(&e) => {
                 tracing::info!(partition = %partition, "the table stayed busy; retiring waits a round");
                 return Ok(PruneCounts::default());
@@ -446,7 +456,7 @@ async fn retire_one(
             Err(e) => return Err(e),
         }
     }
-    Ok(counts)
+    Ok(removed)
 }
 
 /// The lock timeout ran out.
@@ -455,18 +465,27 @@ fn is_busy(error: &tokio_postgres::Error) -> bool {
 }
 
 /// Runs `statements` in a transaction of their own, waiting at most [`LOCK_TIMEOUT`] for a
-/// lock.
-async fn in_transaction(client: &Client, statements: &str) -> Result<(), StorageError> {
+/// lock; returns the first column of the last row they returned, if any.
+async fn in_transaction(client: &Client, statements: &str) -> Result<Option<String>, StorageError> {
     let result = client
-        .batch_execute(&format!(
+        .simple_query(&format!(
             "BEGIN; SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; {statements}; COMMIT"
         ))
         .await;
-    if result.is_err() {
-        // A failed statement leaves the transaction open, aborted.
-        client.batch_execute("ROLLBACK").await?;
+    match result {
+        Ok(messages) => Ok(messages
+            .iter()
+            .filter_map(|message| match message {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .last()),
+        Err(e) => {
+            // A failed statement leaves the transaction open, aborted.
+            client.batch_execute("ROLLBACK").await?;
+            Err(e.into())
+        }
     }
-    Ok(result?)
 }
 
 /// Detaches and drops `partition` of `table` (gone already: nothing to do). Detached
@@ -499,31 +518,63 @@ async fn drop_partition(client: &Client, table: &str, partition: &str) -> Result
 }
 
 /// Replaces `partition` of `table` by a fresh one of the same `bounds` holding only `rows`,
-/// in one transaction under the table's exclusive lock: its readers and writers wait for as
-/// long as the copy of what it keeps takes.
+/// in one transaction under the table's exclusive lock; returns how many rows it kept. Its
+/// readers and writers wait while the kept rows (a few percent of the partition) are found
+/// by index and copied; the old partition's files are removed after the lock is gone.
 async fn replace(
     client: &Client,
     table: &str,
     partition: &str,
     bounds: &Bounds,
     rows: &str,
-) -> Result<(), StorageError> {
+) -> Result<u64, StorageError> {
     if !is_partition_of(client, table, partition).await? {
-        return Ok(());
+        return Ok(0);
     }
-    in_transaction(
+    let replaced = format!("{partition}{REPLACED}");
+    let kept = in_transaction(
         client,
         &format!(
-            "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;
+            "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off;
+             SET LOCAL enable_mergejoin = off;
+             LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;
              CREATE TEMP TABLE kept_rows ON COMMIT DROP AS {rows};
              ALTER TABLE {table} DETACH PARTITION {partition};
-             DROP TABLE {partition};
+             ALTER TABLE {partition} RENAME TO {replaced};
              CREATE TABLE {partition} PARTITION OF {table} FOR VALUES {};
-             INSERT INTO {partition} SELECT * FROM kept_rows",
+             INSERT INTO {partition} SELECT * FROM kept_rows;
+             SELECT count(*)::text FROM kept_rows",
             for_values(table, bounds)
         ),
     )
-    .await
+    .await?;
+    client
+        .batch_execute(&format!("DROP TABLE IF EXISTS {replaced}"))
+        .await?;
+    Ok(kept.and_then(|n| n.parse().ok()).unwrap_or(0))
+}
+
+/// The suffix of a partition that a fresh one replaced, until it is dropped.
+const REPLACED: &str = "_replaced";
+
+/// Drops the partitions that fresh ones replaced and that a round cut short left behind.
+async fn drop_replaced(client: &Client) -> Result<(), StorageError> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_class c
+             WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+                 AND NOT c.relispartition
+                 AND c.relname ~ '^(attempts|events|deliveries)_(p[0-9_]+|legacy)_replaced$'",
+            &[],
+        )
+        .await?;
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Whether `partition` is a partition of `table` (a round cut short may have dropped it).

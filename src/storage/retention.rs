@@ -24,6 +24,16 @@ impl PruneCounts {
         self.attempts += other.attempts;
         self.events += other.events;
     }
+
+    /// Takes `rows` off the count of `table`.
+    pub fn subtract(&mut self, table: &str, rows: u64) {
+        let count = match table {
+            "attempts" => &mut self.attempts,
+            "events" => &mut self.events,
+            _ => &mut self.deliveries,
+        };
+        *count = count.saturating_sub(rows);
+    }
 }
 
 /// One worker at a time keeps the partitions: the lock is held by a session of its own, so it
