@@ -3,6 +3,7 @@
 
 mod batch;
 mod changes;
+mod compaction;
 mod deliveries;
 mod gauges;
 mod health;

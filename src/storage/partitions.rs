@@ -13,11 +13,11 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_postgres::{Client, GenericClient};
 
-use super::{StorageError, retention::PruneCounts};
+use super::{StorageError, compaction, retention::PruneCounts};
 use crate::{config::RetentionConfig, domain::DeliveryId};
 
 /// The partitioned tables.
-const TABLES: [&str; 3] = ["attempts", "events", "deliveries"];
+pub(super) const TABLES: [&str; 3] = ["attempts", "events", "deliveries"];
 
 /// The partitions created ahead: the one holding now and this many after it.
 const AHEAD: u32 = 2;
@@ -127,7 +127,7 @@ fn partition_name(table: &str, from: Option<OffsetDateTime>) -> String {
 }
 
 /// The partition's name in `table`, from its deliveries partition's name.
-fn sibling(deliveries_partition: &str, table: &str) -> String {
+pub(super) fn sibling(deliveries_partition: &str, table: &str) -> String {
     let suffix = deliveries_partition
         .strip_prefix("deliveries_")
         .unwrap_or(deliveries_partition);
@@ -151,17 +151,35 @@ fn literal(at: OffsetDateTime) -> String {
 
 /// `FOR VALUES` of the partition `bounds` in `table`: attempts by delivery id, the others by
 /// `event_at`.
-fn for_values(table: &str, bounds: &Bounds) -> String {
-    let bound = |at: Option<OffsetDateTime>| match (at, table) {
-        (None, _) => "MINVALUE".to_owned(),
-        (Some(at), "attempts") => format!("'{}'", DeliveryId::lowest_at(at)),
-        (Some(at), _) => literal(at),
+pub(super) fn for_values(table: &str, bounds: &Bounds) -> String {
+    let from = bounds
+        .from
+        .map_or_else(|| "MINVALUE".to_owned(), |at| bound(table, at));
+    format!("FROM ({from}) TO ({})", bound(table, bounds.to))
+}
+
+/// A bound of `table`'s partitions as a SQL literal: attempts by delivery id, the others by
+/// `event_at`.
+fn bound(table: &str, at: OffsetDateTime) -> String {
+    match table {
+        "attempts" => format!("'{}'", DeliveryId::lowest_at(at)),
+        _ => literal(at),
+    }
+}
+
+/// A check that a row of `table` lies within `bounds`: what a table must hold to be attached
+/// as their partition without reading it.
+pub(super) fn bound_check(table: &str, bounds: &Bounds) -> String {
+    let key = if table == "attempts" {
+        "delivery_id"
+    } else {
+        "event_at"
     };
-    format!(
-        "FROM ({}) TO ({})",
-        bound(bounds.from),
-        bound(Some(bounds.to))
-    )
+    let below = format!("{key} < {}", bound(table, bounds.to));
+    match bounds.from {
+        None => below,
+        Some(from) => format!("{key} >= {} AND {below}", bound(table, from)),
+    }
 }
 
 /// The partitions of `table` and their bounds as times, oldest first.
@@ -283,7 +301,7 @@ pub fn ahead(now: OffsetDateTime, partition: Duration) -> Vec<OffsetDateTime> {
 /// The rows of the deliveries partition `name` that retiring it keeps. Each branch is one
 /// of the partial indexes on status (`deliveries_due_idx`, `deliveries_failed_idx`), so they
 /// are found without reading the rows that go.
-fn kept(name: &str, retirement: Retirement) -> String {
+pub(super) fn kept(name: &str, retirement: Retirement) -> String {
     let failed = if retirement.keep_failed {
         format!(" UNION ALL SELECT * FROM {name} WHERE status = 'failed'")
     } else {
@@ -332,26 +350,30 @@ fn prune_counts(row: &tokio_postgres::Row) -> Result<PruneCounts, StorageError> 
 /// The rows of the partition `name` in the three tables, as PostgreSQL's statistics count
 /// them once it has analyzed the partition (autovacuum keeps that within about a tenth),
 /// else counted. Counting a day's partitions row by row would take longer than retiring them.
+/// A partition a round cut short dropped already counts none.
 async fn rows_in(client: &impl GenericClient, name: &str) -> Result<PruneCounts, StorageError> {
-    let rows = |partition: &str| {
-        format!(
-            "(SELECT CASE WHEN reltuples >= 0 THEN reltuples::int8
-                ELSE (SELECT count(*) FROM {partition}) END
-              FROM pg_class WHERE oid = '{partition}'::regclass)"
-        )
-    };
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT {}, {}, {}",
-                rows(name),
-                rows(&sibling(name, "attempts")),
-                rows(&sibling(name, "events"))
-            ),
-            &[],
-        )
-        .await?;
-    prune_counts(&row)
+    let mut counts = PruneCounts::default();
+    for table in TABLES {
+        let partition = sibling(name, table);
+        let row = client
+            .query_one(
+                "SELECT c.reltuples::int8 FROM (SELECT to_regclass($1::text) AS oid) r
+                 LEFT JOIN pg_class c ON c.oid = r.oid",
+                &[&partition],
+            )
+            .await?;
+        let estimate: Option<i64> = row.try_get(0)?;
+        let rows = match estimate {
+            None => 0,
+            Some(estimate) if estimate >= 0 => estimate,
+            Some(_) => client
+                .query_one(&format!("SELECT count(*) FROM {partition}"), &[])
+                .await?
+                .try_get(0)?,
+        };
+        *counts.of_table(table) = u64::try_from(rows).unwrap_or(0);
+    }
+    Ok(counts)
 }
 
 /// Whether retiring the deliveries partition `name` changes anything: it holds a delivery to
@@ -386,87 +408,103 @@ pub async fn retire(
     dry_run: bool,
 ) -> Result<PruneCounts, StorageError> {
     let mut total = PruneCounts::default();
-    if !dry_run {
-        drop_replaced(client).await?;
+    if !dry_run && !finish_cut_short(client).await? {
+        return Ok(total);
     }
     for (name, bounds) in existing(client, "deliveries").await? {
         let Some(retirement) = retirement(&bounds, config, now) else {
             continue;
         };
-        let counts = if dry_run {
-            doomed(client, &name, retirement).await?
-        } else {
-            retire_one(client, &name, &bounds, retirement).await?
-        };
-        total.add(counts);
+        if dry_run {
+            total.add(doomed(client, &name, retirement).await?);
+            continue;
+        }
+        match retire_one(client, &name, &bounds, retirement).await? {
+            Some(counts) => total.add(counts),
+            // A table stayed busy: the next round goes on from here.
+            None => break,
+        }
     }
     Ok(total)
 }
 
-/// Drops the partition `name` in the three tables (`drop_partition`); when something in it
-/// must stay, a fresh partition of the same bounds holding only that takes the old one's
-/// place (`replace`). One table at a time, so retiring never waits for one table while
-/// holding another (a query of several tables could be waiting for that one: a deadlock).
-/// Attempts and events go first and keep what the deliveries partition still needs, so a
-/// round cut short leaves the deliveries to be found, and the whole done again, by the next
-/// one.
+/// Finishes what a round cut short left: detaches pending (a table holds one at a time, so
+/// none other can start before it ends) and partitions replaced but not dropped. `false`
+/// when a table stayed busy.
+async fn finish_cut_short(client: &Client) -> Result<bool, StorageError> {
+    let pending = client
+        .query(
+            "SELECT inhparent::regclass::text, inhrelid::regclass::text FROM pg_inherits
+             WHERE inhdetachpending",
+            &[],
+        )
+        .await?;
+    for row in pending {
+        let (table, partition): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        match drop_partition(client, &table, &partition).await {
+            Ok(()) => {}
+            Err(StorageError::Db(e)) if is_busy(&e) => {
+                tracing::info!(partition = %partition, "the table stayed busy; retiring waits a round");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    compaction::drop_replaced(client).await?;
+    Ok(true)
+}
+
+/// Retires the partition `name` in the three tables: dropped whole when nothing in it
+/// stays (`drop_partition`), else compacted to what stays (`compaction`); returns what went,
+/// or `None` when a table stayed busy past the lock timeout. One table at a
+/// time, so retiring never waits for one table while holding another (a query of several
+/// tables could be waiting for that one: a deadlock). Attempts and events go first and keep
+/// what the deliveries partition still needs, so a round cut short leaves the deliveries to
+/// be found, and the whole finished, by the next one.
 async fn retire_one(
     client: &Client,
     name: &str,
     bounds: &Bounds,
     retirement: Retirement,
-) -> Result<PruneCounts, StorageError> {
+) -> Result<Option<PruneCounts>, StorageError> {
     if !has_doomed(client, name, retirement).await? {
-        return Ok(PruneCounts::default());
+        return Ok(Some(PruneCounts::default()));
     }
-    let kept = kept(name, retirement);
     let keeps_any = client
-        .query_one(&format!("SELECT EXISTS ({kept})"), &[])
+        .query_one(&format!("SELECT EXISTS ({})", kept(name, retirement)), &[])
         .await?
         .try_get::<_, bool>(0)?;
-    let mut removed = rows_in(client, name).await?;
-    let (attempts, events) = (sibling(name, "attempts"), sibling(name, "events"));
-    let keeping = [
-        (
-            "attempts",
-            format!("SELECT * FROM {attempts} WHERE delivery_id IN (SELECT id FROM ({kept}) k)"),
-        ),
-        (
-            "events",
-            format!(
-                "SELECT * FROM {events}
-                 WHERE (id, event_at) IN (SELECT event_id, event_at FROM ({kept}) k)"
-            ),
-        ),
-        ("deliveries", kept.clone()),
-    ];
-    for (table, rows) in keeping {
+    let stored = rows_in(client, name).await?;
+    if keeps_any {
+        let kept = compaction::compact(client, name, bounds, retirement).await?;
+        return Ok(kept.map(|kept| stored.less(kept)));
+    }
+    compaction::drop_staged(client, name).await?;
+    for table in TABLES {
         let partition = sibling(name, table);
-        let result = if keeps_any {
-            replace(client, table, &partition, bounds, &rows).await
-        } else {
-            drop_partition(client, table, &partition).await.map(|()| 0)
-        };
-        match result {
-            Ok(kept_rows) => removed.subtract(table, kept_rows),
+        match drop_partition(client, table, &partition).await {
+            Ok(()) => {}
             Err(StorageError::Db(e)) if is_busy(&e) => {
                 tracing::info!(partition = %partition, "the table stayed busy; retiring waits a round");
-                return Ok(PruneCounts::default());
+                return Ok(None);
             }
             Err(e) => return Err(e),
         }
     }
-    Ok(removed)
+    Ok(Some(stored))
 }
 
 /// The lock timeout ran out.
-fn is_busy(error: &tokio_postgres::Error) -> bool {
+pub(super) fn is_busy(error: &tokio_postgres::Error) -> bool {
     error.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
 }
 
 /// Runs `statements` in a transaction of their own, waiting at most [`LOCK_TIMEOUT`] for a
 /// lock; returns the first column of the last row they returned, if any.
-async fn in_transaction(client: &Client, statements: &str) -> Result<Option<String>, StorageError> {
+pub(super) async fn in_transaction(
+    client: &Client,
+    statements: &str,
+) -> Result<Option<String>, StorageError> {
     let result = client
         .simple_query(&format!(
             "BEGIN; SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; {statements}; COMMIT"
@@ -515,82 +553,6 @@ async fn drop_partition(client: &Client, table: &str, partition: &str) -> Result
         .batch_execute(&format!("DROP TABLE {partition}"))
         .await?;
     Ok(())
-}
-
-/// Replaces `partition` of `table` by a fresh one of the same `bounds` holding only `rows`,
-/// in one transaction under the table's exclusive lock; returns how many rows it kept. Its
-/// readers and writers wait while the kept rows (a few percent of the partition) are found
-/// by index and copied; the old partition's files are removed after the lock is gone.
-async fn replace(
-    client: &Client,
-    table: &str,
-    partition: &str,
-    bounds: &Bounds,
-    rows: &str,
-) -> Result<u64, StorageError> {
-    if !is_partition_of(client, table, partition).await? {
-        return Ok(0);
-    }
-    let replaced = format!("{partition}{REPLACED}");
-    let kept = in_transaction(
-        client,
-        &format!(
-            "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off;
-             SET LOCAL enable_mergejoin = off;
-             LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;
-             CREATE TEMP TABLE kept_rows ON COMMIT DROP AS {rows};
-             ALTER TABLE {table} DETACH PARTITION {partition};
-             ALTER TABLE {partition} RENAME TO {replaced};
-             CREATE TABLE {partition} PARTITION OF {table} FOR VALUES {};
-             INSERT INTO {partition} SELECT * FROM kept_rows;
-             SELECT count(*)::text FROM kept_rows",
-            for_values(table, bounds)
-        ),
-    )
-    .await?;
-    client
-        .batch_execute(&format!("DROP TABLE IF EXISTS {replaced}"))
-        .await?;
-    Ok(kept.and_then(|n| n.parse().ok()).unwrap_or(0))
-}
-
-/// The suffix of a partition that a fresh one replaced, until it is dropped.
-const REPLACED: &str = "_replaced";
-
-/// Drops the partitions that fresh ones replaced and that a round cut short left behind.
-async fn drop_replaced(client: &Client) -> Result<(), StorageError> {
-    let rows = client
-        .query(
-            "SELECT c.relname::text FROM pg_class c
-             WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
-                 AND NOT c.relispartition
-                 AND c.relname ~ '^(attempts|events|deliveries)_(p[0-9_]+|legacy)_replaced$'",
-            &[],
-        )
-        .await?;
-    for row in rows {
-        let name: String = row.try_get(0)?;
-        client
-            .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
-            .await?;
-    }
-    Ok(())
-}
-
-/// Whether `partition` is a partition of `table` (a round cut short may have dropped it).
-async fn is_partition_of(
-    client: &Client,
-    table: &str,
-    partition: &str,
-) -> Result<bool, StorageError> {
-    let row = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_inherits
-                WHERE inhparent = $1::text::regclass AND inhrelid = to_regclass($2::text))",
-            &[&table, &partition],
-        )
-        .await?;
-    Ok(row.try_get(0)?)
 }
 
 #[cfg(test)]

@@ -25,14 +25,22 @@ impl PruneCounts {
         self.events += other.events;
     }
 
-    /// Takes `rows` off the count of `table`.
-    pub fn subtract(&mut self, table: &str, rows: u64) {
-        let count = match table {
+    /// The count of the log's table `table` (`deliveries`, `attempts` or `events`).
+    pub fn of_table(&mut self, table: &str) -> &mut u64 {
+        match table {
             "attempts" => &mut self.attempts,
             "events" => &mut self.events,
             _ => &mut self.deliveries,
-        };
-        *count = count.saturating_sub(rows);
+        }
+    }
+
+    /// These counts less `other`'s (none below zero).
+    pub fn less(self, other: PruneCounts) -> PruneCounts {
+        PruneCounts {
+            deliveries: self.deliveries.saturating_sub(other.deliveries),
+            attempts: self.attempts.saturating_sub(other.attempts),
+            events: self.events.saturating_sub(other.events),
+        }
     }
 }
 

@@ -549,3 +549,162 @@ async fn partitions_are_created_beside_a_long_query() {
         .await
         .expect("the reader's transaction");
 }
+
+/// The tables a partition's retirement leaves beside the log (staged copies, replaced
+/// partitions).
+async fn leftovers(worker: &TestWorker) -> Vec<String> {
+    worker
+        .db
+        .query(
+            "SELECT relname::text FROM pg_class
+             WHERE relname LIKE '%\\_staged' OR relname LIKE '%\\_replaced' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("tables")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn what_changes_while_a_partition_is_compacted_stays_as_it_is_now() {
+    let mut config = test_config();
+    config.retention = seconds_partitions(1, 60);
+    config.delivery.retry_schedule =
+        RetrySchedule::new(vec![Duration::from_millis(200)]).expect("valid schedule");
+    let worker = TestWorker::start_with(config).await;
+    let ends = worker.healthy_and_failing("cmp_swap", 500).await;
+    let bad = uuid::Uuid::parse_str(&ends.bad).expect("uuid");
+    let started = Instant::now();
+    let (retried, _) = worker.publish("deal.won", "cmp_swap", json!({})).await;
+    let (under_way, _) = worker.publish("deal.won", "cmp_swap", json!({})).await;
+    for event in [&retried, &under_way] {
+        worker.wait_for_status(event, &ends.ok, "succeeded").await;
+        worker.wait_for_status(event, &ends.bad, "failed").await;
+    }
+    worker
+        .db
+        .execute(
+            "UPDATE deliveries SET status = 'retrying' WHERE event_id = $1 AND webhook_id = $2",
+            &[&under_way, &bad],
+        )
+        .await
+        .expect("under way");
+
+    // A query holds the partition's attempts (only them: the other partitions past retention
+    // still go): the first round copies what stays (the young Failed delivery, the one under
+    // way) and waits a round for the lock.
+    let holder = partition_of(&worker, &retried, &ends.bad).await;
+    let attempts = holder.replacen("deliveries_", "attempts_", 1);
+    sleep_until(started + Duration::from_millis(2500)).await;
+    let reader = crate::harness::connect_db(&worker.config.database.url).await;
+    reader
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {attempts} IN ACCESS SHARE MODE"
+        ))
+        .await
+        .expect("a long query");
+    let first = worker.cli(&["prune"]).await;
+    assert!(first.success, "{}", first.stderr);
+    assert_eq!(
+        leftovers(&worker).await.len(),
+        3,
+        "staged copies of the three partitions"
+    );
+    reader.batch_execute("COMMIT").await.expect("commit");
+
+    // Meanwhile the Failed one is retried by hand and succeeds (it need not stay any more),
+    // and the one under way gets another attempt.
+    ends.failing.set_default(Reply::Status(200));
+    let failed_id: String = worker
+        .db
+        .query_one(
+            "SELECT id::text FROM deliveries WHERE event_id = $1 AND webhook_id = $2",
+            &[&retried, &bad],
+        )
+        .await
+        .expect("delivery")
+        .get(0);
+    let (status, body) = worker
+        .api("POST", &format!("/v1/deliveries/{failed_id}/retry"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    worker
+        .wait_for_status(&retried, &ends.bad, "succeeded")
+        .await;
+    worker
+        .db
+        .batch_execute(&format!(
+            "INSERT INTO attempts (delivery_id, webhook_id, attempt_number, trigger,
+                 attempted_at, duration_ms, request_headers)
+             SELECT d.id, d.webhook_id, d.attempt_count + 1, 'automatic', now(), 1, '[]'
+             FROM deliveries d WHERE d.event_id = '{under_way}' AND d.webhook_id = '{bad}';
+             UPDATE deliveries SET attempt_count = attempt_count + 1
+             WHERE event_id = '{under_way}' AND webhook_id = '{bad}'"
+        ))
+        .await
+        .expect("another attempt");
+
+    let second = worker.cli(&["prune"]).await;
+    assert!(second.success, "{}", second.stderr);
+    assert_eq!(
+        kept(&worker, &under_way).await,
+        (1, 3, true),
+        "the one under way stays with its new attempt"
+    );
+    assert_eq!(
+        kept(&worker, &retried).await,
+        (0, 0, false),
+        "the retried one succeeded and went, with its event"
+    );
+    let orphans: i64 = worker
+        .db
+        .query_one(
+            "SELECT count(*) FROM attempts a
+             WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = a.delivery_id)",
+            &[],
+        )
+        .await
+        .expect("orphans")
+        .get(0);
+    assert_eq!(orphans, 0, "no attempt outlives its delivery");
+    assert_eq!(leftovers(&worker).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_detach_cut_short_by_a_long_reader_is_finished_by_the_next_round() {
+    let mut config = test_config();
+    config.retention = seconds_partitions(1, 1);
+    let worker = TestWorker::start_with(config).await;
+    // The partition the upgrade left and the first ones created are past retention.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // A reader of every partition: a concurrent detach waits for it, past the lock timeout,
+    // and is left pending (PostgreSQL allows one pending detach per table).
+    let reader = crate::harness::connect_db(&worker.config.database.url).await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM attempts")
+        .await
+        .expect("a long reader");
+    let first = worker.cli(&["prune"]).await;
+    assert!(first.success, "{}", first.stderr);
+    reader.batch_execute("COMMIT").await.expect("commit");
+
+    let second = worker.cli(&["prune"]).await;
+    assert!(second.success, "{}", second.stderr);
+    let pending: i64 = worker
+        .db
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhdetachpending",
+            &[],
+        )
+        .await
+        .expect("pending detaches")
+        .get(0);
+    assert_eq!(pending, 0, "the pending detach was finished");
+    assert!(
+        partitions(&worker).await.iter().all(|p| p.1.is_some()),
+        "the partition the upgrade left is gone"
+    );
+    assert_eq!(leftovers(&worker).await, Vec::<String>::new());
+}
