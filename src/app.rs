@@ -53,7 +53,7 @@ pub async fn prepare(config: &Config) -> Result<(Storage, Broker), AppError> {
     storage
         .create_partitions_ahead(config.retention.partition)
         .await?;
-    let broker = Broker::connect(&config.amqp.url, topology(config)).await?;
+    let broker = Broker::connect(&config.amqp, topology(config)).await?;
     broker.declare_topology().await?;
     Ok((storage, broker))
 }
@@ -272,7 +272,7 @@ impl Worker<'_> {
                 () = tokio::time::sleep(backoff.next_delay()) => {}
             }
             let attempt = async {
-                let broker = Broker::connect(&self.config.amqp.url, topology(self.config)).await?;
+                let broker = Broker::connect(&self.config.amqp, topology(self.config)).await?;
                 broker.declare_topology().await?;
                 Ok::<_, BrokerError>(broker)
             };

@@ -266,7 +266,7 @@ async fn publish(config: &Config, args: PublishArgs) -> anyhow::Result<()> {
         config.delivery.max_event_bytes(),
     )
     .map_err(|invalid| anyhow::anyhow!("{invalid}; not published"))?;
-    let broker = crate::broker::Broker::connect(&config.amqp.url, app::topology(config)).await?;
+    let broker = crate::broker::Broker::connect(&config.amqp, app::topology(config)).await?;
     // Declaring first means an event published before any worker ran waits in its queue.
     broker.declare_topology().await?;
     broker
@@ -370,7 +370,7 @@ async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     // A maintenance command: it changes no schema and no stored key (`run` and `migrate` do).
     let storage =
         crate::storage::Storage::open(&config.database, config.security.secret_keys.clone())?;
-    let broker = crate::broker::Broker::connect(&config.amqp.url, app::topology(config)).await?;
+    let broker = crate::broker::Broker::connect(&config.amqp, app::topology(config)).await?;
     broker.declare_topology().await?;
     let counts = storage.count_failed(&scope, window).await?;
     let total: i64 = counts.iter().map(|(_, n)| n).sum();
@@ -393,7 +393,7 @@ async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 async fn quarantine(config: &Config, command: QuarantineCommand) -> anyhow::Result<()> {
-    let broker = crate::broker::Broker::connect(&config.amqp.url, app::topology(config)).await?;
+    let broker = crate::broker::Broker::connect(&config.amqp, app::topology(config)).await?;
     broker.declare_topology().await?;
     let queue = broker.topology().quarantine_queue.clone();
     let selected = |selection: &QuarantineSelection, depth: u32| match selection.count {

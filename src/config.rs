@@ -72,6 +72,10 @@ pub struct AmqpConfig {
     /// Tries of a message whose handling fails for a reason of its own before it is
     /// quarantined (outages do not count).
     pub delivery_limit: u32,
+    /// How long connecting to one broker node (TCP and the AMQP handshake) may take before
+    /// the next node is tried.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
 }
 
 impl std::fmt::Debug for AmqpConfig {
@@ -82,6 +86,7 @@ impl std::fmt::Debug for AmqpConfig {
             .field("prefix", &self.prefix)
             .field("prefetch", &self.prefetch)
             .field("delivery_limit", &self.delivery_limit)
+            .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
@@ -106,20 +111,43 @@ impl std::fmt::Debug for DatabaseConfig {
 }
 
 /// `urls` (one, or several separated by commas) with every password replaced by `***`: how a
-/// broker or database URL appears in logs, errors and `Debug`.
+/// broker or database URL appears in logs, errors and `Debug`. A database URL of several
+/// hosts (`postgres://u:pw@db1:5432,db2:5432/tw`) splits into its first part and bare hosts.
 pub fn redact_urls(urls: &str) -> String {
     urls.split(',')
-        .map(|url| match url::Url::parse(url.trim()) {
-            Ok(mut parsed) => {
-                if parsed.password().is_some() {
-                    let _ = parsed.set_password(Some("***"));
-                }
-                parsed.to_string()
-            }
-            Err(_) => "(unparsable url)".to_owned(),
-        })
+        .map(redact_url)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+fn redact_url(piece: &str) -> String {
+    let piece = piece.trim();
+    match url::Url::parse(piece) {
+        Ok(mut parsed) if parsed.has_host() => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            redact_password_parameter(parsed.as_str())
+        }
+        // A further host of a database URL: `host:port`, then perhaps the path and query.
+        _ if !piece.contains('@') && !piece.contains("://") => redact_password_parameter(piece),
+        _ => "(unparsable url)".to_owned(),
+    }
+}
+
+/// `piece` with the value of a `password=` query parameter (libpq reads one) replaced.
+fn redact_password_parameter(piece: &str) -> String {
+    let Some((base, query)) = piece.split_once('?') else {
+        return piece.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("password", _)) => "password=***".to_owned(),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 /// How long the delivery log is kept.
@@ -273,6 +301,13 @@ impl Config {
         }
         if self.amqp.prefetch == 0 {
             return invalid("amqp.prefetch", "must be at least 1");
+        }
+        let timeout = self.amqp.connect_timeout;
+        if timeout.is_zero() || timeout > Duration::from_secs(600) {
+            return invalid(
+                "amqp.connect_timeout",
+                "must be more than zero and at most 10m",
+            );
         }
         if self.database.pool_size == 0 {
             return invalid("database.pool_size", "must be at least 1");
@@ -476,6 +511,8 @@ mod tests {
                 "retry_schedule delay 2 is longer than 30 days",
             ),
             ("[amqp]\nprefetch = 0", "amqp.prefetch"),
+            ("[amqp]\nconnect_timeout = \"0s\"", "amqp.connect_timeout"),
+            ("[amqp]\nconnect_timeout = \"11m\"", "amqp.connect_timeout"),
             ("[amqp]\ndelivery_limit = 0", "amqp.delivery_limit"),
             (
                 "[amqp]\nurl = \"amqp://127.0.0.1:5681/%2f, http://127.0.0.1:5682\"",
@@ -525,6 +562,15 @@ mod tests {
         assert!(
             debug.contains("10.0.0.2"),
             "the rest of the URL stays: {debug}"
+        );
+        assert_eq!(
+            redact_urls("postgres://tw:pg-pw@db1:5432,db2:5433/tw?target_session_attrs=read-write"),
+            "postgres://tw:***@db1:5432,db2:5433/tw?target_session_attrs=read-write",
+            "a database URL of several hosts"
+        );
+        assert_eq!(
+            redact_urls("postgres://tw@db1:5432/tw?password=pg-pw&sslmode=require"),
+            "postgres://tw@db1:5432/tw?password=***&sslmode=require"
         );
     }
 

@@ -65,22 +65,6 @@ impl Drop for StoppedDatabase {
     }
 }
 
-/// The readiness body's `down` list, or `None` when ready (or unreachable).
-async fn not_ready(worker: &TestWorker) -> Option<Vec<String>> {
-    let response = worker.http.get(worker.url("/readyz")).send().await.ok()?;
-    if response.status() != 503 {
-        return None;
-    }
-    let body: serde_json::Value = response.json().await.ok()?;
-    Some(
-        body["down"]
-            .as_array()?
-            .iter()
-            .filter_map(|v| Some(v.as_str()?.to_owned()))
-            .collect(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_under_load_pauses_the_worker_and_loses_nothing() {
     let _serial = SERIAL.lock().await;
@@ -97,10 +81,11 @@ async fn a_database_outage_under_load_pauses_the_worker_and_loses_nothing() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let stopped = StoppedDatabase::stop();
         let started = Instant::now();
-        let down = wait_until("/readyz to report the database down", || not_ready(&worker)).await;
+        let down = wait_until("/readyz to report the database down", || worker.not_ready()).await;
         assert!(down.contains(&"database".to_owned()), "{down:?}");
         tokio::time::sleep(Duration::from_secs(30).saturating_sub(started.elapsed())).await;
-        let down = not_ready(&worker)
+        let down = worker
+            .not_ready()
             .await
             .expect("not ready while the database is down");
         assert_eq!(down, ["consumers", "database"], "paused for the database");
@@ -131,7 +116,7 @@ async fn a_database_outage_under_load_pauses_the_worker_and_loses_nothing() {
     })
     .await;
     assert_eq!(succeeded, EVENTS as i64, "one delivery per event");
-    every_event_received_none_quarantined(&worker, &receiver, &ids).await;
+    harness::every_event_received_none_quarantined(&worker, &receiver, &ids).await;
 }
 
 /// RabbitMQ's application stopped until dropped, which starts it again and waits for it.
@@ -166,10 +151,11 @@ async fn a_broker_outage_under_load_is_reconnected_and_loses_no_confirmed_event(
     let outage = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let stopped = StoppedBroker::stop();
-        let down = wait_until("/readyz to report the broker down", || not_ready(&worker)).await;
+        let down = wait_until("/readyz to report the broker down", || worker.not_ready()).await;
         assert!(down.contains(&"consumers".to_owned()), "{down:?}");
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let down = not_ready(&worker)
+        let down = worker
+            .not_ready()
             .await
             .expect("not ready while the broker is down");
         assert_eq!(down, ["consumers", "broker"], "waiting for the broker");
@@ -180,21 +166,5 @@ async fn a_broker_outage_under_load_is_reconnected_and_loses_no_confirmed_event(
     for id in &ids {
         worker.wait_for_status(id, &webhook_id, "succeeded").await;
     }
-    every_event_received_none_quarantined(&worker, &receiver, &ids).await;
-}
-
-/// Every event of `ids` reached the receiver, and nothing was quarantined.
-async fn every_event_received_none_quarantined(
-    worker: &TestWorker,
-    receiver: &TestReceiver,
-    ids: &[String],
-) {
-    let missing = receiver.missing(ids);
-    assert_eq!(missing, 0, "events that never reached the receiver");
-    let quarantine = &worker.broker.topology().quarantine_queue;
-    assert_eq!(
-        harness::queue_count(quarantine, "messages").await,
-        0,
-        "no valid event quarantined"
-    );
+    harness::every_event_received_none_quarantined(&worker, &receiver, &ids).await;
 }

@@ -241,9 +241,9 @@ async fn connect_and_measure(
         )
         .await?,
     );
-    let broker = opened.broker.insert(
-        Broker::connect(&setup.config.amqp.url, crate::app::topology(&setup.config)).await?,
-    );
+    let broker = opened
+        .broker
+        .insert(Broker::connect(&setup.config.amqp, crate::app::topology(&setup.config)).await?);
     let client = opened
         .client
         .insert(Client::connect(&setup.config.amqp.url).await?);

@@ -41,10 +41,8 @@ pub struct Preloaded {
 
 /// Opens a connection of the bench's own to the run's database.
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let target = storage::database_target(url)?;
-    let (client, connection) = target
-        .config
-        .connect(target.tls)
+    let (client, connection) = storage::database_target(url)?
+        .open()
         .await
         .context("connect to the bench's database")?;
     tokio::spawn(async move {

@@ -28,6 +28,7 @@ use lapin::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use crate::config::AmqpConfig;
 use acks::Acks;
 pub use job::JobError;
 pub use message::Message;
@@ -48,6 +49,10 @@ pub enum BrokerError {
     NoTier(Duration),
     #[error("amqp.url names no broker node")]
     NoNode,
+    #[error(
+        "broker node {node} did not complete the connection within {after:?} (amqp.connect_timeout)"
+    )]
+    ConnectTimeout { node: String, after: Duration },
 }
 
 /// The broker refused a declaration that contradicts the existing queue (406).
@@ -85,28 +90,40 @@ pub struct Broker {
 impl Broker {
     /// Connects to the first node of `urls` (comma-separated, one or more nodes of a
     /// cluster) that answers, trying them in order.
-    pub async fn connect(urls: &str, topology: Topology) -> Result<Self, BrokerError> {
+    pub async fn connect(amqp: &AmqpConfig, topology: Topology) -> Result<Self, BrokerError> {
         // Named after the prefix, so an operator (or a test) can find this worker's connection.
         let name = format!("tesoro-webhooks/{}", topology.work_exchange);
         let mut last_error = None;
         let mut connection = None;
-        for url in node_urls(urls) {
+        for url in node_urls(&amqp.url) {
             let properties =
                 ConnectionProperties::default().with_connection_name(name.as_str().into());
-            match Connection::connect(url, properties).await {
-                Ok(connected) => {
+            // A node may accept TCP and never answer the handshake (a broker out of file
+            // handles): it gets `connect_timeout`, then the next node its turn. lapin's IO
+            // thread of an attempt given up on waits on its socket until the node closes it.
+            let node = crate::config::redact_urls(url);
+            let error = match tokio::time::timeout(
+                amqp.connect_timeout,
+                Connection::connect(url, properties),
+            )
+            .await
+            {
+                Ok(Ok(connected)) => {
                     connection = Some(connected);
                     break;
                 }
-                Err(e) => {
-                    tracing::debug!(node = %crate::config::redact_urls(url), error = %e, "broker node does not answer");
-                    last_error = Some(e);
-                }
-            }
+                Ok(Err(e)) => BrokerError::from(e),
+                Err(_) => BrokerError::ConnectTimeout {
+                    node: node.clone(),
+                    after: amqp.connect_timeout,
+                },
+            };
+            tracing::debug!(%node, %error, "broker node does not answer");
+            last_error = Some(error);
         }
         let connection = match (connection, last_error) {
             (Some(connection), _) => connection,
-            (None, Some(e)) => return Err(e.into()),
+            (None, Some(e)) => return Err(e),
             (None, None) => return Err(BrokerError::NoNode),
         };
         Ok(Self {

@@ -16,8 +16,7 @@ pub struct ChangeListener {
 }
 
 pub async fn listen_for_changes(url: &str) -> Result<ChangeListener, StorageError> {
-    let target = super::tls::target(url)?;
-    let (client, mut connection) = target.config.connect(target.tls).await?;
+    let (client, mut connection) = super::tls::target(url)?.open().await?;
     let (sender, changes) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

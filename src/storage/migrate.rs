@@ -11,13 +11,14 @@ mod embedded {
 /// Serialises concurrent migrators (two workers starting at once) on one advisory lock.
 const MIGRATION_LOCK: i64 = 0x7e50_0001;
 
-/// How long a connection of its own (migrations, pruning) may take to open.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
+/// Opens a connection of its own to `url`.
 pub(super) async fn connect(url: &str) -> Result<Client, StorageError> {
-    let mut target = super::tls::target(url)?;
-    target.config.connect_timeout(CONNECT_TIMEOUT);
-    let (client, connection) = target.config.connect(target.tls).await?;
+    connect_to(super::tls::target(url)?).await
+}
+
+/// Opens a connection of its own to `target`.
+async fn connect_to(target: super::tls::DatabaseTarget) -> Result<Client, StorageError> {
+    let (client, connection) = target.open().await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "migration connection closed");
@@ -26,17 +27,17 @@ pub(super) async fn connect(url: &str) -> Result<Client, StorageError> {
     Ok(client)
 }
 
-/// The name of the database in `url`, and the same URL pointing at the `postgres` maintenance
-/// database instead.
-fn split_database(url: &str) -> Result<(String, String), StorageError> {
-    let config = super::tls::target(url)?.config;
-    let name = config
+/// The name of the database in `url`, and a connection target for the `postgres`
+/// maintenance database of the same server(s) instead.
+fn split_database(url: &str) -> Result<(String, super::tls::DatabaseTarget), StorageError> {
+    let mut target = super::tls::target(url)?;
+    let name = target
+        .config
         .get_dbname()
         .ok_or_else(|| StorageError::Url("no database name in database.url".into()))?
         .to_owned();
-    let mut admin = url::Url::parse(url).map_err(|e| StorageError::Url(e.to_string()))?;
-    admin.set_path("/postgres");
-    Ok((name, admin.to_string()))
+    target.config.dbname("postgres");
+    Ok((name, target))
 }
 
 fn quote_ident(name: &str) -> String {
@@ -45,8 +46,8 @@ fn quote_ident(name: &str) -> String {
 
 /// Creates the database named in `url` when it does not exist. Racing creators are fine.
 pub async fn ensure_database(url: &str) -> Result<(), StorageError> {
-    let (name, admin_url) = split_database(url)?;
-    let admin = connect(&admin_url).await?;
+    let (name, admin) = split_database(url)?;
+    let admin = connect_to(admin).await?;
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await?
@@ -71,8 +72,8 @@ pub async fn ensure_database(url: &str) -> Result<(), StorageError> {
 
 /// Drops the database named in `url`, closing its connections. For tests and benchmarks.
 pub async fn drop_database(url: &str) -> Result<(), StorageError> {
-    let (name, admin_url) = split_database(url)?;
-    let admin = connect(&admin_url).await?;
+    let (name, admin) = split_database(url)?;
+    let admin = connect_to(admin).await?;
     admin
         .batch_execute(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -117,11 +118,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn maintenance_url_keeps_credentials_and_host() {
+    fn maintenance_target_keeps_credentials_and_hosts() {
         let (name, admin) =
-            split_database("postgres://postgres@127.0.0.1:5432/tesoro_webhooks").expect("valid");
+            split_database("postgres://postgres@127.0.0.1:5432,127.0.0.1:5433/tesoro_webhooks")
+                .expect("valid");
         assert_eq!(name, "tesoro_webhooks");
-        assert_eq!(admin, "postgres://postgres@127.0.0.1:5432/postgres");
+        assert_eq!(admin.config.get_dbname(), Some("postgres"));
+        assert_eq!(admin.config.get_user(), Some("postgres"));
+        assert_eq!(admin.config.get_ports(), [5432, 5433]);
         assert!(split_database("postgres://postgres@127.0.0.1:5432").is_err());
     }
 

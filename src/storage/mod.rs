@@ -49,6 +49,10 @@ pub enum StorageError {
     Migration(#[from] refinery::Error),
     #[error("invalid database url: {0}")]
     Url(String),
+    #[error(
+        "the database did not complete the connection within {0:?} (connect_timeout in database.url)"
+    )]
+    ConnectTimeout(std::time::Duration),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// A sealed signing key that does not open: its key is missing from
@@ -70,12 +74,16 @@ impl StorageError {
                 // No server error: the connection broke, or could not be made.
                 None => true,
                 // Connection exceptions, insufficient resources, operator intervention
-                // (shutdown, cannot connect now), system errors.
-                Some(db) => ["08", "53", "57", "58"]
-                    .iter()
-                    .any(|class| db.code().code().starts_with(class)),
+                // (shutdown, cannot connect now), system errors; a server that is (or
+                // became) a standby refuses writes until a primary takes over.
+                Some(db) => {
+                    ["08", "53", "57", "58"]
+                        .iter()
+                        .any(|class| db.code().code().starts_with(class))
+                        || *db.code() == tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION
+                }
             },
-            StorageError::Pool(_) => true,
+            StorageError::Pool(_) | StorageError::ConnectTimeout(_) => true,
             StorageError::Shared(e) => e.is_outage(),
             StorageError::Migration(_)
             | StorageError::Url(_)

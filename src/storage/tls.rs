@@ -9,7 +9,7 @@
 //! tokio-postgres knows only `disable`, `prefer` and `require`, and no `sslrootcert`: the URL
 //! is rewritten for it, and the checks live in the rustls configuration.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -30,6 +30,33 @@ pub struct DatabaseTarget {
     pub tls: MakeRustlsConnect,
 }
 
+/// A connection to the database, to be driven by its owner.
+pub type Connection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+>;
+
+/// How long opening a connection may take when `database.url` sets no `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl DatabaseTarget {
+    /// Opens a connection outside the pool. The URL's `connect_timeout` (libpq's: the whole
+    /// establishment, login included) bounds it; tokio-postgres applies it to the TCP connect
+    /// only, and a server can accept connections and never answer them.
+    pub async fn open(mut self) -> Result<(tokio_postgres::Client, Connection), StorageError> {
+        let timeout = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT);
+        self.config.connect_timeout(timeout);
+        tokio::time::timeout(timeout, self.config.connect(self.tls))
+            .await
+            .map_err(|_| StorageError::ConnectTimeout(timeout))?
+            .map_err(StorageError::from)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Check {
     /// Encrypt, check nothing.
@@ -40,19 +67,25 @@ enum Check {
     Full,
 }
 
-/// Parses `url`, taking out what tokio-postgres does not know.
+/// Parses `url`, taking out what tokio-postgres does not know. The URL may name several
+/// hosts (`postgres://u@db1:5432,db2:5432/tw?target_session_attrs=read-write`, libpq's form,
+/// which the `url` crate does not parse): its query is taken apart by hand.
 pub fn target(url: &str) -> Result<DatabaseTarget, StorageError> {
     let invalid = |why: &str| StorageError::Url(why.to_owned());
-    let mut parsed =
-        url::Url::parse(url).map_err(|_| invalid("database.url must be a postgres:// URL"))?;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(invalid("database.url must be a postgres:// URL"));
+    }
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut sslmode = None;
     let mut root_cert = None;
-    let mut kept = Vec::new();
-    for (key, value) in parsed.query_pairs() {
+    let mut kept = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match key.as_ref() {
             "sslmode" => sslmode = Some(value.into_owned()),
             "sslrootcert" => root_cert = Some(value.into_owned()),
-            _ => kept.push((key.into_owned(), value.into_owned())),
+            _ => {
+                kept.append_pair(&key, &value);
+            }
         }
     }
     let (mode_for_postgres, check) = match sslmode.as_deref() {
@@ -67,16 +100,11 @@ pub fn target(url: &str) -> Result<DatabaseTarget, StorageError> {
             ));
         }
     };
-    {
-        let mut query = parsed.query_pairs_mut();
-        query.clear();
-        query.extend_pairs(kept);
-        query.append_pair("sslmode", mode_for_postgres);
-    }
-    let config: tokio_postgres::Config = parsed
-        .as_str()
+    kept.append_pair("sslmode", mode_for_postgres);
+    let config: tokio_postgres::Config = format!("{base}?{}", kept.finish())
         .parse()
-        .map_err(|e: tokio_postgres::Error| StorageError::Url(e.to_string()))?;
+        // Its message never quotes the URL, so no password is repeated.
+        .map_err(|e: tokio_postgres::Error| StorageError::Url(format!("database.url: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match (check, root_cert) {
         (None | Some(Check::Nothing), _) => Arc::new(AnyCertificate::new(&provider)),
@@ -255,6 +283,32 @@ mod tests {
             kept.config.get_application_name(),
             Some("tw"),
             "other options kept"
+        );
+    }
+
+    #[test]
+    fn several_hosts_are_read_as_libpq_reads_them() {
+        use tokio_postgres::config::{Host, TargetSessionAttrs};
+        let target = target(
+            "postgres://tw:secret@db1:5432,db2:5433/tesoro?target_session_attrs=read-write\
+             &sslmode=require&connect_timeout=3",
+        )
+        .expect("valid");
+        let config = target.config;
+        assert_eq!(
+            config.get_hosts(),
+            [Host::Tcp("db1".into()), Host::Tcp("db2".into())]
+        );
+        assert_eq!(config.get_ports(), [5432, 5433]);
+        assert_eq!(config.get_dbname(), Some("tesoro"));
+        assert_eq!(config.get_password(), Some(&b"secret"[..]));
+        assert_eq!(
+            config.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(
+            config.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(3))
         );
     }
 

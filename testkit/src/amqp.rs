@@ -15,19 +15,30 @@ use lapin::{
 
 const PERSISTENT: u8 = 2;
 
+/// How long connecting to one node (TCP and the AMQP handshake) may take before the next is
+/// tried: a node can accept connections and never answer them.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A connection to the broker.
 pub struct Client {
     pub(crate) connection: Connection,
 }
 
 impl Client {
-    /// Connects to the first node of `urls` (comma-separated, as `amqp.url`) that answers.
+    /// Connects to the first node of `urls` (comma-separated, as `amqp.url`) that answers
+    /// within [`CONNECT_TIMEOUT`].
     pub async fn connect(urls: &str) -> anyhow::Result<Self> {
         let mut last_error = None;
         for url in urls.split(',').map(str::trim) {
-            match Connection::connect(url, ConnectionProperties::default()).await {
-                Ok(connection) => return Ok(Self { connection }),
-                Err(e) => last_error = Some(e),
+            let connecting = Connection::connect(url, ConnectionProperties::default());
+            match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+                Ok(Ok(connection)) => return Ok(Self { connection }),
+                Ok(Err(e)) => last_error = Some(anyhow::Error::from(e)),
+                Err(_) => {
+                    last_error = Some(anyhow::anyhow!(
+                        "a node did not complete the connection within {CONNECT_TIMEOUT:?}"
+                    ));
+                }
             }
         }
         match last_error {

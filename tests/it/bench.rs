@@ -66,7 +66,7 @@ async fn an_interrupted_bench_removes_its_queues_exchanges_and_database() {
     let database = format!("tw_{prefix}");
     let events_queue = format!("{prefix}.events");
 
-    let broker = Broker::connect(&config.amqp.url, app::topology(&config))
+    let broker = Broker::connect(&config.amqp, app::topology(&config))
         .await
         .expect("broker");
     wait_until("the bench's worker to consume", || {

@@ -132,7 +132,7 @@ pub async fn publish_until_confirmed(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if connection.is_none()
-            && let Ok(broker) = Broker::connect(&config.amqp.url, app::topology(config)).await
+            && let Ok(broker) = Broker::connect(&config.amqp, app::topology(config)).await
             && let Ok(publisher) = broker.publisher().await
         {
             *connection = Some((broker, publisher));
@@ -281,7 +281,7 @@ impl TestWorker {
     ) -> Self {
         // The test's own HTTP client needs the crypto provider the worker installs too.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let broker = Broker::connect(&config.amqp.url, app::topology(&config))
+        let broker = Broker::connect(&config.amqp, app::topology(&config))
             .await
             .expect("test broker connection");
         let publisher = broker.publisher().await.expect("publisher");
@@ -321,6 +321,22 @@ impl TestWorker {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
+    }
+
+    /// The readiness body's `down` list, or `None` when ready (or unreachable).
+    pub async fn not_ready(&self) -> Option<Vec<String>> {
+        let response = self.http.get(self.url("/readyz")).send().await.ok()?;
+        if response.status() != 503 {
+            return None;
+        }
+        let body: serde_json::Value = response.json().await.ok()?;
+        Some(
+            body["down"]
+                .as_array()?
+                .iter()
+                .filter_map(|v| Some(v.as_str()?.to_owned()))
+                .collect(),
+        )
     }
 
     /// The text of /metrics. In-process workers share one recorder: only a process worker's
@@ -519,6 +535,7 @@ fn config_file(config: &Config, port: u16) -> tempfile::TempPath {
         .collect();
     let toml = format!(
         "[amqp]\nurl = \"{}\"\nprefix = \"{}\"\nevents_exchange = \"{}\"\ndelivery_limit = {}\n\
+         connect_timeout = \"{}ms\"\n\
          [database]\nurl = \"{}\"\n\
          [api]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\
          [delivery]\nretry_schedule = [{}]\nallow_private_targets = true\nmax_event_size = {}\n\
@@ -528,6 +545,7 @@ fn config_file(config: &Config, port: u16) -> tempfile::TempPath {
         config.amqp.prefix,
         config.amqp.events_exchange,
         config.amqp.delivery_limit,
+        config.amqp.connect_timeout.as_millis(),
         config.database.url,
         delays.join(", "),
         config.delivery.max_event_size.as_u64(),
@@ -591,7 +609,12 @@ impl Drop for WorkerProcess {
 impl TestWorker {
     /// Runs the binary with `args` and this worker's configuration.
     pub async fn cli(&self, args: &[&str]) -> CliOutput {
-        let file = config_file(&self.config, 0);
+        self.cli_as(&self.config, args).await
+    }
+
+    /// Runs the binary with `args` and `config`.
+    pub async fn cli_as(&self, config: &Config, args: &[&str]) -> CliOutput {
+        let file = config_file(config, 0);
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
             .args(args)
             .arg("--config")
@@ -693,7 +716,7 @@ fn remove_everything(config: Config) {
             let _ = client.delete_queue(&operational_tap(&config)).await;
             client.close().await;
         }
-        if let Ok(broker) = Broker::connect(&config.amqp.url, app::topology(&config)).await {
+        if let Ok(broker) = Broker::connect(&config.amqp, app::topology(&config)).await {
             let _ = broker.delete_topology(true).await;
             broker.close().await;
         }
@@ -970,4 +993,20 @@ fn clean_up(work: impl Future<Output = ()> + Send + 'static) {
             .block_on(work);
     });
     let _ = cleanup.join();
+}
+
+/// Every event of `ids` reached the receiver, and nothing was quarantined.
+pub async fn every_event_received_none_quarantined(
+    worker: &TestWorker,
+    receiver: &TestReceiver,
+    ids: &[String],
+) {
+    let missing = receiver.missing(ids);
+    assert_eq!(missing, 0, "events that never reached the receiver");
+    let quarantine = &worker.broker.topology().quarantine_queue;
+    assert_eq!(
+        queue_count(quarantine, "messages").await,
+        0,
+        "no valid event quarantined"
+    );
 }

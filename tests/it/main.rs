@@ -5,6 +5,7 @@
 mod acks;
 mod api;
 mod bench;
+mod connect;
 mod contract;
 mod crash;
 mod delivery;
