@@ -183,6 +183,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
              with the source holds; put a key from `tesoro-webhooks keygen` first"
         );
     }
+    if config.delivery.allow_private_targets {
+        tracing::warn!(
+            "delivery.allow_private_targets is on: the SSRF guard lets webhooks reach loopback, \
+             private and link-local addresses (this machine, its network, cloud metadata); \
+             for local testing only"
+        );
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn({
         let shutdown = shutdown.clone();

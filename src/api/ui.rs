@@ -26,6 +26,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 pub fn router() -> Router<Arc<ApiState>> {
     let headers = SecurityHeaders;
     Router::new()
+        // The listener's root is where a user looks first.
+        .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(|| file("text/html; charset=utf-8", INDEX)))
         .route(

@@ -50,6 +50,13 @@ impl DatabaseTarget {
             .copied()
             .unwrap_or(CONNECT_TIMEOUT);
         self.config.connect_timeout(timeout);
+        // Idempotent DDL (migrations, partition upkeep) answers with NOTICEs ("already
+        // exists, skipping"), which tokio-postgres logs at INFO: only warnings are news.
+        let options = match self.config.get_options() {
+            Some(options) => format!("{options} -c client_min_messages=warning"),
+            None => "-c client_min_messages=warning".to_owned(),
+        };
+        self.config.options(&options);
         tokio::time::timeout(timeout, self.config.connect(self.tls))
             .await
             .map_err(|_| StorageError::ConnectTimeout(timeout))?

@@ -32,3 +32,16 @@ async fn sigterm_ends_the_worker_with_success_and_no_error_logged() {
         "terminal colour codes in a log file:\n{log}"
     );
 }
+
+#[tokio::test]
+async fn a_start_warns_of_private_targets_and_logs_no_notices() {
+    // The tests' workers allow private targets (their receivers are on 127.0.0.1); the
+    // database exists and is migrated already, so the start's idempotent DDL answers NOTICEs.
+    let mut worker = TestWorker::start_process(test_config()).await;
+    let log = worker.process().log();
+    assert!(
+        log.contains("delivery.allow_private_targets is on"),
+        "{log}"
+    );
+    assert!(!log.contains("NOTICE"), "{log}");
+}

@@ -114,3 +114,18 @@ async fn the_dashboard_end_to_end_in_chromium() {
     assert_eq!(webhook["rate_limit"], 20, "{webhook}");
     assert_eq!(webhook["headers"], json!({"x-tenant": "acme"}), "{webhook}");
 }
+
+#[tokio::test]
+async fn the_listeners_root_leads_to_the_dashboard() {
+    let worker = TestWorker::start().await;
+    let response = worker
+        .http
+        .get(worker.url("/"))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.url().path(), "/ui/", "redirected to the dashboard");
+    let page = response.text().await.expect("page");
+    assert!(page.contains("<html"), "{page}");
+}
