@@ -125,6 +125,15 @@ enum PlanCache {
     Generic,
 }
 
+/// Where a pool connects, with the session settings its plans need.
+fn pool_target(url: &str, plans: PlanCache) -> Result<tls::DatabaseTarget, StorageError> {
+    let mut target = tls::target(url)?;
+    if let PlanCache::Generic = plans {
+        target.set("plan_cache_mode", "force_generic_plan");
+    }
+    Ok(target)
+}
+
 /// The database handle the rest of the worker uses.
 #[derive(Clone)]
 pub struct Storage {
@@ -201,13 +210,7 @@ impl Storage {
         plans: PlanCache,
         keys: Arc<KeyRing>,
     ) -> Result<Self, StorageError> {
-        let tls::DatabaseTarget {
-            config: mut pg,
-            tls,
-        } = tls::target(&config.url)?;
-        if let PlanCache::Generic = plans {
-            pg.options("-c plan_cache_mode=force_generic_plan");
-        }
+        let tls::DatabaseTarget { config: pg, tls } = pool_target(&config.url, plans)?;
         // Verified recycling: after a database restart, Fast would hand out dead connections.
         let manager = Manager::from_config(
             pg,
@@ -260,41 +263,29 @@ impl Storage {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
-    fn keys() -> Arc<KeyRing> {
-        crate::config::Config::defaults()
-            .expect("defaults")
-            .security
-            .secret_keys
+    fn options(plans: PlanCache, url: &str) -> Option<String> {
+        let target = pool_target(url, plans).expect("target");
+        target.config.get_options().map(str::to_owned)
     }
 
-    fn database(url: &str) -> DatabaseConfig {
-        DatabaseConfig {
-            url: url.to_owned(),
-            pool_size: 2,
-            pool_timeout: Duration::from_secs(5),
-        }
+    #[test]
+    fn only_the_batch_pool_forces_generic_plans() {
+        let url = "postgres://postgres@127.0.0.1:5432/postgres";
+        assert_eq!(options(PlanCache::Adaptive, url), None);
+        assert_eq!(
+            options(PlanCache::Generic, url).as_deref(),
+            Some("-c plan_cache_mode=force_generic_plan")
+        );
     }
 
-    async fn plan_cache_mode(storage: &Storage) -> String {
-        let client = storage.client().await.expect("connection");
-        let row = client
-            .query_one("SHOW plan_cache_mode", &[])
-            .await
-            .expect("show");
-        row.get(0)
-    }
-
-    /// Reads a setting only, so it uses the server's maintenance database.
-    #[tokio::test]
-    async fn only_the_batch_pool_forces_generic_plans() {
-        let config = database("postgres://postgres@127.0.0.1:5432/postgres");
-        let api = Storage::open(&config, keys()).expect("pool");
-        let batches = api.open_for_batches(&config, 1).expect("pool");
-        assert_eq!(plan_cache_mode(&batches).await, "force_generic_plan");
-        assert_eq!(plan_cache_mode(&api).await, "auto");
+    #[test]
+    fn the_urls_own_settings_are_kept_beside_the_plan_setting() {
+        let url = "postgres://postgres@127.0.0.1:5432/postgres?options=-c%20search_path%3Dlog";
+        assert_eq!(
+            options(PlanCache::Generic, url).as_deref(),
+            Some("-c search_path=log -c plan_cache_mode=force_generic_plan")
+        );
     }
 }

@@ -40,6 +40,16 @@ pub type Connection = tokio_postgres::Connection<
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl DatabaseTarget {
+    /// Sets a server setting for the session, beside any the URL's `options` set.
+    pub fn set(&mut self, setting: &str, value: &str) {
+        let option = format!("-c {setting}={value}");
+        let options = match self.config.get_options() {
+            Some(options) => format!("{options} {option}"),
+            None => option,
+        };
+        self.config.options(&options);
+    }
+
     /// Opens a connection outside the pool. The URL's `connect_timeout` (libpq's: the whole
     /// establishment, login included) bounds it; tokio-postgres applies it to the TCP connect
     /// only, and a server can accept connections and never answer them.
@@ -52,11 +62,7 @@ impl DatabaseTarget {
         self.config.connect_timeout(timeout);
         // Idempotent DDL (migrations, partition upkeep) answers with NOTICEs ("already
         // exists, skipping"), which tokio-postgres logs at INFO: only warnings are news.
-        let options = match self.config.get_options() {
-            Some(options) => format!("{options} -c client_min_messages=warning"),
-            None => "-c client_min_messages=warning".to_owned(),
-        };
-        self.config.options(&options);
+        self.set("client_min_messages", "warning");
         tokio::time::timeout(timeout, self.config.connect(self.tls))
             .await
             .map_err(|_| StorageError::ConnectTimeout(timeout))?
@@ -85,14 +91,20 @@ pub fn target(url: &str) -> Result<DatabaseTarget, StorageError> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut sslmode = None;
     let mut root_cert = None;
-    let mut kept = url::form_urlencoded::Serializer::new(String::new());
-    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "sslmode" => sslmode = Some(value.into_owned()),
-            "sslrootcert" => root_cert = Some(value.into_owned()),
-            _ => {
-                kept.append_pair(&key, &value);
-            }
+    // The other parameters pass through as written: tokio-postgres, like libpq, decodes
+    // `%XX` only, so re-encoding them as a form would turn a space into `+`.
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded = || {
+            percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        match key {
+            "sslmode" => sslmode = Some(decoded()),
+            "sslrootcert" => root_cert = Some(decoded()),
+            _ => kept.push(pair),
         }
     }
     let (mode_for_postgres, check) = match sslmode.as_deref() {
@@ -107,8 +119,9 @@ pub fn target(url: &str) -> Result<DatabaseTarget, StorageError> {
             ));
         }
     };
-    kept.append_pair("sslmode", mode_for_postgres);
-    let config: tokio_postgres::Config = format!("{base}?{}", kept.finish())
+    let sslmode = format!("sslmode={mode_for_postgres}");
+    kept.push(&sslmode);
+    let config: tokio_postgres::Config = format!("{base}?{}", kept.join("&"))
         .parse()
         // Its message never quotes the URL, so no password is repeated.
         .map_err(|e: tokio_postgres::Error| StorageError::Url(format!("database.url: {e}")))?;
