@@ -389,7 +389,9 @@ async fn retries_of_deliveries_that_failed_together_are_spread() {
     }
     eprintln!("retry gaps per 100 ms from 1.8 s: {buckets:?}");
     assert!(millis[0] >= 1800, "{millis:?}");
-    assert!(millis[DELIVERIES - 1] < 3200, "{millis:?}");
+    // The last may come late when the machine is busy (200 deliveries at once, beside the
+    // other tests): the spread is what is checked, the bound only catches a lost tier.
+    assert!(millis[DELIVERIES - 1] < 4200, "{millis:?}");
     let early = millis.iter().filter(|&&m| m < 1950).count();
     let late = millis.iter().filter(|&&m| m >= 2100).count();
     assert!(early >= DELIVERIES / 10, "few early returns: {buckets:?}");
