@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::future::try_join_all;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -186,24 +187,26 @@ async fn sample_gauges(
     stop: &CancellationToken,
 ) -> Result<(), BrokerError> {
     let topology = broker.topology();
-    let consumed = [
-        ("events", &topology.events_queue),
-        ("deliveries", &topology.deliveries_queue),
-        ("dead", &topology.dead_queue),
-    ];
+    let mut consumed: Vec<(String, &str)> = topology
+        .events_queues
+        .iter()
+        .map(|queue| (topology.events_role(queue), queue.as_str()))
+        .collect();
+    consumed.push(("deliveries".to_owned(), &topology.deliveries_queue));
+    consumed.push(("dead".to_owned(), &topology.dead_queue));
     loop {
         for (role, queue) in topology.queue_roles() {
             match broker.counts(queue).await {
                 Ok((ready, consumers)) => {
                     crate::metrics::queue_ready(&role, ready);
-                    if queue == topology.events_queue {
+                    if queue == topology.events_queues[0] {
                         crate::metrics::workers(consumers);
                     }
                 }
                 Err(e) => tracing::debug!(queue, error = %e, "cannot sample the queue"),
             }
         }
-        for (role, queue) in consumed {
+        for (role, queue) in &consumed {
             crate::metrics::queue_unacked(role, broker.held(queue));
         }
         let free = pipeline.in_flight.available_permits();
@@ -215,8 +218,6 @@ async fn sample_gauges(
     }
 }
 
-/// The consumers of one session: events, deliveries, dead letters.
-const CONSUMERS: usize = 3;
 /// How long a probe of the database may take before it counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -286,6 +287,25 @@ impl Worker<'_> {
         }
     }
 
+    /// Records this layout's events queues, and unbinds those of another `amqp.event_queues`
+    /// that were declared before (a changed setting): the ones to drain.
+    async fn retire_events_queues(&self, broker: &Broker) -> Result<Vec<String>, SessionEnd> {
+        let topology = broker.topology();
+        let single = topology.single_events_queue();
+        let declared = self
+            .storage
+            .record_events_queues(&topology.events_queues, &single)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot record the events queues");
+                SessionEnd::Outage(Dependency::Database)
+            })?;
+        broker.retire_events_queues(&declared).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot unbind the events queues to drain; reconnecting");
+            SessionEnd::Outage(Dependency::Broker)
+        })
+    }
+
     /// Probes the database with backoff until it answers; false on shutdown.
     async fn wait_for_database(&self) -> bool {
         let mut backoff = Backoff::for_outages();
@@ -330,6 +350,10 @@ impl Worker<'_> {
             delivery_limit: self.config.amqp.delivery_limit,
             outage: OutageSignal::new(self.shutdown.child_token()),
         });
+        let retiring = match self.retire_events_queues(broker).await {
+            Ok(queues) => queues,
+            Err(end) => return end,
+        };
         let tracker = TaskTracker::new();
         // Consumers stop on shutdown or an outage, which `stop` signals (or when a sibling
         // fails, which drops them).
@@ -337,21 +361,33 @@ impl Worker<'_> {
         let topology = broker.topology();
         let prefetch = self.config.amqp.prefetch;
         let subscribed = AtomicUsize::new(0);
+        // The events queues, the deliveries queue and the dead-letter queue.
+        let all_consumers = topology.events_queues.len() + 2;
         let one_subscribed = || {
-            if subscribed.fetch_add(1, Ordering::SeqCst) + 1 == CONSUMERS {
+            if subscribed.fetch_add(1, Ordering::SeqCst) + 1 == all_consumers {
                 self.health.set_consuming(true);
             }
         };
         let consumers = async {
-            let p = pipeline.clone();
-            let events = broker.consume(
-                &topology.events_queue,
-                prefetch,
-                &stop,
-                &tracker,
-                one_subscribed,
-                move |m| fanout::handle_event(p.clone(), m),
-            );
+            let handle_event = |p: Arc<Pipeline>| move |m| fanout::handle_event(p.clone(), m);
+            let events = try_join_all(topology.events_queues.iter().map(|queue| {
+                let handler = handle_event(pipeline.clone());
+                broker.consume(queue, prefetch, &stop, &tracker, one_subscribed, handler)
+            }));
+            let (stop, tracker) = (&stop, &tracker);
+            let drains = try_join_all(retiring.iter().map(|queue| {
+                let handler = handle_event(pipeline.clone());
+                async move {
+                let drained = broker.drain(queue, prefetch, stop, tracker, handler).await?;
+                if drained.is_gone()
+                    && let Err(e) = self.storage.forget_events_queue(queue).await
+                {
+                    tracing::warn!(queue, error = %e,
+                        "cannot record that the events queue is gone; the next start looks for it again");
+                }
+                Ok::<_, BrokerError>(())
+            }}));
+
             let p = pipeline.clone();
             let deliveries = broker.consume(
                 &topology.deliveries_queue,
@@ -373,7 +409,7 @@ impl Worker<'_> {
             let sweeper = parking::sweep_parked(pipeline.clone(), stop.clone());
             let sampler =
                 sample_gauges(broker, &pipeline, self.config.delivery.max_in_flight, &stop);
-            tokio::try_join!(events, deliveries, dead, sweeper, sampler)
+            tokio::try_join!(events, drains, deliveries, dead, sweeper, sampler)
         };
         self.publisher
             .send_replace(Some(pipeline.publisher.clone()));

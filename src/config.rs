@@ -76,7 +76,13 @@ pub struct AmqpConfig {
     /// the next node is tried.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Quorum queues the events are spread over (by event id), each led by a different node
+    /// of a cluster; 1 keeps the single events queue.
+    pub event_queues: u16,
 }
+
+/// At most this many event queues: each holds a quorum queue's processes on every node.
+pub const MAX_EVENT_QUEUES: u16 = 64;
 
 impl std::fmt::Debug for AmqpConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,6 +93,7 @@ impl std::fmt::Debug for AmqpConfig {
             .field("prefetch", &self.prefetch)
             .field("delivery_limit", &self.delivery_limit)
             .field("connect_timeout", &self.connect_timeout)
+            .field("event_queues", &self.event_queues)
             .finish()
     }
 }
@@ -309,6 +316,12 @@ impl Config {
                 "must be more than zero and at most 10m",
             );
         }
+        if !(1..=MAX_EVENT_QUEUES).contains(&self.amqp.event_queues) {
+            return invalid(
+                "amqp.event_queues",
+                &format!("must be 1 to {MAX_EVENT_QUEUES}"),
+            );
+        }
         if self.database.pool_size == 0 {
             return invalid("database.pool_size", "must be at least 1");
         }
@@ -514,6 +527,8 @@ mod tests {
             ("[amqp]\nconnect_timeout = \"0s\"", "amqp.connect_timeout"),
             ("[amqp]\nconnect_timeout = \"11m\"", "amqp.connect_timeout"),
             ("[amqp]\ndelivery_limit = 0", "amqp.delivery_limit"),
+            ("[amqp]\nevent_queues = 0", "amqp.event_queues"),
+            ("[amqp]\nevent_queues = 65", "amqp.event_queues"),
             (
                 "[amqp]\nurl = \"amqp://127.0.0.1:5681/%2f, http://127.0.0.1:5682\"",
                 "amqp.url",

@@ -79,7 +79,12 @@ impl Cluster {
     fn start_node(&self, i: u16) {
         let dir = self.dir(i);
         std::fs::create_dir_all(&dir).expect("node dir");
-        std::fs::write(dir.join("enabled_plugins"), "[].").expect("plugins file");
+        // The consistent-hash exchange, for amqp.event_queues above 1.
+        std::fs::write(
+            dir.join("enabled_plugins"),
+            "[rabbitmq_consistent_hash_exchange].",
+        )
+        .expect("plugins file");
         std::fs::write(
             dir.join("rabbitmq.conf"),
             format!(
@@ -190,14 +195,31 @@ fn wait_for_new_leader(queue: &str, killed: u16) -> u16 {
     }
 }
 
+/// One cluster at a time: the tests share its node names and ports.
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_on_a_cluster_survive_the_events_queue_leader_being_killed() {
+    let _one = ONE_CLUSTER.lock().await;
+    two_workers_survive_a_leader_killed(1).await;
+}
+
+/// Three event queues on three nodes lead one each, and the node that leads the first is
+/// killed under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_event_queues_lead_on_three_nodes_and_survive_one_being_killed() {
+    let _one = ONE_CLUSTER.lock().await;
+    two_workers_survive_a_leader_killed(3).await;
+}
+
+async fn two_workers_survive_a_leader_killed(event_queues: u16) {
     const EVENTS: usize = 1500;
     let cluster = tokio::task::spawn_blocking(Cluster::start)
         .await
         .expect("cluster");
     let mut config = test_config();
     config.amqp.url = cluster.urls();
+    config.amqp.event_queues = event_queues;
     let mut worker = TestWorker::start_process(config).await;
     let mut sibling = worker.start_sibling().await;
     let receiver = TestReceiver::start().await;
@@ -205,12 +227,21 @@ async fn two_workers_on_a_cluster_survive_the_events_queue_leader_being_killed()
         .create_webhook("cmp_cluster", &receiver.url(), &["deal.won"])
         .await;
     let webhook_id = webhook["id"].as_str().expect("id").to_owned();
-    let events_queue = worker.broker.topology().events_queue.clone();
-    wait_until("both workers consuming", || async {
-        (worker.broker.consumers(&events_queue).await.ok()? == 2).then_some(())
-    })
-    .await;
-
+    let events_queues = worker.broker.topology().events_queues.clone();
+    for queue in &events_queues {
+        wait_until("both workers consuming", || async {
+            (worker.broker.consumers(queue).await.ok()? == 2).then_some(())
+        })
+        .await;
+    }
+    let leaders: std::collections::BTreeSet<u16> =
+        events_queues.iter().map(|q| cluster.leader_of(q)).collect();
+    assert_eq!(
+        leaders.len(),
+        events_queues.len(),
+        "each events queue led by a node of its own: {leaders:?}"
+    );
+    let events_queue = events_queues[0].clone();
     // 300 events/s for 5 s; the events queue's leader dies 1.5 s in.
     let publishing = harness::publish_at_300_per_second(&worker.config, "cmp_cluster", EVENTS);
     let killing = async {

@@ -89,7 +89,7 @@ async fn a_database_outage_under_load_pauses_the_worker_and_loses_nothing() {
             .await
             .expect("not ready while the database is down");
         assert_eq!(down, ["consumers", "database"], "paused for the database");
-        let events_queue = &worker.broker.topology().events_queue;
+        let events_queue = &worker.broker.topology().events_queues[0];
         assert_eq!(
             harness::queue_count(events_queue, "messages_unacknowledged").await,
             0,

@@ -305,7 +305,7 @@ async fn measure(
     }
     broker.declare_topology().await?;
     let publisher = client.publisher().await?;
-    let events_queue = broker.topology().events_queue.clone();
+    let events_queue = broker.topology().events_queues[0].clone();
     let healthy_deliveries = u64::from(args.events) * u64::from(args.webhooks);
 
     let run_worker = async |run: Run, env: &[(String, String)]| {

@@ -23,6 +23,7 @@ use lapin::{
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
         BasicNackOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
     },
     types::FieldTable,
 };
@@ -47,6 +48,11 @@ pub enum BrokerError {
     ConsumerCancelled(String),
     #[error("no retry tier for a delay of {0:?}")]
     NoTier(Duration),
+    #[error(
+        "amqp.event_queues above 1 needs RabbitMQ's consistent-hash exchange: enable it with \
+         `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` on every node ({0})"
+    )]
+    NoHashExchange(String),
     #[error("amqp.url names no broker node")]
     NoNode,
     #[error(
@@ -57,10 +63,22 @@ pub enum BrokerError {
 
 /// The broker refused a declaration that contradicts the existing queue (406).
 fn is_precondition_failed(error: &lapin::Error) -> bool {
-    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e)
-        if *e.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
+    is_soft_error(error, lapin::protocol::AMQPSoftError::PRECONDITIONFAILED)
 }
+
+/// The queue or exchange named does not exist (404).
+fn is_not_found(error: &lapin::Error) -> bool {
+    is_soft_error(error, lapin::protocol::AMQPSoftError::NOTFOUND)
+}
+
+fn is_soft_error(error: &lapin::Error, soft: lapin::protocol::AMQPSoftError) -> bool {
+    use lapin::protocol::AMQPErrorKind;
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e)
+        if *e.kind() == AMQPErrorKind::Soft(soft))
+}
+
+/// How often a drained events queue is looked at to see whether it is empty.
+const DRAIN_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Whether `urls` is a comma-separated list of AMQP URLs lapin can connect with (`amqp://`
 /// or `amqps://`), so a bad one is a config error at start instead of an IO error at the
@@ -169,7 +187,9 @@ impl Broker {
     /// warning that names the policy which adds them.
     pub async fn declare_topology(&self) -> Result<(), BrokerError> {
         let mut channel = self.connection.create_channel().await?;
-        self.topology.declare_exchanges(&channel).await?;
+        if let Err(e) = self.topology.declare_exchanges(&channel).await {
+            return Err(self.explain_exchange_error(e));
+        }
         let mut kept = Vec::new();
         for queue in self.topology.queues() {
             match queue.declare(&channel).await {
@@ -192,6 +212,55 @@ impl Broker {
         }
         let _ = channel.close(200, "declared".into()).await;
         Ok(())
+    }
+
+    /// A hash exchange refused as an unknown type closes the connection with a bare
+    /// "invalid exchange type": name the plugin it needs.
+    fn explain_exchange_error(&self, error: lapin::Error) -> BrokerError {
+        let unknown_type = error.to_string().contains(topology::HASH_EXCHANGE_TYPE);
+        if self.topology.spreads_events() && unknown_type {
+            BrokerError::NoHashExchange(error.to_string())
+        } else {
+            error.into()
+        }
+    }
+
+    /// Stops routing events to `declared`, the events queues of another `amqp.event_queues`
+    /// (a changed setting) that workers declared, now that this layout's queues are bound.
+    /// Returns those that still exist: the worker drains them (see [`Broker::drain`]).
+    pub async fn retire_events_queues(
+        &self,
+        declared: &[String],
+    ) -> Result<Vec<String>, BrokerError> {
+        if !self.topology.spreads_events() {
+            // Its bindings, to the events exchange and to the spread queues, go with it.
+            let channel = self.connection.create_channel().await?;
+            self.topology.remove_unused_hash_exchange(&channel).await?;
+            let _ = channel.close(200, "retired".into()).await;
+        }
+        let mut existing = Vec::new();
+        for queue in declared {
+            // A channel each: a queue removed meanwhile closes it.
+            let channel = self.connection.create_channel().await?;
+            let unbound = if self.topology.spreads_events() {
+                self.topology
+                    .unbind_other_events_queue(&channel, queue)
+                    .await
+            } else {
+                self.inspect_on(&channel, queue).await.map(|_| ())
+            };
+            match unbound {
+                Ok(()) => existing.push(queue.clone()),
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let _ = channel.close(200, "retired".into()).await;
+        }
+        if !existing.is_empty() {
+            tracing::info!(queues = ?existing,
+                "events queues of another amqp.event_queues are unbound; draining them");
+        }
+        Ok(existing)
     }
 
     /// Removes our queues and exchanges (tests and benchmarks).
@@ -234,6 +303,31 @@ impl Broker {
         H: Fn(Message) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Disposition> + Send + 'static,
     {
+        let never = CancellationToken::new();
+        self.consume_until(
+            queue, prefetch, shutdown, &never, tracker, subscribed, handler,
+        )
+        .await
+    }
+
+    /// `consume`; and when `finish` is cancelled, cancels the consumer and still hands every
+    /// message the broker sent before the cancel to `handler`, so none is left unhandled on
+    /// the channel.
+    #[allow(clippy::too_many_arguments)]
+    async fn consume_until<H, F>(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        shutdown: &CancellationToken,
+        finish: &CancellationToken,
+        tracker: &TaskTracker,
+        subscribed: impl FnOnce(),
+        handler: H,
+    ) -> Result<(), BrokerError>
+    where
+        H: Fn(Message) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Disposition> + Send + 'static,
+    {
         let channel = self.open_channel().await?;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
@@ -249,6 +343,7 @@ impl Broker {
         subscribed();
         let acks = Acks::start(tracker, channel.clone());
         let held = self.held_counter(queue);
+        let mut finishing = false;
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => {
@@ -259,11 +354,20 @@ impl Broker {
                         .await;
                     return Ok(());
                 }
+                () = finish.cancelled(), if !finishing => {
+                    finishing = true;
+                    channel
+                        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                        .await?;
+                    continue;
+                }
                 next = consumer.next() => next,
             };
             let delivery = match next {
                 Some(Ok(delivery)) => delivery,
                 Some(Err(e)) => return Err(e.into()),
+                // The stream ends after the broker confirmed the cancel.
+                None if finishing => return Ok(()),
                 None => return Err(BrokerError::ConsumerCancelled(queue.to_owned())),
             };
             let settler = Settler {
@@ -285,6 +389,81 @@ impl Broker {
                 held.fetch_sub(1, Ordering::Relaxed);
             }));
         }
+    }
+
+    /// Consumes `queue`, an events queue no longer routed to, until it is empty and none of
+    /// its messages is in this worker's hands; then removes it if no other worker consumes it
+    /// (the last one to finish removes it). A queue cannot be deleted "if empty" when it is a
+    /// quorum queue, and its ready count leaves out messages held unacked: so each worker
+    /// first settles what it holds and cancels its consumer, and the queue is removed only
+    /// when it has neither ready messages nor consumers.
+    pub async fn drain<H, F>(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+        handler: H,
+    ) -> Result<Drained, BrokerError>
+    where
+        H: Fn(Message) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Disposition> + Send + 'static,
+    {
+        loop {
+            let finish = CancellationToken::new();
+            let consuming = self.consume_until(
+                queue,
+                prefetch,
+                shutdown,
+                &finish,
+                tracker,
+                || {},
+                handler.clone(),
+            );
+            let watching = async {
+                while !self.is_drained(queue).await? {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(DRAIN_CHECK_EVERY) => {}
+                    }
+                }
+                finish.cancel();
+                Ok::<_, BrokerError>(())
+            };
+            match tokio::try_join!(consuming, watching) {
+                Ok(_) => {}
+                // Removed by another worker before this one consumed it.
+                Err(BrokerError::Amqp(e)) if is_not_found(&e) => return Ok(Drained::Gone),
+                Err(e) => return Err(e),
+            }
+            while self.held(queue) > 0 && !shutdown.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if shutdown.is_cancelled() {
+                return Ok(Drained::Interrupted);
+            }
+            match self.counts(queue).await {
+                // Handed back meanwhile, by this worker or another: consume again.
+                Ok((ready, _)) if ready > 0 => continue,
+                Ok((_, 0)) => {
+                    let channel = self.connection.create_channel().await?;
+                    channel
+                        .queue_delete(queue.into(), QueueDeleteOptions::default())
+                        .await?;
+                    let _ = channel.close(200, "drained".into()).await;
+                    tracing::info!(queue, "drained the events queue and removed it");
+                    return Ok(Drained::Removed);
+                }
+                Ok(_) => return Ok(Drained::LeftToOthers),
+                Err(BrokerError::Amqp(e)) if is_not_found(&e) => return Ok(Drained::Gone),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// No message of `queue` waits, and none is in this worker's hands.
+    async fn is_drained(&self, queue: &str) -> Result<bool, BrokerError> {
+        Ok(self.held(queue) == 0 && self.depth(queue).await? == 0)
     }
 
     /// Takes one message off `queue` without a consumer (operators' tools and tests).
@@ -315,18 +494,20 @@ impl Broker {
 
     async fn inspect(&self, queue: &str) -> Result<lapin::Queue, BrokerError> {
         let channel = self.connection.create_channel().await?;
-        let declared = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let declared = self.inspect_on(&channel, queue).await?;
         let _ = channel.close(200, "inspected".into()).await;
         Ok(declared)
+    }
+
+    /// A passive declare: `queue`'s counts, or NOT_FOUND (which closes `channel`).
+    async fn inspect_on(&self, channel: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
     }
 
     /// Up to `max` messages from the head of `queue`, left in the queue: they are taken
@@ -396,6 +577,26 @@ impl Broker {
                 let _ = channel.close(200, "shutdown".into()).await;
             }
         }
+    }
+}
+
+/// How draining a retired events queue ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Empty, with no other consumer: this worker removed it.
+    Removed,
+    /// It no longer exists: another worker removed it.
+    Gone,
+    /// Empty of what this worker took; other workers still consume it and remove it last.
+    LeftToOthers,
+    /// The worker stops (or pauses): the next session drains it again.
+    Interrupted,
+}
+
+impl Drained {
+    /// The queue no longer exists.
+    pub fn is_gone(self) -> bool {
+        matches!(self, Drained::Removed | Drained::Gone)
     }
 }
 

@@ -162,14 +162,15 @@ impl Publisher {
             .await
     }
 
-    /// Republishes `message` to the tail of `queue` (through the default exchange, so it
-    /// reaches that queue alone) with `failures` counted in a header, so the next try knows
-    /// how many came before: the broker's own count also rises on outages and lost
-    /// connections, and not on every version alike. Its origin is kept for quarantine.
+    /// Republishes `message` to the tail of its queue, through `(exchange, routing_key)`
+    /// which reach that queue alone (see `Stage::retry_route`), with `failures` counted in a
+    /// header, so the next try knows how many came before: the broker's own count also rises
+    /// on outages and lost connections, and not on every version alike. Its origin is kept
+    /// for quarantine.
     pub async fn retry_later(
         &self,
         message: &Message,
-        queue: &str,
+        (to_exchange, to_key): (&str, &str),
         failures: u32,
     ) -> Result<(), BrokerError> {
         let mut headers = message.properties.headers().clone().unwrap_or_default();
@@ -178,7 +179,8 @@ impl Publisher {
         headers.insert(job::ORIGINAL_EXCHANGE.into(), long_string(&exchange));
         headers.insert(job::ORIGINAL_ROUTING_KEY.into(), long_string(&routing_key));
         let properties = message.properties.clone().with_headers(headers);
-        self.publish("", queue, &message.body, properties).await
+        self.publish(to_exchange, to_key, &message.body, properties)
+            .await
     }
 
     /// Publishes a quarantined message back to where it came from, without our bookkeeping

@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! {events_exchange} (topic) --"#"--> {prefix}.events            fan-out consumer
+//!   or, with amqp.event_queues = N > 1:
+//!                           --"#"--> {prefix}.events.hash       (x-consistent-hash on
+//!                                      --"1"--> {prefix}.events.1..N     message_id)
 //! {prefix} (direct) --"deliveries"--> {prefix}.deliveries       job consumer
 //!                   --"retry.<d>"---> {prefix}.retry.<d>        TTL d, dead-letters to "deliveries"
 //!                                     (each tier's delay spread over several such queues)
@@ -20,20 +23,22 @@ use std::time::Duration;
 use lapin::{
     Channel, ExchangeKind,
     options::{
-        ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-        QueueDeleteOptions,
+        ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 
 use crate::{
-    config::AmqpConfig,
+    config::{AmqpConfig, MAX_EVENT_QUEUES},
     retry::{Jitter, tier_label},
 };
 
 pub const DELIVERIES_KEY: &str = "deliveries";
 pub const DEAD_KEY: &str = "dead";
 pub const QUARANTINE_KEY: &str = "quarantine";
+/// The weight of each event queue's binding to the hash exchange: all equal.
+const SHARD_WEIGHT: &str = "1";
 /// Returns of one message (nacks, lost connections, crashes) after which the broker moves it
 /// from a consumed queue to quarantine. Well above `amqp.delivery_limit` (at most 25), which
 /// the worker counts itself: outages hand every message in flight back once, and must not
@@ -100,11 +105,15 @@ fn regex_escape(value: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub events_exchange: String,
+    /// The consistent-hash exchange that spreads events over the event queues when there is
+    /// more than one; absent (removed at start) otherwise.
+    pub events_hash_exchange: String,
+    /// The queues the fan-out consumes: `{prefix}.events`, or `{prefix}.events.1` to `.N`.
+    pub events_queues: Vec<String>,
     /// Our direct exchange for jobs, tiers, the dead-letter and quarantine queues.
     pub work_exchange: String,
     /// Our topic exchange for operational events (`webhook.failing`, ...): routing key = type.
     pub operational_exchange: String,
-    pub events_queue: String,
     pub deliveries_queue: String,
     pub dead_queue: String,
     pub quarantine_queue: String,
@@ -156,9 +165,10 @@ impl Topology {
         };
         Self {
             events_exchange: config.events_exchange.clone(),
+            events_hash_exchange: format!("{prefix}.events.hash"),
+            events_queues: event_queue_names(prefix, config.event_queues),
             work_exchange: prefix.clone(),
             operational_exchange: format!("{prefix}.operational"),
-            events_queue: format!("{prefix}.events"),
             deliveries_queue: format!("{prefix}.deliveries"),
             dead_queue: format!("{prefix}.dead"),
             quarantine_queue: format!("{prefix}.quarantine"),
@@ -172,6 +182,35 @@ impl Topology {
         }
     }
 
+    /// Whether the events are spread over several queues by the hash exchange.
+    pub fn spreads_events(&self) -> bool {
+        self.events_queues.len() > 1
+    }
+
+    /// Where an event goes to be handled again (exchange, routing key): the hash exchange,
+    /// which picks the queue by its message_id, or the one events queue.
+    pub fn events_entry(&self) -> (&str, &str) {
+        if self.spreads_events() {
+            (&self.events_hash_exchange, "")
+        } else {
+            ("", &self.events_queues[0])
+        }
+    }
+
+    /// The one events queue of `amqp.event_queues = 1` (and of versions before the setting).
+    pub fn single_events_queue(&self) -> String {
+        event_queue_names(&self.work_exchange, 1).remove(0)
+    }
+
+    /// Every events queue another `amqp.event_queues` would declare.
+    pub fn other_events_queues(&self) -> Vec<String> {
+        let prefix = &self.work_exchange;
+        let mut names = event_queue_names(prefix, 1);
+        names.extend(event_queue_names(prefix, MAX_EVENT_QUEUES));
+        names.retain(|name| !self.events_queues.contains(name));
+        names
+    }
+
     /// Every delay queue once, shortest TTL first.
     pub fn delay_queues(&self) -> Vec<&DelayQueue> {
         let mut queues: Vec<&DelayQueue> = self.tiers.iter().flat_map(|t| &t.queues).collect();
@@ -183,10 +222,12 @@ impl Topology {
     /// Every queue with its role, the label metrics name it by: `events`, `deliveries`,
     /// `retry.<ttl>` for each delay queue, `dead`, `quarantine`.
     pub fn queue_roles(&self) -> Vec<(String, &str)> {
-        let mut roles = vec![
-            ("events".to_owned(), self.events_queue.as_str()),
-            ("deliveries".to_owned(), self.deliveries_queue.as_str()),
-        ];
+        let mut roles: Vec<(String, &str)> = self
+            .events_queues
+            .iter()
+            .map(|queue| (self.events_role(queue), queue.as_str()))
+            .collect();
+        roles.push(("deliveries".to_owned(), self.deliveries_queue.as_str()));
         roles.extend(
             self.delay_queues()
                 .into_iter()
@@ -195,6 +236,12 @@ impl Topology {
         roles.push(("dead".to_owned(), self.dead_queue.as_str()));
         roles.push(("quarantine".to_owned(), self.quarantine_queue.as_str()));
         roles
+    }
+
+    /// An events queue's label in metrics: `events`, or `events.<n>` when they are spread.
+    pub fn events_role(&self, queue: &str) -> String {
+        let prefix_len = self.work_exchange.len() + 1;
+        queue.get(prefix_len..).unwrap_or(queue).to_owned()
     }
 
     pub fn tier_for(&self, delay: Duration) -> Option<&Tier> {
@@ -230,20 +277,84 @@ impl Topology {
                 durable,
                 FieldTable::default(),
             )
+            .await?;
+        if self.spreads_events() {
+            channel
+                .exchange_declare(
+                    self.events_hash_exchange.as_str().into(),
+                    ExchangeKind::Custom(HASH_EXCHANGE_TYPE.to_owned()),
+                    durable,
+                    hash_on_message_id(),
+                )
+                .await?;
+            channel
+                .exchange_bind(
+                    self.events_hash_exchange.as_str().into(),
+                    self.events_exchange.as_str().into(),
+                    "#".into(),
+                    ExchangeBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stops routing events to `queue`, one of [`Self::other_events_queues`] that exists.
+    /// Called once this layout's queues are bound, so that no event finds no queue meanwhile.
+    pub async fn unbind_other_events_queue(
+        &self,
+        channel: &Channel,
+        queue: &str,
+    ) -> lapin::Result<()> {
+        let (exchange, key) = if self.single_events_queue() == queue {
+            (&self.events_exchange, "#")
+        } else {
+            (&self.events_hash_exchange, SHARD_WEIGHT)
+        };
+        channel
+            .queue_unbind(
+                queue.into(),
+                exchange.as_str().into(),
+                key.into(),
+                FieldTable::default(),
+            )
+            .await
+    }
+
+    /// With one events queue, removes the hash exchange of a spread layout, and with it its
+    /// bindings (from the events exchange, to the spread queues).
+    pub async fn remove_unused_hash_exchange(&self, channel: &Channel) -> lapin::Result<()> {
+        if self.spreads_events() {
+            return Ok(());
+        }
+        channel
+            .exchange_delete(
+                self.events_hash_exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
             .await
     }
 
     /// Every queue, with its binding and arguments, in the order they are declared.
-    pub fn queues(&self) -> Vec<QueueSpec<'_>> {
-        let consumed = |name, exchange, key| QueueSpec {
+    pub fn queues<'a>(&'a self) -> Vec<QueueSpec<'a>> {
+        let consumed = |name: &'a str, exchange: &'a str, key: &'a str| QueueSpec {
             name,
             exchange,
             key,
             arguments: self.consumed_arguments(),
             consumed: true,
         };
-        let mut queues = vec![
-            consumed(&self.events_queue, &self.events_exchange, "#"),
+        let mut queues: Vec<QueueSpec<'a>> = if self.spreads_events() {
+            let spread = |name: &'a String| QueueSpec {
+                arguments: self.spread_arguments(),
+                ..consumed(name, &self.events_hash_exchange, SHARD_WEIGHT)
+            };
+            self.events_queues.iter().map(spread).collect()
+        } else {
+            vec![consumed(&self.events_queues[0], &self.events_exchange, "#")]
+        };
+        queues.extend([
             consumed(&self.deliveries_queue, &self.work_exchange, DELIVERIES_KEY),
             consumed(&self.dead_queue, &self.work_exchange, DEAD_KEY),
             QueueSpec {
@@ -253,7 +364,7 @@ impl Topology {
                 arguments: quorum(),
                 consumed: false,
             },
-        ];
+        ]);
         queues.extend(self.delay_queues().into_iter().map(|q| QueueSpec {
             name: &q.queue,
             exchange: &self.work_exchange,
@@ -276,6 +387,14 @@ impl Topology {
             AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT),
         );
         self.dead_letter_to(&mut args, QUARANTINE_KEY);
+        args
+    }
+
+    /// A spread events queue: as any consumed one, with its leader placed on the node that
+    /// leads the fewest queues, so that N queues on N nodes lead one each.
+    fn spread_arguments(&self) -> FieldTable {
+        let mut args = self.consumed_arguments();
+        args.insert("x-queue-leader-locator".into(), long_string("balanced"));
         args
     }
 
@@ -318,26 +437,33 @@ impl Topology {
         args
     }
 
-    /// Deletes every queue and exchange with our prefix (not the shared events exchange,
-    /// unless `include_events_exchange`). For tests and benchmarks.
+    /// Deletes every queue and exchange with our prefix, those of another
+    /// `amqp.event_queues` too (not the shared events exchange, unless
+    /// `include_events_exchange`). For tests and benchmarks.
     pub async fn delete(
         &self,
         channel: &Channel,
         include_events_exchange: bool,
     ) -> lapin::Result<()> {
-        let mut queues = vec![
-            &self.events_queue,
+        let mut queues: Vec<&String> = self.events_queues.iter().collect();
+        queues.extend([
             &self.deliveries_queue,
             &self.dead_queue,
             &self.quarantine_queue,
-        ];
+        ]);
         queues.extend(self.delay_queues().into_iter().map(|q| &q.queue));
+        let others = self.other_events_queues();
+        queues.extend(&others);
         for queue in queues {
             channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await?;
         }
-        for exchange in [&self.work_exchange, &self.operational_exchange] {
+        for exchange in [
+            &self.work_exchange,
+            &self.operational_exchange,
+            &self.events_hash_exchange,
+        ] {
             channel
                 .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
                 .await?;
@@ -378,6 +504,27 @@ async fn declare_bound(
         .await
 }
 
+/// The exchange type of RabbitMQ's plugin `rabbitmq_consistent_hash_exchange`.
+pub const HASH_EXCHANGE_TYPE: &str = "x-consistent-hash";
+
+/// Hashes the AMQP message_id (the event id), so that every copy of an event, published
+/// again or handed back, goes to the same queue; a message without one goes to a fixed queue.
+fn hash_on_message_id() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("hash-property".into(), long_string("message_id"));
+    args
+}
+
+/// `{prefix}.events` for one queue; `{prefix}.events.1` to `.{count}` for several.
+fn event_queue_names(prefix: &str, count: u16) -> Vec<String> {
+    match count {
+        1 => vec![format!("{prefix}.events")],
+        _ => (1..=count)
+            .map(|i| format!("{prefix}.events.{i}"))
+            .collect(),
+    }
+}
+
 fn quorum() -> FieldTable {
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), long_string("quorum"));
@@ -401,7 +548,7 @@ mod tests {
     fn names_follow_the_prefix_and_the_design() {
         let config = Config::defaults().expect("defaults");
         let topology = crate::app::topology(&config);
-        assert_eq!(topology.events_queue, "webhooks.events");
+        assert_eq!(topology.events_queues, ["webhooks.events"]);
         assert_eq!(topology.deliveries_queue, "webhooks.deliveries");
         assert_eq!(topology.dead_queue, "webhooks.dead");
         let first: Vec<_> = topology.tiers[0]
@@ -473,38 +620,35 @@ mod tests {
         assert_eq!(topology.queues().len(), 4 + ttls.len());
     }
 
-    /// The definitions shipped for teams that provision the broker ahead of the workers
-    /// (`deploy/rabbitmq/definitions.json`) declare exactly what the workers declare with the
-    /// default configuration: the same queues with the same arguments (a queue declared with
-    /// other arguments would make the workers' own declaration fail), bindings and exchanges.
-    #[test]
-    fn the_shipped_definitions_match_the_topology() {
+    fn as_json(args: &FieldTable) -> serde_json::Value {
+        args.inner()
+            .iter()
+            .map(|(key, value)| {
+                let value = match value {
+                    AMQPValue::LongString(s) => {
+                        serde_json::json!(String::from_utf8_lossy(s.as_bytes()))
+                    }
+                    AMQPValue::LongLongInt(n) => serde_json::json!(n),
+                    other => panic!("unexpected argument {other:?}"),
+                };
+                (key.to_string(), value)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    /// `definitions` declares exactly what the workers declare with `topology`: the same
+    /// queues with the same arguments (a queue declared with other arguments would make the
+    /// workers' own declaration fail), bindings and exchanges.
+    fn assert_definitions_match(definitions: &str, topology: &Topology) {
         let definitions: serde_json::Value =
-            serde_json::from_str(include_str!("../../deploy/rabbitmq/definitions.json"))
-                .expect("definitions.json parses");
-        let config = Config::defaults().expect("defaults");
-        let topology = crate::app::topology(&config);
-        let as_json = |args: &FieldTable| -> serde_json::Value {
-            args.inner()
-                .iter()
-                .map(|(key, value)| {
-                    let value = match value {
-                        AMQPValue::LongString(s) => {
-                            serde_json::json!(String::from_utf8_lossy(s.as_bytes()))
-                        }
-                        AMQPValue::LongLongInt(n) => serde_json::json!(n),
-                        other => panic!("unexpected argument {other:?}"),
-                    };
-                    (key.to_string(), value)
-                })
-                .collect::<serde_json::Map<_, _>>()
-                .into()
-        };
+            serde_json::from_str(definitions).expect("definitions parse");
         let queues = definitions["queues"].as_array().expect("queues");
         let bindings = definitions["bindings"].as_array().expect("bindings");
         let specs = topology.queues();
+        let exchange_bindings = usize::from(topology.spreads_events());
         assert_eq!(queues.len(), specs.len());
-        assert_eq!(bindings.len(), specs.len());
+        assert_eq!(bindings.len(), specs.len() + exchange_bindings);
         for spec in &specs {
             let queue = queues
                 .iter()
@@ -520,6 +664,7 @@ mod tests {
             assert!(
                 bindings.iter().any(|b| b["source"] == spec.exchange
                     && b["destination"] == spec.name
+                    && b["destination_type"] == "queue"
                     && b["routing_key"] == spec.key),
                 "binding of {}",
                 spec.name
@@ -533,17 +678,97 @@ mod tests {
                 (
                     e["name"].as_str().unwrap_or(""),
                     e["type"].as_str().unwrap_or(""),
+                    e["arguments"].clone(),
                 )
             })
             .collect();
+        let none = serde_json::json!({});
+        let mut expected = vec![
+            (topology.events_exchange.as_str(), "topic", none.clone()),
+            (topology.work_exchange.as_str(), "direct", none.clone()),
+            (topology.operational_exchange.as_str(), "topic", none),
+        ];
+        if topology.spreads_events() {
+            expected.push((
+                topology.events_hash_exchange.as_str(),
+                HASH_EXCHANGE_TYPE,
+                as_json(&hash_on_message_id()),
+            ));
+            assert!(
+                bindings
+                    .iter()
+                    .any(|b| b["source"] == *topology.events_exchange
+                        && b["destination"] == *topology.events_hash_exchange
+                        && b["destination_type"] == "exchange"
+                        && b["routing_key"] == "#"),
+                "the events exchange feeds the hash exchange"
+            );
+        }
+        assert_eq!(exchanges, expected);
+    }
+
+    /// The definitions shipped for teams that provision the broker ahead of the workers:
+    /// `deploy/rabbitmq/definitions.json` for the default configuration, and
+    /// `definitions.event-queues-3.json` for `amqp.event_queues = 3`.
+    #[test]
+    fn the_shipped_definitions_match_the_topology() {
+        let mut config = Config::defaults().expect("defaults");
+        assert_definitions_match(
+            include_str!("../../deploy/rabbitmq/definitions.json"),
+            &crate::app::topology(&config),
+        );
+        config.amqp.event_queues = 3;
+        assert_definitions_match(
+            include_str!("../../deploy/rabbitmq/definitions.event-queues-3.json"),
+            &crate::app::topology(&config),
+        );
+    }
+
+    #[test]
+    fn several_event_queues_are_fed_by_the_hash_exchange_and_led_by_balanced_nodes() {
+        let mut config = Config::defaults().expect("defaults");
+        config.amqp.event_queues = 3;
+        let topology = crate::app::topology(&config);
         assert_eq!(
-            exchanges,
+            topology.events_queues,
             [
-                (topology.events_exchange.as_str(), "topic"),
-                (topology.work_exchange.as_str(), "direct"),
-                (topology.operational_exchange.as_str(), "topic")
+                "webhooks.events.1",
+                "webhooks.events.2",
+                "webhooks.events.3"
             ]
         );
+        assert_eq!(topology.events_entry(), ("webhooks.events.hash", ""));
+        assert_eq!(topology.events_role("webhooks.events.2"), "events.2");
+        let spread: Vec<_> = topology
+            .queues()
+            .into_iter()
+            .filter(|q| q.exchange == "webhooks.events.hash")
+            .collect();
+        assert_eq!(spread.len(), 3);
+        for queue in &spread {
+            assert_eq!(queue.key, "1", "{}", queue.name);
+            assert!(queue.consumed, "{}", queue.name);
+            assert_eq!(
+                queue.arguments.inner().get("x-queue-leader-locator"),
+                Some(&long_string("balanced")),
+                "{}",
+                queue.name
+            );
+        }
+        // The other layouts' queues, drained when they exist: the single queue, and those of
+        // a larger count.
+        let others = topology.other_events_queues();
+        assert_eq!(others[0], "webhooks.events");
+        assert_eq!(others[1], "webhooks.events.4");
+        assert_eq!(others.len(), 1 + usize::from(MAX_EVENT_QUEUES) - 3);
+
+        config.amqp.event_queues = 1;
+        let single = crate::app::topology(&config);
+        assert_eq!(single.events_entry(), ("", "webhooks.events"));
+        assert_eq!(single.events_role("webhooks.events"), "events");
+        let others = single.other_events_queues();
+        assert_eq!(others.len(), usize::from(MAX_EVENT_QUEUES));
+        assert_eq!(others[0], "webhooks.events.1");
     }
 
     /// No broker version may drop a consumed message silently: each consumed queue ends a

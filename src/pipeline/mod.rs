@@ -91,11 +91,14 @@ impl Stage {
         }
     }
 
-    fn queue(self, topology: &crate::broker::Topology) -> &str {
+    /// Where a message of this stage is published to be tried again (exchange, routing
+    /// key): an event through the events queues' entry (the one this layout routes to, also
+    /// for one drained from a queue of another), a job straight to its queue.
+    fn retry_route(self, topology: &crate::broker::Topology) -> (&str, &str) {
         match self {
-            Stage::Events => &topology.events_queue,
-            Stage::Jobs => &topology.deliveries_queue,
-            Stage::Dead => &topology.dead_queue,
+            Stage::Events => topology.events_entry(),
+            Stage::Jobs => ("", &topology.deliveries_queue),
+            Stage::Dead => ("", &topology.dead_queue),
         }
     }
 }
@@ -196,8 +199,8 @@ impl Pipeline {
                     // Stopping, or pausing for an outage: handed back, not counted.
                     () = self.outage.stop_token().cancelled() => return Disposition::HandBack,
                 }
-                let queue = stage.queue(self.publisher.topology());
-                match self.publisher.retry_later(message, queue, failures).await {
+                let route = stage.retry_route(self.publisher.topology());
+                match self.publisher.retry_later(message, route, failures).await {
                     Ok(()) => Disposition::Ack,
                     Err(_) => self.broker_down(),
                 }

@@ -5,6 +5,7 @@ mod batch;
 mod changes;
 mod compaction;
 mod deliveries;
+mod events_queues;
 mod gauges;
 mod health;
 mod log;

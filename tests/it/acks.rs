@@ -30,7 +30,7 @@ async fn every_settled_message_is_acked_and_the_queue_drains() {
     for event in &events {
         worker.wait_for_status(event, webhook_id, "succeeded").await;
     }
-    let queue = worker.broker.topology().events_queue.clone();
+    let queue = worker.broker.topology().events_queues[0].clone();
     // A `multiple` ack on a wrong tag would close the channel and hand the messages back.
     wait_until("every event acked", || async {
         (queue_count(&queue, "messages").await == 0).then_some(())
@@ -61,7 +61,7 @@ async fn acks_behind_a_slow_delivery_go_out_while_it_is_in_flight() {
         worker.publish("deal.won", "cmp_acks_slow", json!({})).await;
     }
     receiver.wait_for(21).await;
-    let queue = worker.broker.topology().events_queue.clone();
+    let queue = worker.broker.topology().events_queues[0].clone();
     // The first message's tag is still open, so no `multiple` ack can cover the twenty
     // behind it; they are acked one by one instead of waiting the eight seconds.
     wait_until("only the slow delivery unacked", || async {
@@ -140,7 +140,7 @@ async fn messages_in_flight_at_a_graceful_stop_are_acked_not_handed_back() {
     receiver.wait_for(5).await;
     // Every attempt is in flight: the stop lets them finish, record, and ack.
     worker.stop().await;
-    let queue = worker.broker.topology().events_queue.clone();
+    let queue = worker.broker.topology().events_queues[0].clone();
     // The worker's connection is closed: anything it left unacked is back in the queue.
     assert!(
         worker.fetch(&queue).await.is_none(),

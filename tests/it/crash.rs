@@ -96,7 +96,7 @@ async fn a_connection_lost_before_the_ack_redelivers_without_a_second_post() {
         .wait_for_status(&event_id, webhook_id, "succeeded")
         .await;
     worker.wait_ready().await;
-    let events_queue = worker.broker.topology().events_queue.clone();
+    let events_queue = worker.broker.topology().events_queues[0].clone();
     wait_until("the redelivered event to be consumed", || {
         let queue = events_queue.clone();
         async move { (queue_count(&queue, "messages").await == 0).then_some(()) }

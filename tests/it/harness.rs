@@ -535,7 +535,7 @@ fn config_file(config: &Config, port: u16) -> tempfile::TempPath {
         .collect();
     let toml = format!(
         "[amqp]\nurl = \"{}\"\nprefix = \"{}\"\nevents_exchange = \"{}\"\ndelivery_limit = {}\n\
-         connect_timeout = \"{}ms\"\n\
+         connect_timeout = \"{}ms\"\nevent_queues = {}\n\
          [database]\nurl = \"{}\"\n\
          [api]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\
          [delivery]\nretry_schedule = [{}]\nallow_private_targets = true\nmax_event_size = {}\n\
@@ -546,6 +546,7 @@ fn config_file(config: &Config, port: u16) -> tempfile::TempPath {
         config.amqp.events_exchange,
         config.amqp.delivery_limit,
         config.amqp.connect_timeout.as_millis(),
+        config.amqp.event_queues,
         config.database.url,
         delays.join(", "),
         config.delivery.max_event_size.as_u64(),
@@ -733,7 +734,10 @@ pub struct Prepared {
 
 impl Prepared {
     pub async fn create() -> Self {
-        let config = test_config();
+        Self::create_with(test_config()).await
+    }
+
+    pub async fn create_with(config: Config) -> Self {
         let (storage, broker) = app::prepare(&config).await.expect("prepare");
         storage.close();
         Self { config, broker }

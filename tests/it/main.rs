@@ -11,6 +11,7 @@ mod crash;
 mod delivery;
 mod deploy;
 mod endpoint_health;
+mod event_queues;
 mod harness;
 mod headers;
 mod logs;

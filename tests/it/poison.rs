@@ -150,7 +150,7 @@ async fn the_broker_moves_a_message_returned_too_often_to_quarantine() {
     loop {
         let got = channel
             .basic_get(
-                topology.events_queue.as_str().into(),
+                topology.events_queues[0].as_str().into(),
                 BasicGetOptions::default(),
             )
             .await

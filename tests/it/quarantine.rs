@@ -79,7 +79,7 @@ async fn malformed_messages_are_quarantined_with_their_reason() {
     // Acked, not looping: the events queue is empty.
     assert!(
         worker
-            .fetch(&worker.broker.topology().events_queue)
+            .fetch(&worker.broker.topology().events_queues[0])
             .await
             .is_none()
     );
