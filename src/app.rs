@@ -359,7 +359,10 @@ impl Worker<'_> {
         // fails, which drops them).
         let stop = pipeline.outage.stop_token().clone();
         let topology = broker.topology();
-        let prefetch = self.config.amqp.prefetch;
+        let (prefetch, events_prefetch) = (
+            self.config.amqp.prefetch,
+            self.config.amqp.events_prefetch(),
+        );
         let subscribed = AtomicUsize::new(0);
         // The events queues, the deliveries queue and the dead-letter queue.
         let all_consumers = topology.events_queues.len() + 2;
@@ -372,13 +375,22 @@ impl Worker<'_> {
             let handle_event = |p: Arc<Pipeline>| move |m| fanout::handle_event(p.clone(), m);
             let events = try_join_all(topology.events_queues.iter().map(|queue| {
                 let handler = handle_event(pipeline.clone());
-                broker.consume(queue, prefetch, &stop, &tracker, one_subscribed, handler)
+                broker.consume(
+                    queue,
+                    events_prefetch,
+                    &stop,
+                    &tracker,
+                    one_subscribed,
+                    handler,
+                )
             }));
             let (stop, tracker) = (&stop, &tracker);
             let drains = try_join_all(retiring.iter().map(|queue| {
                 let handler = handle_event(pipeline.clone());
                 async move {
-                let drained = broker.drain(queue, prefetch, stop, tracker, handler).await?;
+                let drained = broker
+                    .drain(queue, events_prefetch, stop, tracker, handler)
+                    .await?;
                 if drained.is_gone()
                     && let Err(e) = self.storage.forget_events_queue(queue).await
                 {

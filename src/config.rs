@@ -84,6 +84,14 @@ pub struct AmqpConfig {
 /// At most this many event queues: each holds a quorum queue's processes on every node.
 pub const MAX_EVENT_QUEUES: u16 = 64;
 
+impl AmqpConfig {
+    /// The prefetch of each events queue's consumer: `prefetch` shared between them, so that
+    /// it bounds the events in progress per process however many queues there are.
+    pub fn events_prefetch(&self) -> u16 {
+        self.prefetch.div_ceil(self.event_queues.max(1)).max(1)
+    }
+}
+
 impl std::fmt::Debug for AmqpConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpConfig")
@@ -616,5 +624,15 @@ mod tests {
             assert!(!error.contains("c2hvcnQ="), "{error}");
             assert_eq!(error.lines().count(), 1, "{error}");
         }
+    }
+
+    #[test]
+    fn the_events_queues_share_the_prefetch() {
+        let mut amqp = Config::defaults().expect("defaults").amqp;
+        assert_eq!(amqp.events_prefetch(), 1024);
+        amqp.event_queues = 3;
+        assert_eq!(amqp.events_prefetch(), 342);
+        amqp.prefetch = 2;
+        assert_eq!(amqp.events_prefetch(), 1);
     }
 }
