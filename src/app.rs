@@ -287,6 +287,33 @@ impl Worker<'_> {
         }
     }
 
+    /// Drains `queue`, an events queue of another `amqp.event_queues`, and forgets it once
+    /// it is gone.
+    async fn drain<H, F>(
+        &self,
+        broker: &Broker,
+        queue: &str,
+        prefetch: u16,
+        stop: &CancellationToken,
+        tracker: &TaskTracker,
+        handler: H,
+    ) -> Result<(), BrokerError>
+    where
+        H: Fn(crate::broker::Message) -> F + Clone + Send + Sync + 'static,
+        F: std::future::Future<Output = crate::broker::Disposition> + Send + 'static,
+    {
+        let drained = broker
+            .drain(queue, prefetch, stop, tracker, handler)
+            .await?;
+        if drained.is_gone()
+            && let Err(e) = self.storage.forget_events_queue(queue).await
+        {
+            tracing::warn!(queue, error = %e,
+                "cannot record that the events queue is gone; the next start looks for it");
+        }
+        Ok(())
+    }
+
     /// Records this layout's events queues, and unbinds those of another `amqp.event_queues`
     /// that were declared before (a changed setting): the ones to drain.
     async fn retire_events_queues(&self, broker: &Broker) -> Result<Vec<String>, SessionEnd> {
@@ -384,21 +411,10 @@ impl Worker<'_> {
                     handler,
                 )
             }));
-            let (stop, tracker) = (&stop, &tracker);
             let drains = try_join_all(retiring.iter().map(|queue| {
                 let handler = handle_event(pipeline.clone());
-                async move {
-                let drained = broker
-                    .drain(queue, events_prefetch, stop, tracker, handler)
-                    .await?;
-                if drained.is_gone()
-                    && let Err(e) = self.storage.forget_events_queue(queue).await
-                {
-                    tracing::warn!(queue, error = %e,
-                        "cannot record that the events queue is gone; the next start looks for it again");
-                }
-                Ok::<_, BrokerError>(())
-            }}));
+                self.drain(broker, queue, events_prefetch, &stop, &tracker, handler)
+            }));
 
             let p = pipeline.clone();
             let deliveries = broker.consume(
