@@ -16,6 +16,36 @@ fn spread_config(queues: u16) -> tesoro_webhooks::config::Config {
     config
 }
 
+/// Publishes deal.won events numbered `numbers` for `company`; returns their ids.
+async fn publish_deals(
+    worker: &TestWorker,
+    company: &str,
+    numbers: std::ops::Range<u32>,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in numbers {
+        ids.push(worker.publish("deal.won", company, json!({"n": n})).await.0);
+    }
+    ids
+}
+
+/// Waits until none of `queues` exists any more (drained and removed).
+async fn wait_removed(queues: &[String]) {
+    wait_until_within(
+        Duration::from_secs(30),
+        "the old queues removed",
+        || async {
+            for queue in queues {
+                if queue_exists(queue).await {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}
+
 /// Ready messages in each of `queues`.
 async fn depths(prepared: &Prepared, queues: &[String]) -> Vec<u32> {
     let mut depths = Vec::new();
@@ -119,15 +149,7 @@ async fn a_worker_consumes_every_one_of_three_event_queues() {
             "{queue}"
         );
     }
-    let mut ids = Vec::new();
-    for n in 0..150 {
-        ids.push(
-            worker
-                .publish("deal.won", "cmp_spread", json!({"n": n}))
-                .await
-                .0,
-        );
-    }
+    let ids = publish_deals(&worker, "cmp_spread", 0..150).await;
     receiver.wait_for(ids.len()).await;
     every_event_received_none_quarantined(&worker, &receiver, &ids).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -148,53 +170,20 @@ async fn a_changed_number_of_event_queues_drains_the_old_ones_and_loses_nothing(
         .create_webhook("cmp_resize", &receiver.url(), &["deal.won"])
         .await;
     first.stop().await;
-    let mut ids = Vec::new();
-    for n in 0..150 {
-        ids.push(
-            first
-                .publish("deal.won", "cmp_resize", json!({"n": n}))
-                .await
-                .0,
-        );
-    }
+    let mut ids = publish_deals(&first, "cmp_resize", 0..150).await;
 
     let mut second = TestWorker::start_with(single.clone()).await;
     receiver.wait_for(ids.len()).await;
     let topology = first.broker.topology();
-    wait_until_within(
-        Duration::from_secs(30),
-        "the three queues removed",
-        || async {
-            for queue in &topology.events_queues {
-                if queue_exists(queue).await {
-                    return None;
-                }
-            }
-            Some(())
-        },
-    )
-    .await;
+    wait_removed(&topology.events_queues).await;
     assert!(!exchange_exists(&topology.events_hash_exchange).await);
     second.stop().await;
 
     // And back: events waiting in the single queue, taken up by a worker on three.
-    for n in 150..250 {
-        ids.push(
-            second
-                .publish("deal.won", "cmp_resize", json!({"n": n}))
-                .await
-                .0,
-        );
-    }
+    ids.extend(publish_deals(&second, "cmp_resize", 150..250).await);
     let third = TestWorker::start_with(spread).await;
     receiver.wait_for(ids.len()).await;
-    let legacy = &second.broker.topology().events_queues[0];
-    wait_until_within(
-        Duration::from_secs(30),
-        "the single queue removed",
-        || async { (!queue_exists(legacy).await).then_some(()) },
-    )
-    .await;
+    wait_removed(&second.broker.topology().events_queues).await;
     every_event_received_none_quarantined(&third, &receiver, &ids).await;
     assert_eq!(receiver.received().len(), ids.len(), "each event once");
 }
@@ -220,24 +209,10 @@ async fn the_single_queue_of_an_upgraded_deployment_is_drained_into_three() {
         )
         .await
         .expect("the upgrade's record");
-    let mut ids = Vec::new();
-    for n in 0..50 {
-        ids.push(
-            before
-                .publish("deal.won", "cmp_upgrade", json!({"n": n}))
-                .await
-                .0,
-        );
-    }
+    let ids = publish_deals(&before, "cmp_upgrade", 0..50).await;
     let after = TestWorker::start_with(spread).await;
     receiver.wait_for(ids.len()).await;
-    let legacy = before.broker.topology().events_queues[0].clone();
-    wait_until_within(
-        Duration::from_secs(30),
-        "the single queue removed",
-        || async { (!queue_exists(&legacy).await).then_some(()) },
-    )
-    .await;
+    wait_removed(&before.broker.topology().events_queues).await;
     every_event_received_none_quarantined(&after, &receiver, &ids).await;
     let names: Vec<String> = after
         .db
