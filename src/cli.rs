@@ -223,7 +223,7 @@ async fn stop_signal() {
     }
 }
 
-/// Builds the envelope of DESIGN §2 with a fresh event id.
+/// Builds an envelope as the CRM publishes it (see `envelope::compose`) with a fresh event id.
 pub fn envelope(
     event: &str,
     company: &str,

@@ -35,9 +35,9 @@ impl InvalidEnvelope {
     }
 }
 
-/// An envelope of DESIGN §2: `{"id", "event", "timestamp", "company_id", "data",
-/// "previous_data"}`, with `evt_` + the simple form of `id` as its id. Returns that id and the
-/// body.
+/// An envelope as the CRM publishes it (README, "What a subscriber receives"): `{"id",
+/// "event", "timestamp", "company_id", "data", "previous_data"}`, with `evt_` + the simple
+/// form of `id` as its id. Returns that id and the body.
 pub fn compose(
     id: uuid::Uuid,
     event: &str,

@@ -1,6 +1,7 @@
-//! The dashboard the help page promises, at `/ui/`: three static files embedded in the binary
-//! (no build step), served with a strict Content-Security-Policy. The page talks to `/v1`
-//! with the token the user signs in with, which it keeps in session storage, never in a URL.
+//! The dashboard users read their webhooks' log in, at `/ui/`: three static files embedded in
+//! the binary (no build step), served with a strict Content-Security-Policy. The page talks to
+//! `/v1` with the token the user signs in with, which it keeps in session storage, never in a
+//! URL.
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
-//! The sweeper: publishes the jobs of parked deliveries (see `attempt::park`) once they are
-//! due, and unparks them.
+//! The sweeper: publishes the jobs of parked deliveries (parked by `settle::settle` when their
+//! endpoint's attempts run into the timeout; written with `parked_until`) once they are due,
+//! and unparks them.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

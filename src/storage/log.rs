@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{Storage, StorageError};
 use crate::domain::{CompanyId, DeliveryId, DeliveryStatus, WebhookId};
 
-/// One attempt with what the help page promises: time, event type, status, retries, bodies.
+/// One attempt as users see it in the log: time, event type, status, retries, bodies.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttemptView {
     /// Also the paging cursor: pass it as `before` for older attempts.
@@ -18,7 +18,7 @@ pub struct AttemptView {
     pub event_id: String,
     pub event_type: String,
     pub attempt_number: i32,
-    /// Attempts before this one: the help page's "number of retries".
+    /// Attempts before this one: the log's "number of retries".
     pub retries: i32,
     pub trigger: String,
     #[serde(with = "time::serde::rfc3339")]

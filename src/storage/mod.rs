@@ -121,8 +121,8 @@ enum PlanCache {
     /// optional filters (`$1 IS NULL OR ...`), which only a custom plan can use an index for.
     Adaptive,
     /// Plan once per connection. The recorder's batch statement (unnest of 27 arrays, three
-    /// tables) otherwise got a custom plan on nearly every execution: perf put planning at
-    /// a quarter of the statement's server time.
+    /// tables) otherwise got a custom plan on nearly every execution, planning it anew each
+    /// time (docs/performance.md).
     Generic,
 }
 

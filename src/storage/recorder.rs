@@ -18,14 +18,11 @@ use crate::config::DatabaseConfig;
 const MAX_BATCH: usize = 512;
 /// How long the first write of a batch waits for others to join it. Each statement costs
 /// PostgreSQL a fixed share (round trip, executor start for three tables and their indexes,
-/// commit) on top of its rows, so the fuller the batch the cheaper each outcome. At 10k
-/// writes/s, 1 ms gave batches of 33 writes (median) and 5 ms about three times that. On a
-/// machine half as fast, 5 ms left a median batch of 39 and 20 ms cut PostgreSQL's CPU per
-/// delivery by a tenth (0.073 -> 0.065 ms at fan-out 1, 4 of 4 alternating runs; -5 % at
-/// fan-out 10, same deliveries/s and RSS). The wait comes after the POST, so it delays acks;
-/// but a delivery keeps its `max_in_flight` permit until its outcome commits, so it also caps
-/// deliveries/s at about `max_in_flight / (attempt + wait + commit)`, and a handed-off
-/// delivery's pending row commits before its job is published.
+/// commit) on top of its rows, so the fuller the batch the cheaper each outcome (the batch
+/// sizes and costs of each wait tried are in docs/performance.md). The wait comes after the
+/// POST, so it delays acks; but a delivery keeps its `max_in_flight` permit until its outcome
+/// commits, so it also caps deliveries/s at about `max_in_flight / (attempt + wait +
+/// commit)`, and a handed-off delivery's pending row commits before its job is published.
 const LINGER: Duration = Duration::from_millis(20);
 /// Transactions in flight at once: one commits while the next batch gathers and encodes.
 /// Also the size of the recorder's own connection pool.
