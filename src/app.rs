@@ -305,11 +305,8 @@ impl Worker<'_> {
         let drained = broker
             .drain(queue, prefetch, stop, tracker, handler)
             .await?;
-        if drained.is_gone()
-            && let Err(e) = self.storage.forget_events_queue(queue).await
-        {
-            tracing::warn!(queue, error = %e,
-                "cannot record that the events queue is gone; the next start looks for it");
+        if drained.is_gone() {
+            self.forget_events_queue(queue).await;
         }
         Ok(())
     }
@@ -327,10 +324,23 @@ impl Worker<'_> {
                 tracing::warn!(error = %e, "cannot record the events queues");
                 SessionEnd::Outage(Dependency::Database)
             })?;
-        broker.retire_events_queues(&declared).await.map_err(|e| {
+        let existing = broker.retire_events_queues(&declared).await.map_err(|e| {
             tracing::error!(error = %e, "cannot unbind the events queues to drain; reconnecting");
             SessionEnd::Outage(Dependency::Broker)
-        })
+        })?;
+        // Removed by a worker that could not record it: not looked for again.
+        for gone in declared.iter().filter(|queue| !existing.contains(queue)) {
+            self.forget_events_queue(gone).await;
+        }
+        Ok(existing)
+    }
+
+    /// `queue` no longer exists: the next start does not look for it.
+    async fn forget_events_queue(&self, queue: &str) {
+        if let Err(e) = self.storage.forget_events_queue(queue).await {
+            tracing::warn!(queue, error = %e,
+                "cannot record that the events queue is gone; the next start looks for it");
+        }
     }
 
     /// Probes the database with backoff until it answers; false on shutdown.

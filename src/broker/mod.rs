@@ -589,7 +589,8 @@ pub enum Drained {
     Gone,
     /// Empty of what this worker took; other workers still consume it and remove it last.
     LeftToOthers,
-    /// The worker stops (or pauses): the next session drains it again.
+    /// The worker stops, or pauses for an outage: it drains the queue again when it
+    /// consumes again.
     Interrupted,
 }
 

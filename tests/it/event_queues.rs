@@ -228,3 +228,31 @@ async fn the_single_queue_of_an_upgraded_deployment_is_drained_into_three() {
         "the drained one forgotten"
     );
 }
+
+/// A recorded queue that no longer exists (removed by a worker that could not record it) is
+/// forgotten at the next start, not looked for at every one.
+#[tokio::test]
+async fn a_recorded_events_queue_that_is_gone_is_forgotten() {
+    let config = spread_config(3);
+    let mut before = TestWorker::start_with(config.clone()).await;
+    before.stop().await;
+    let gone = format!("{}.events.7", config.amqp.prefix);
+    before
+        .db
+        .execute(
+            "INSERT INTO declared_events_queues (name) VALUES ($1)",
+            &[&gone],
+        )
+        .await
+        .expect("a stale record");
+    let after = TestWorker::start_with(config).await;
+    let names: Vec<String> = after
+        .db
+        .query("SELECT name FROM declared_events_queues ORDER BY name", &[])
+        .await
+        .expect("declared")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(names, after.broker.topology().events_queues);
+}
