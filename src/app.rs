@@ -19,14 +19,12 @@ use crate::{
     broker::{Broker, BrokerError, Publisher, Topology},
     config::Config,
     domain::Catalog,
-    health::{Dependency, Health, OutageSignal},
-    pipeline::{
-        EndpointLimiter, Pipeline, Subscriptions, fanout, jobs, parking,
-        rate::{RateLimits, SharedMembership},
-    },
+    pipeline::{EndpointLimiter, Pipeline, Subscriptions, fanout, jobs, parking, rate::RateLimits},
+    readiness::{Dependency, OutageSignal, Readiness},
     sender::{HostResolver, Sender, SenderError, SystemResolver, TargetGuard},
     storage::{Recorder, Storage, StorageError},
     telemetry,
+    workers::SharedMembership,
 };
 
 /// The dead-letter consumer does little per message; a small window is plenty.
@@ -96,9 +94,9 @@ pub async fn run_with_resolver(
         tokio::spawn(async move { subscriptions.follow_changes(&url, shutdown).await })
     };
     let (publisher_tx, publisher_rx) = watch::channel(None);
-    let health = Health::default();
+    let readiness = Readiness::default();
     let membership = Arc::new(SharedMembership::default());
-    let heartbeat = tokio::spawn(crate::pipeline::rate::heartbeat(
+    let heartbeat = tokio::spawn(crate::workers::heartbeat(
         storage.clone(),
         membership.clone(),
         shutdown.clone(),
@@ -109,7 +107,7 @@ pub async fn run_with_resolver(
         shutdown.clone(),
     ));
     let api_state = Arc::new(ApiState {
-        health: health.clone(),
+        readiness: readiness.clone(),
         storage: storage.clone(),
         subscriptions: subscriptions.clone(),
         catalog: Catalog::builtin(),
@@ -128,8 +126,12 @@ pub async fn run_with_resolver(
         subscriptions,
         sender,
         publisher: publisher_tx,
-        health,
-        membership: membership.clone(),
+        readiness,
+        limiter: Arc::new(EndpointLimiter::new(
+            config.delivery.max_in_flight_per_endpoint,
+            config.delivery.timeout,
+        )),
+        rates: Arc::new(RateLimits::new(membership)),
         shutdown: shutdown.clone(),
     };
     let pruning = tokio::spawn(crate::retention::run(
@@ -157,9 +159,11 @@ struct Worker<'a> {
     /// Shares the live publisher with the API.
     publisher: watch::Sender<Option<Publisher>>,
     /// Whether the consumers are up, and which outage paused them: readiness.
-    health: Health,
-    /// This worker among the live ones, kept by the heartbeat: they split rate limits.
-    membership: Arc<SharedMembership>,
+    readiness: Readiness,
+    /// Each endpoint's attempts in flight and pace, and the spacing of rate-limited ones:
+    /// kept across broker sessions, since the endpoints do not change with the connection.
+    limiter: Arc<EndpointLimiter>,
+    rates: Arc<RateLimits>,
     shutdown: CancellationToken,
 }
 
@@ -207,7 +211,7 @@ async fn sample_gauges(
             }
         }
         for (role, queue) in &consumed {
-            crate::metrics::queue_unacked(role, broker.held(queue));
+            crate::metrics::queue_unacked(role, broker.in_hand(queue));
         }
         let free = pipeline.in_flight.available_permits();
         crate::metrics::deliveries_in_flight(max_in_flight.saturating_sub(free));
@@ -236,14 +240,14 @@ impl Worker<'_> {
                     None => break,
                 },
             };
-            self.health.set_outage(None);
+            self.readiness.set_outage(None);
             match self.consume(&broker).await {
                 SessionEnd::Stopped => {
                     broker.close().await;
                     break;
                 }
                 SessionEnd::Outage(Dependency::Database) => {
-                    self.health.set_outage(Some(Dependency::Database));
+                    self.readiness.set_outage(Some(Dependency::Database));
                     broker.close_channels().await;
                     if !self.wait_for_database().await {
                         broker.close().await;
@@ -257,7 +261,7 @@ impl Worker<'_> {
                     }
                 }
                 SessionEnd::Outage(Dependency::Broker) => {
-                    self.health.set_outage(Some(Dependency::Broker));
+                    self.readiness.set_outage(Some(Dependency::Broker));
                     broker.close().await;
                 }
             }
@@ -372,11 +376,8 @@ impl Worker<'_> {
             storage: self.storage.clone(),
             recorder: self.recorder.clone(),
             subscriptions: self.subscriptions.clone(),
-            rates: RateLimits::new(self.membership.clone()),
-            limiter: EndpointLimiter::new(
-                self.config.delivery.max_in_flight_per_endpoint,
-                self.config.delivery.timeout,
-            ),
+            rates: self.rates.clone(),
+            limiter: self.limiter.clone(),
             in_flight: tokio::sync::Semaphore::new(self.config.delivery.max_in_flight),
             sender: self.sender.clone(),
             publisher,
@@ -405,7 +406,7 @@ impl Worker<'_> {
         let all_consumers = topology.events_queues.len() + 2;
         let one_subscribed = || {
             if subscribed.fetch_add(1, Ordering::SeqCst) + 1 == all_consumers {
-                self.health.set_consuming(true);
+                self.readiness.set_consuming(true);
             }
         };
         let consumers = async {
@@ -452,7 +453,7 @@ impl Worker<'_> {
         self.publisher
             .send_replace(Some(pipeline.publisher.clone()));
         let result = consumers.await;
-        self.health.set_consuming(false);
+        self.readiness.set_consuming(false);
         self.publisher.send_replace(None);
         stop.cancel();
         tracker.close();

@@ -413,7 +413,7 @@ async fn quarantine(config: &Config, command: QuarantineCommand) -> anyhow::Resu
             let messages = broker.peek(&queue, limit).await?;
             println!("{depth} message(s) in {queue}");
             for (n, message) in messages.iter().enumerate() {
-                let (exchange, key) = message.origin();
+                let (exchange, key) = message.published_to();
                 let reason = message.reason().unwrap_or_else(|| "(no reason)".into());
                 let id = message.message_id().unwrap_or("(none)");
                 let body = String::from_utf8_lossy(&message.body);

@@ -8,7 +8,7 @@ use serde::{
 
 use time::OffsetDateTime;
 
-use crate::domain::{Catalog, CompanyId, EventId};
+use crate::domain::{Catalog, CompanyId, EventId, QuarantineReason};
 
 /// Why a message on the bus is not a deliverable event. Its `code` travels with the quarantined
 /// message and labels the metric, so the set is small and fixed.
@@ -25,12 +25,12 @@ pub enum InvalidEnvelope {
 }
 
 impl InvalidEnvelope {
-    pub fn code(&self) -> &'static str {
+    pub fn reason(&self) -> QuarantineReason {
         match self {
-            InvalidEnvelope::NotJson(_) => "not_json",
-            InvalidEnvelope::MissingField(_) => "missing_field",
-            InvalidEnvelope::UnknownEventType(_) => "unknown_event_type",
-            InvalidEnvelope::TooLarge { .. } => "too_large",
+            InvalidEnvelope::NotJson(_) => QuarantineReason::NotJson,
+            InvalidEnvelope::MissingField(_) => QuarantineReason::MissingField,
+            InvalidEnvelope::UnknownEventType(_) => QuarantineReason::UnknownEventType,
+            InvalidEnvelope::TooLarge { .. } => QuarantineReason::TooLarge,
         }
     }
 }
@@ -340,7 +340,11 @@ mod tests {
             ),
         ];
         for (body, code) in cases {
-            assert_eq!(check(body).expect_err(body).code(), code, "{body}");
+            assert_eq!(
+                check(body).expect_err(body).reason().as_str(),
+                code,
+                "{body}"
+            );
         }
     }
 
@@ -366,7 +370,7 @@ mod tests {
             (&bad_key, "invalid UTF-8 in a member name"),
         ] {
             let error = parse(body, &catalog, 1 << 20).expect_err(what);
-            assert_eq!(error.code(), "not_json", "{what}: {error}");
+            assert_eq!(error.reason().as_str(), "not_json", "{what}: {error}");
         }
         let nested = |depth: usize| {
             envelope(format!("{}{}", "[".repeat(depth), "]".repeat(depth)).as_bytes())
@@ -390,7 +394,7 @@ mod tests {
     fn a_routing_field_given_twice_is_refused() {
         let error = check(r#"{"id":"e1","event":"deal.won","company_id":"c","id":"e2"}"#)
             .expect_err("two ids");
-        assert_eq!(error.code(), "not_json");
+        assert_eq!(error.reason().as_str(), "not_json");
         assert!(
             error.to_string().contains("duplicate field `id`"),
             "{error}"
@@ -406,7 +410,7 @@ mod tests {
             "at the limit"
         );
         let over = parse(valid.as_bytes(), &catalog, valid.len() - 1).expect_err("over");
-        assert_eq!(over.code(), "too_large");
+        assert_eq!(over.reason().as_str(), "too_large");
         assert_eq!(
             over.to_string(),
             format!(
@@ -420,7 +424,8 @@ mod tests {
         assert_eq!(
             parse(junk.as_bytes(), &catalog, 32)
                 .expect_err("junk")
-                .code(),
+                .reason()
+                .as_str(),
             "too_large"
         );
     }

@@ -29,8 +29,9 @@
 //! and disabled).
 //! I/O, one crate each: [`storage`] (tokio-postgres), [`broker`] (lapin), [`sender`]
 //! (reqwest), [`api`] (axum). Wiring: [`pipeline`], [`operational`] (publishing the events
-//! about webhooks), [`recovery`], [`retention`], [`app`], [`cli`],
-//! [`telemetry`], [`metrics`], [`health`] (readiness, and the signal that pauses the consumers
+//! about webhooks), [`recovery`], [`retention`], [`workers`] (the live workers' heartbeat), [`app`], [`cli`],
+//! [`telemetry`], [`metrics`], [`internal_events`] (the notable events, each logged and counted by
+//! one value), [`readiness`] (readiness, and the signal that pauses the consumers
 //! during an outage). [`bench`] is the load benchmark.
 
 pub mod api;
@@ -43,11 +44,12 @@ pub mod config;
 pub mod domain;
 pub mod endpoint_health;
 pub mod envelope;
-pub mod health;
+pub mod internal_events;
 pub mod metrics;
 pub mod operational;
 pub mod outcome;
 pub mod pipeline;
+pub mod readiness;
 pub mod recovery;
 pub mod retention;
 pub mod retry;
@@ -56,3 +58,4 @@ pub mod settle;
 pub mod signing;
 pub mod storage;
 pub mod telemetry;
+pub mod workers;

@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
-use crate::outcome::FailureKind;
+use crate::{
+    domain::{QuarantineReason, Source},
+    internal_events::QUARANTINE_STAGE,
+    outcome::FailureKind,
+};
 
 pub const EVENTS_RECEIVED: &str = "tesoro_webhooks_events_received_total";
 pub const EVENTS_UNMATCHED: &str = "tesoro_webhooks_events_unmatched_total";
@@ -37,20 +41,6 @@ pub const WORKERS: &str = "tesoro_webhooks_workers";
 pub const DEPENDENCY_UP: &str = "tesoro_webhooks_dependency_up";
 pub const BUILD_INFO: &str = "tesoro_webhooks_build_info";
 
-/// Reasons a message is quarantined for (`quarantined_total{reason}`).
-pub const QUARANTINE_REASONS: &[&str] = &[
-    "not_json",
-    "missing_field",
-    "unknown_event_type",
-    "too_large",
-    "invalid_job",
-    "refused_by_database",
-    "unknown_delivery",
-    "handler_panicked",
-    "handling_failed",
-];
-/// The consumers a handling can fail in (`handler_errors_total{stage}`).
-pub const STAGES: &[&str] = &["fanout", "job", "dead", "quarantine"];
 /// What retention removes (`pruned_total{table}`).
 pub const PRUNED_TABLES: &[&str] = &["deliveries", "attempts", "events"];
 
@@ -222,11 +212,12 @@ fn start_at_zero() {
     for result in results {
         counter!(ATTEMPTS, "result" => result).increment(0);
     }
-    for reason in QUARANTINE_REASONS {
-        counter!(QUARANTINED, "reason" => *reason).increment(0);
+    for reason in QuarantineReason::ALL {
+        counter!(QUARANTINED, "reason" => reason.as_str()).increment(0);
     }
-    for stage in STAGES {
-        counter!(HANDLER_ERRORS, "stage" => *stage).increment(0);
+    let stages = Source::ALL.map(Source::as_str);
+    for stage in stages.into_iter().chain([QUARANTINE_STAGE]) {
+        counter!(HANDLER_ERRORS, "stage" => stage).increment(0);
     }
     for table in PRUNED_TABLES {
         counter!(PRUNED, "table" => *table).increment(0);
@@ -247,11 +238,6 @@ pub fn operational_event(event: &'static str) {
     counter!(OPERATIONAL_EVENTS, "event" => event).increment(1);
 }
 
-pub fn attempt(result: &'static str, duration: Duration) {
-    counter!(ATTEMPTS, "result" => result).increment(1);
-    histogram!(ATTEMPT_DURATION).record(duration.as_secs_f64());
-}
-
 /// A delivery got its 2xx `latency` after its event's timestamp.
 pub fn delivered_after(latency: Duration) {
     histogram!(DELIVERY_LATENCY).record(latency.as_secs_f64());
@@ -266,8 +252,8 @@ pub fn database_gauges(gauges: &crate::storage::DatabaseGauges) {
 }
 
 /// Every dependency up but `outage`.
-pub fn dependencies_up(outage: Option<crate::health::Dependency>) {
-    use crate::health::Dependency;
+pub fn dependencies_up(outage: Option<crate::readiness::Dependency>) {
+    use crate::readiness::Dependency;
     for dependency in [Dependency::Database, Dependency::Broker] {
         let up = if outage == Some(dependency) { 0.0 } else { 1.0 };
         gauge!(DEPENDENCY_UP, "dependency" => dependency.as_str()).set(up);
@@ -289,14 +275,6 @@ pub fn queue_unacked(queue: &str, messages: usize) {
 
 pub fn deliveries_in_flight(deliveries: usize) {
     gauge!(DELIVERIES_IN_FLIGHT).set(deliveries as f64);
-}
-
-pub fn quarantined(reason: &'static str) {
-    counter!(QUARANTINED, "reason" => reason).increment(1);
-}
-
-pub fn handler_error(stage: &'static str) {
-    counter!(HANDLER_ERRORS, "stage" => stage).increment(1);
 }
 
 pub fn pruned(table: &'static str, rows: u64) {

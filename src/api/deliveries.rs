@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde::Deserialize;
-use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
@@ -12,6 +11,9 @@ use super::{
     auth::Principal,
     error::ApiError,
     extract::{ApiJson, ApiPath, ApiQuery},
+    params::{
+        AttemptCursor, DeliveryCursor, EventTypeText, PageLimit, StatusName, Time, WebhookFilter,
+    },
     schema::{
         AttemptPage, CommonErrors, DeliveryDetail, DeliveryPage, DeliveryStatusName, Recovered,
         Retried,
@@ -20,23 +22,20 @@ use super::{
 };
 use crate::{
     broker::Publisher,
-    domain::{CompanyId, DeliveryId, DeliveryStatus, WebhookId, is_short_text, parse_utc},
+    domain::{CompanyId, DeliveryId},
     recovery::{self, RecoveryError, RetryResult},
     storage::{DeliveryFilter, ReplayScope, Window},
 };
 
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 500;
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AttemptsQuery {
-    /// Attempts per page, 1 to 500 (50 by default).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    limit: Option<String>,
+    /// Attempts per page.
+    #[param(value_type = Option<PageLimit>)]
+    limit: Option<PageLimit>,
     /// The `next_before` of the previous page.
     #[param(value_type = Option<i64>)]
-    before: Option<String>,
+    before: Option<AttemptCursor>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -45,26 +44,26 @@ pub struct DeliveriesQuery {
     /// One of `webhook_id` and `company_id` is required (a company token's own company is
     /// implied).
     #[param(value_type = Option<String>, format = Uuid)]
-    webhook_id: Option<String>,
+    webhook_id: Option<WebhookFilter>,
     #[param(pattern = "^[!-~]{1,255}$")]
     company_id: Option<String>,
     #[param(value_type = Option<DeliveryStatusName>)]
-    status: Option<String>,
+    status: Option<StatusName>,
     /// An exact event type.
-    #[param(pattern = "^[!-~]{1,255}$")]
-    event_type: Option<String>,
+    #[param(value_type = Option<String>, pattern = "^[!-~]{1,255}$")]
+    event_type: Option<EventTypeText>,
     /// Created at or after (RFC 3339).
     #[param(value_type = Option<String>, format = DateTime)]
-    since: Option<String>,
+    since: Option<Time>,
     /// Created before (RFC 3339).
     #[param(value_type = Option<String>, format = DateTime)]
-    until: Option<String>,
+    until: Option<Time>,
     /// The `next_before` of the previous page.
     #[param(value_type = Option<String>, format = Uuid)]
-    before: Option<String>,
-    /// Deliveries per page, 1 to 500 (50 by default).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    limit: Option<String>,
+    before: Option<DeliveryCursor>,
+    /// Deliveries per page.
+    #[param(value_type = Option<PageLimit>)]
+    limit: Option<PageLimit>,
 }
 
 /// `?company_id=` on single-delivery routes: when given, a delivery of another company is
@@ -109,44 +108,18 @@ pub struct AttemptPath {
 #[serde(deny_unknown_fields)]
 pub struct RecoverBody {
     /// Failed deliveries created at or after this time (RFC 3339) are retried.
-    #[schema(required = true, format = DateTime)]
-    since: Option<String>,
+    #[schema(value_type = String, required = true, format = DateTime)]
+    since: Option<Time>,
     /// And before this one, if given.
-    #[schema(format = DateTime)]
-    until: Option<String>,
-}
-
-fn parse_limit(limit: Option<String>) -> Result<i64, ApiError> {
-    let Some(text) = limit else {
-        return Ok(DEFAULT_LIMIT);
-    };
-    text.parse::<i64>()
-        .ok()
-        .filter(|n| (1..=MAX_LIMIT).contains(n))
-        .ok_or_else(|| ApiError::invalid_field("limit", format!("limit must be 1 to {MAX_LIMIT}")))
-}
-
-pub fn parse_time(
-    field: &'static str,
-    value: Option<&str>,
-) -> Result<Option<OffsetDateTime>, ApiError> {
-    value
-        .map(|text| {
-            parse_utc(text).ok_or_else(|| {
-                ApiError::invalid_field(
-                    field,
-                    format!("{field} must be an RFC 3339 time, at most the year 9999 in UTC"),
-                )
-            })
-        })
-        .transpose()
+    #[schema(value_type = Option<String>, format = DateTime)]
+    until: Option<Time>,
 }
 
 /// A checked time window: `until` must not be before `since`.
-pub fn window(since: Option<&str>, until: Option<&str>) -> Result<Window, ApiError> {
+fn window(since: Option<Time>, until: Option<Time>) -> Result<Window, ApiError> {
     let window = Window {
-        since: parse_time("since", since)?,
-        until: parse_time("until", until)?,
+        since: since.map(|t| t.0),
+        until: until.map(|t| t.0),
     };
     if let (Some(since), Some(until)) = (window.since, window.until)
         && until < since
@@ -198,14 +171,8 @@ pub async fn webhook_attempts(
     ApiQuery(query): ApiQuery<AttemptsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = owned_webhook(&state, &principal, &id).await?.id;
-    let limit = parse_limit(query.limit)?;
-    let before = query
-        .before
-        .map(|b| {
-            b.parse::<i64>()
-                .map_err(|_| ApiError::invalid_field("before", "before must be an attempt id"))
-        })
-        .transpose()?;
+    let limit = query.limit.unwrap_or(PageLimit::DEFAULT).0;
+    let before = query.before.map(|cursor| cursor.0);
     let data = state.storage.webhook_attempts(id, before, limit).await?;
     let next_before = next_cursor(data.len(), limit, data.last().map(|a| a.id));
     Ok(Json(AttemptPage { data, next_before }))
@@ -230,54 +197,17 @@ pub async fn list(
     principal: Principal,
     ApiQuery(query): ApiQuery<DeliveriesQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let window = window(query.since.as_deref(), query.until.as_deref())?;
+    let window = window(query.since, query.until)?;
     let filter = DeliveryFilter {
-        // A filter, not a resource: a malformed id is a bad field, not a missing webhook.
-        webhook_id: query
-            .webhook_id
-            .map(|id| {
-                WebhookId::parse(&id)
-                    .map_err(|e| ApiError::invalid_field("webhook_id", format!("webhook_id {e}")))
-            })
-            .transpose()?,
+        webhook_id: query.webhook_id.map(|id| id.0),
         // A company token lists its own company's deliveries only, whatever else it filters by.
         company_id: principal.acting_for(company(query.company_id)?)?,
-        status: query
-            .status
-            .map(|s| {
-                DeliveryStatus::parse(&s).ok_or_else(|| {
-                    ApiError::invalid_field(
-                        "status",
-                        "status must be pending, succeeded, retrying or failed",
-                    )
-                })
-            })
-            .transpose()?,
-        event_type: query
-            .event_type
-            // Not checked against today's catalog: deliveries of a type since retired stay
-            // listable.
-            .map(|t| {
-                if is_short_text(&t) {
-                    Ok(t)
-                } else {
-                    Err(ApiError::invalid_field(
-                        "event_type",
-                        "event_type must be 1 to 255 visible ASCII characters",
-                    ))
-                }
-            })
-            .transpose()?,
+        status: query.status.map(|status| status.0),
+        event_type: query.event_type.map(|event_type| event_type.0),
         since: window.since,
         until: window.until,
-        before: query
-            .before
-            .map(|b| {
-                DeliveryId::parse(&b)
-                    .map_err(|_| ApiError::invalid_field("before", "before must be a delivery id"))
-            })
-            .transpose()?,
-        limit: parse_limit(query.limit)?,
+        before: query.before.map(|cursor| cursor.0),
+        limit: query.limit.unwrap_or(PageLimit::DEFAULT).0,
     };
     if filter.webhook_id.is_none() && filter.company_id.is_none() {
         return Err(ApiError::bad_request(
@@ -400,7 +330,7 @@ pub async fn recover(
     if body.since.is_none() {
         return Err(ApiError::invalid_field("since", "since is required"));
     }
-    let window = window(body.since.as_deref(), body.until.as_deref())?;
+    let window = window(body.since, body.until)?;
     let scope = ReplayScope::Webhook(id);
     let count =
         recovery::replay_failed(&state.storage, &publisher(&state)?, &scope, window, |_| {})

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, FromRequestParts, Path, Query, Request},
+    extract::{FromRequest, FromRequestParts, Path, Request},
     http::{StatusCode, request::Parts},
 };
 use serde::de::DeserializeOwned;
@@ -84,25 +84,40 @@ fn top_level_field(path: &serde_path_to_error::Path) -> Cow<'static, str> {
 fn json_error(field: Cow<'static, str>, error: serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match error.classify() {
-        Category::Data => ApiError::invalid_field(field, error.to_string()),
+        Category::Data => {
+            // The message without serde_json's " at line 1 column 20": the field is named.
+            let message = error.to_string();
+            let position = format!(" at line {} column {}", error.line(), error.column());
+            let message = message.strip_suffix(&position).unwrap_or(&message);
+            ApiError::invalid_field(field, message.to_owned())
+        }
         Category::Syntax | Category::Eof | Category::Io => {
             ApiError::invalid_json(error.to_string())
         }
     }
 }
 
-/// Query parameters; a malformed query is a 400.
+/// Query parameters, each parsed into its type: a value that does not parse is a 422 naming
+/// its parameter.
 pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(value)| ApiQuery(value))
-            .map_err(|e| ApiError::bad_request(e.body_text()))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let pairs = form_urlencoded_pairs(query);
+        serde_path_to_error::deserialize(pairs)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let field = top_level_field(e.path());
+                ApiError::invalid_field(field, e.into_inner().to_string())
+            })
     }
+}
+
+fn form_urlencoded_pairs(query: &str) -> serde_urlencoded::Deserializer<'_> {
+    serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()))
 }
 
 /// Path parameters; one that cannot be decoded (invalid UTF-8, say) is a 400.

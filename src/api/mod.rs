@@ -5,6 +5,7 @@ mod auth;
 mod deliveries;
 mod error;
 mod extract;
+mod params;
 mod schema;
 mod tokens;
 mod ui;
@@ -23,8 +24,8 @@ pub use error::ApiError;
 use crate::{
     broker::Publisher,
     domain::Catalog,
-    health::{Dependency, Health, WorkerState},
     pipeline::Subscriptions,
+    readiness::{Dependency, Readiness, WorkerState},
     sender::TargetGuard,
     storage::Storage,
 };
@@ -43,7 +44,7 @@ pub struct ApiState {
     /// up, set by the supervisor. Manual retries publish through it.
     pub publisher: tokio::sync::watch::Receiver<Option<Publisher>>,
     /// Whether the worker's consumers are subscribed, and which outage paused them.
-    pub health: Health,
+    pub readiness: Readiness,
 }
 
 /// Every `/v1` route, each documented by its handler's `#[utoipa::path]`: the router and the
@@ -60,7 +61,7 @@ fn v1_routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(w::delete))
         .routes(routes!(w::rotate_secret))
         .routes(routes!(w::public_key))
-        .routes(routes!(w::health))
+        .routes(routes!(w::endpoint_health))
         .routes(routes!(d::webhook_attempts))
         .routes(routes!(d::recover))
         .routes(routes!(d::list))
@@ -180,7 +181,7 @@ const READINESS_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_se
     (status = 200, description = "Ready", body = schema::Readiness),
     (status = 503, description = "Not ready; `down` names why", body = schema::Readiness)))]
 async fn readiness(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<schema::Readiness>) {
-    let worker = state.health.state();
+    let worker = state.readiness.state();
     let database = matches!(
         tokio::time::timeout(READINESS_PING_TIMEOUT, state.storage.ping()).await,
         Ok(true)

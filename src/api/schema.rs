@@ -151,7 +151,7 @@ pub struct Session {
 
 /// How a webhook is doing, from its deliveries.
 #[derive(Serialize, ToSchema)]
-pub struct Health {
+pub struct EndpointHealth {
     pub enabled: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -219,6 +219,10 @@ names_of!(
         ErrorDetail,
         Signature,
         super::webhooks::EventFilterName,
+        super::params::Name,
+        super::params::UrlText,
+        super::params::RateLimit,
+        super::params::PageLimit,
         DisabledReasonName,
         DeliveryStatusName
     )),

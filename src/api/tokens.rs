@@ -11,25 +11,23 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     ApiState,
     auth::Principal,
-    deliveries::parse_time,
     error::ApiError,
     extract::{ApiPath, OptionalJson},
+    params::{Name, Time},
     schema::{CommonErrors, IssuedToken, Page},
 };
 use crate::domain::{CompanyId, CompanyToken, TokenId};
 use crate::storage::ApiToken;
 
-const MAX_NAME_LEN: usize = 200;
-
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueBody {
     /// What the token is for ("dashboard", "zapier"); shown in the listing.
-    #[schema(min_length = 1, max_length = 200)]
-    name: Option<String>,
+    #[schema(value_type = Option<Name>)]
+    name: Option<Name>,
     /// RFC 3339, in the future; the token stops working then. None: until revoked.
-    #[schema(format = DateTime)]
-    expires_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    expires_at: Option<Time>,
 }
 
 /// The `{company_id}` of a token route.
@@ -75,17 +73,8 @@ pub async fn issue(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require_admin()?;
     let company = company(company_id)?;
-    let name = body.name.unwrap_or_else(|| "api".to_owned());
-    if name.trim().is_empty()
-        || name.chars().count() > MAX_NAME_LEN
-        || name.chars().any(char::is_control)
-    {
-        return Err(ApiError::invalid_field(
-            "name",
-            format!("name must be 1 to {MAX_NAME_LEN} characters, none of them control characters"),
-        ));
-    }
-    let expires_at = parse_time("expires_at", body.expires_at.as_deref())?;
+    let name = body.name.map_or_else(|| "api".to_owned(), Name::into_inner);
+    let expires_at = body.expires_at.map(|at| at.0);
     if expires_at.is_some_and(|at| at <= OffsetDateTime::now_utc()) {
         return Err(ApiError::invalid_field(
             "expires_at",

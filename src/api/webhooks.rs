@@ -15,19 +15,20 @@ use super::{
     auth::Principal,
     error::ApiError,
     extract::{ApiJson, ApiPath, ApiQuery, OptionalJson, present},
+    params::{Name, RateLimit, UrlText},
     schema::{
-        Category, CommonErrors, DisabledReasonName, EventTypes, Health, Page, PublicKeys, Signature,
+        Category, CommonErrors, DisabledReasonName, EndpointHealth, EventTypes, Page, PublicKeys,
+        Signature,
     },
 };
 use crate::{
     domain::{
-        Catalog, CompanyId, CustomHeaders, EndpointUrl, SignatureScheme, SigningKey, SigningSecret,
-        WebhookId,
+        Catalog, CompanyId, CustomHeaders, EndpointUrl, EventFilter, SignatureScheme, SigningKey,
+        SigningSecret, WebhookId,
     },
     storage::{NewWebhook, Webhook, WebhookChanges},
 };
 
-const MAX_NAME_LEN: usize = 200;
 /// How long a rotated-out key keeps signing unless the request says otherwise.
 const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// The longest grace a rotation may give: a key being retired should not sign for weeks.
@@ -54,11 +55,11 @@ pub struct CreateWebhook {
     /// Required with the admin token; a company token's own company by default.
     #[schema(pattern = "^[!-~]{1,255}$")]
     company_id: Option<String>,
-    /// 1 to 200 characters, not all blank, no control characters.
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 200)]
-    name: Option<String>,
+    /// Not all blank, no control characters.
+    #[schema(value_type = Name, required = true)]
+    name: Option<Name>,
     /// An absolute http(s) URL; its host must reach an address the SSRF guard permits.
-    #[schema(value_type = String, required = true, format = "uri", max_length = 2048)]
+    #[schema(value_type = UrlText, required = true)]
     url: Option<String>,
     /// Event types (`deal.won`) or whole categories (`deal.*`), at least one.
     #[schema(value_type = Vec<EventFilterName>, required = true, min_items = 1)]
@@ -77,9 +78,9 @@ pub struct CreateWebhook {
     /// characters, 8 KiB in all.
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     headers: Option<BTreeMap<String, String>>,
-    /// Attempts per second at most (1 to 10,000), across all workers; none by default.
-    #[schema(minimum = 1, maximum = 10000)]
-    rate_limit: Option<i64>,
+    /// Attempts per second at most, across all workers; none by default.
+    #[schema(value_type = Option<RateLimit>)]
+    rate_limit: Option<RateLimit>,
     /// True by default.
     enabled: Option<bool>,
 }
@@ -87,9 +88,9 @@ pub struct CreateWebhook {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
-    #[schema(min_length = 1, max_length = 200)]
-    name: Option<String>,
-    #[schema(format = "uri", max_length = 2048)]
+    #[schema(value_type = Option<Name>)]
+    name: Option<Name>,
+    #[schema(value_type = Option<UrlText>)]
     url: Option<String>,
     #[schema(value_type = Option<Vec<EventFilterName>>, min_items = 1)]
     events: Option<Vec<String>>,
@@ -108,8 +109,8 @@ pub struct UpdateWebhook {
     headers: Option<Option<BTreeMap<String, String>>>,
     /// A new limit; `null` removes it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>, nullable, minimum = 1, maximum = 10000)]
-    rate_limit: Option<Option<i64>>,
+    #[schema(value_type = Option<RateLimit>, nullable)]
+    rate_limit: Option<Option<RateLimit>>,
     enabled: Option<bool>,
 }
 
@@ -200,7 +201,7 @@ impl WebhookBody {
             company_id: webhook.company_id,
             name: webhook.name,
             url: webhook.url.to_string(),
-            events: webhook.events,
+            events: webhook.events.iter().map(ToString::to_string).collect(),
             enabled: webhook.enabled,
             disabled_reason: webhook.disabled.map(|(reason, _)| reason.as_str()),
             disabled_at: webhook.disabled.map(|(_, at)| at),
@@ -262,7 +263,7 @@ pub async fn create(
     let company_id = required(principal.acting_for(named)?, "company_id")?;
     let new = NewWebhook {
         company_id,
-        name: check_name(required(body.name, "name")?)?,
+        name: required(body.name, "name")?.into_inner(),
         url: state.check_url(&required(body.url, "url")?).await?,
         events: state.check_events(required(body.events, "events")?)?,
         signing_key: choose_key(
@@ -276,7 +277,7 @@ pub async fn create(
             .map(|given| check_headers(&CustomHeaders::default(), given))
             .transpose()?
             .unwrap_or_default(),
-        rate_limit: body.rate_limit.map(check_rate_limit).transpose()?,
+        rate_limit: body.rate_limit.map(|limit| limit.0),
         enabled: body.enabled.unwrap_or(true),
     };
     let webhook = state.storage.create_webhook(new).await?;
@@ -353,7 +354,7 @@ pub async fn update(
     let signing_key = choose_key(body.secret, body.generate_secret, body.signature.as_deref())?;
     let reveal = signing_key.as_ref().is_some_and(Option::is_some);
     let changes = WebhookChanges {
-        name: body.name.map(check_name).transpose()?,
+        name: body.name.map(Name::into_inner),
         url: match body.url {
             Some(url) => Some(state.check_url(&url).await?),
             None => None,
@@ -364,10 +365,7 @@ pub async fn update(
             .headers
             .map(|given| check_headers(&current.headers, given.unwrap_or_default()))
             .transpose()?,
-        rate_limit: body
-            .rate_limit
-            .map(|limit| limit.map(check_rate_limit).transpose())
-            .transpose()?,
+        rate_limit: body.rate_limit.map(|limit| limit.map(|limit| limit.0)),
         enabled: body.enabled,
     };
     let webhook = state
@@ -406,21 +404,6 @@ fn parse_company(id: String) -> Result<CompanyId, ApiError> {
     CompanyId::parse(id).map_err(|e| ApiError::invalid_field("company_id", e.to_string()))
 }
 
-/// Attempts per second a webhook may ask to be limited to.
-const MAX_RATE_LIMIT: u32 = 10_000;
-
-fn check_rate_limit(limit: i64) -> Result<u32, ApiError> {
-    u32::try_from(limit)
-        .ok()
-        .filter(|limit| (1..=MAX_RATE_LIMIT).contains(limit))
-        .ok_or_else(|| {
-            ApiError::invalid_field(
-                "rate_limit",
-                format!("rate_limit must be 1 to {MAX_RATE_LIMIT} attempts per second"),
-            )
-        })
-}
-
 /// `given` as the webhook's headers, where a hidden value keeps the one in `current`.
 fn check_headers(
     current: &CustomHeaders,
@@ -434,21 +417,6 @@ fn check_headers(
 
 fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ApiError> {
     value.ok_or_else(|| ApiError::invalid_field(field, format!("{field} is required")))
-}
-
-/// A label for people: 1 to 200 characters as sent (the documented `maxLength`), not all
-/// blank, none of them control characters (PostgreSQL refuses NUL in text, and a newline or
-/// escape in a name breaks every list that shows it). Stored trimmed.
-fn check_name(name: String) -> Result<String, ApiError> {
-    let too_long = name.chars().count() > MAX_NAME_LEN;
-    let name = name.trim().to_owned();
-    if name.is_empty() || too_long || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(
-            "name",
-            format!("name must be 1 to {MAX_NAME_LEN} characters, none of them control characters"),
-        ));
-    }
-    Ok(name)
 }
 
 /// The signing key a create or update asks for: `secret` as given (`Some(None)` removes the
@@ -570,15 +538,15 @@ pub async fn public_key(
 #[utoipa::path(get, operation_id = "getWebhookHealth",
     path = "/webhooks/{id}/health", tag = "webhooks",
     security(("bearer" = [])), params(WebhookPath),
-    responses((status = 200, body = Health), CommonErrors))]
-pub async fn health(
+    responses((status = 200, body = EndpointHealth), CommonErrors))]
+pub async fn endpoint_health(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let webhook = owned_webhook(&state, &principal, &id).await?;
     let (last_success_at, failing_streak) = state.storage.webhook_health(webhook.id).await?;
-    Ok(Json(Health {
+    Ok(Json(EndpointHealth {
         enabled: webhook.enabled,
         last_success_at,
         failing_streak,
@@ -598,20 +566,22 @@ impl ApiState {
         Ok(url)
     }
 
-    fn check_events(&self, events: Vec<String>) -> Result<Vec<String>, ApiError> {
+    /// Parses a webhook's `events`, each once, in the order given.
+    fn check_events(&self, events: Vec<String>) -> Result<Vec<EventFilter>, ApiError> {
         if events.is_empty() {
             return Err(ApiError::invalid_field(
                 "events",
                 "select at least one event",
             ));
         }
-        let mut checked: Vec<String> = Vec::with_capacity(events.len());
+        let mut checked = Vec::with_capacity(events.len());
         for entry in events {
-            self.catalog
+            let filter = self
+                .catalog
                 .parse_filter(&entry)
                 .map_err(|e| ApiError::invalid_field("events", e.to_string()))?;
-            if !checked.contains(&entry) {
-                checked.push(entry);
+            if !checked.contains(&filter) {
+                checked.push(filter);
             }
         }
         Ok(checked)

@@ -510,7 +510,7 @@ async fn create_webhook(
             company_id: company.clone(),
             name: format!("bench {n}"),
             url: EndpointUrl::parse_stored(url)?,
-            events: vec![EVENT_TYPE.to_owned()],
+            events: vec![crate::domain::EventFilter::Exact(EVENT_TYPE.to_owned())],
             signing_key: Some(SigningKey::Hmac(secret.clone())),
             headers: Default::default(),
             rate_limit: None,

@@ -73,7 +73,7 @@ impl Message {
     /// The exchange and routing key it was first published with (for quarantined messages,
     /// as recorded when they were moved aside, or for one the broker dead-lettered, as the
     /// broker recorded it).
-    pub fn origin(&self) -> (String, String) {
+    pub fn published_to(&self) -> (String, String) {
         let headers = self.properties.headers().as_ref();
         match (
             job::header_text(headers, job::ORIGINAL_EXCHANGE),
@@ -81,7 +81,7 @@ impl Message {
         ) {
             (Some(exchange), Some(key)) => (exchange, key),
             _ => self
-                .death_origin()
+                .dead_lettered_from()
                 .unwrap_or_else(|| (self.exchange.clone(), self.routing_key.clone())),
         }
     }
@@ -97,7 +97,7 @@ impl Message {
         }
     }
 
-    fn death_origin(&self) -> Option<(String, String)> {
+    fn dead_lettered_from(&self) -> Option<(String, String)> {
         let death = self.last_death()?;
         let exchange = text_of(death.get("exchange")?)?;
         let key = match death.get("routing-keys")? {

@@ -102,7 +102,7 @@ pub struct Broker {
     /// as a connection error, logged at ERROR on every graceful stop.
     open_channels: Mutex<Vec<Channel>>,
     /// Messages each consumed queue has handed this process that are not settled yet.
-    held: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    in_hand: Mutex<HashMap<String, Arc<AtomicUsize>>>,
 }
 
 impl Broker {
@@ -148,7 +148,7 @@ impl Broker {
             connection,
             topology: Arc::new(topology),
             open_channels: Mutex::new(Vec::new()),
-            held: Mutex::new(HashMap::new()),
+            in_hand: Mutex::new(HashMap::new()),
         })
     }
 
@@ -168,12 +168,12 @@ impl Broker {
 
     /// Messages of `queue` this process is handling (a settled one waiting for its coalesced
     /// ack is no longer counted, though the broker still holds it unacknowledged).
-    pub fn held(&self, queue: &str) -> usize {
-        self.held_counter(queue).load(Ordering::Relaxed)
+    pub fn in_hand(&self, queue: &str) -> usize {
+        self.in_hand_counter(queue).load(Ordering::Relaxed)
     }
 
-    fn held_counter(&self, queue: &str) -> Arc<AtomicUsize> {
-        self.held
+    fn in_hand_counter(&self, queue: &str) -> Arc<AtomicUsize> {
+        self.in_hand
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(queue.to_owned())
@@ -342,13 +342,13 @@ impl Broker {
             .await?;
         subscribed();
         let acks = Acks::start(tracker, channel.clone());
-        let held = self.held_counter(queue);
+        let in_hand = self.in_hand_counter(queue);
         let mut finishing = false;
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => {
                     // Stop new deliveries; in-flight handlers still ack on this channel, which
-                    // their settlers keep open.
+                    // their acknowledgements keep open.
                     let _ = channel
                         .basic_cancel(consumer.tag(), BasicCancelOptions::default())
                         .await;
@@ -370,7 +370,7 @@ impl Broker {
                 None if finishing => return Ok(()),
                 None => return Err(BrokerError::ConsumerCancelled(queue.to_owned())),
             };
-            let settler = Settler {
+            let acknowledgement = Acknowledgement {
                 acker: delivery.acker.clone(),
                 tag: delivery.delivery_tag,
                 acks: acks.clone(),
@@ -378,15 +378,15 @@ impl Broker {
             };
             let message = Message::from(delivery);
             let handler = handler.clone();
-            let held = held.clone();
-            held.fetch_add(1, Ordering::Relaxed);
+            let in_hand = in_hand.clone();
+            in_hand.fetch_add(1, Ordering::Relaxed);
             // Boxed: a handler's future runs to kilobytes (a fan-out's, with its HTTP and
             // recording state), and tokio moves a task's future by value several times
             // (spawn, into its cell, out when it completes); a box moves once.
             tracker.spawn(Box::pin(async move {
-                let disposition = settle_even_on_panic(handler(message)).await;
-                settler.settle(disposition).await;
-                held.fetch_sub(1, Ordering::Relaxed);
+                let disposition = dispose_even_on_panic(handler(message)).await;
+                acknowledgement.send(disposition).await;
+                in_hand.fetch_sub(1, Ordering::Relaxed);
             }));
         }
     }
@@ -436,7 +436,7 @@ impl Broker {
                 Err(BrokerError::Amqp(e)) if is_not_found(&e) => return Ok(Drained::Gone),
                 Err(e) => return Err(e),
             }
-            while self.held(queue) > 0 && !shutdown.is_cancelled() {
+            while self.in_hand(queue) > 0 && !shutdown.is_cancelled() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             if shutdown.is_cancelled() {
@@ -463,7 +463,7 @@ impl Broker {
 
     /// No message of `queue` waits, and none is in this worker's hands.
     async fn is_drained(&self, queue: &str) -> Result<bool, BrokerError> {
-        Ok(self.held(queue) == 0 && self.depth(queue).await? == 0)
+        Ok(self.in_hand(queue) == 0 && self.depth(queue).await? == 0)
     }
 
     /// Takes one message off `queue` without a consumer (operators' tools and tests).
@@ -616,7 +616,7 @@ pub enum Disposition {
 /// the queue's delivery limit ends a loop. Left unsettled, its
 /// delivery tag would stay open until the channel closes: its prefetch slot lost, and the ack
 /// coalescer, which can only pass settled tags, keeping every later tag in memory.
-async fn settle_even_on_panic(handling: impl Future<Output = Disposition>) -> Disposition {
+async fn dispose_even_on_panic(handling: impl Future<Output = Disposition>) -> Disposition {
     use futures_util::FutureExt;
     match std::panic::AssertUnwindSafe(handling).catch_unwind().await {
         Ok(disposition) => disposition,
@@ -627,8 +627,9 @@ async fn settle_even_on_panic(handling: impl Future<Output = Disposition>) -> Di
     }
 }
 
-/// Settles one delivery once its handler is done.
-struct Settler {
+/// The broker's answer for one delivery, sent once its handler is done: an ack, or a nack
+/// that hands it back.
+struct Acknowledgement {
     acker: Acker,
     tag: u64,
     acks: Acks,
@@ -638,8 +639,8 @@ struct Settler {
     _channel: lapin::Channel,
 }
 
-impl Settler {
-    async fn settle(self, disposition: Disposition) {
+impl Acknowledgement {
+    async fn send(self, disposition: Disposition) {
         match disposition {
             Disposition::Ack => self.acks.ack(self.tag, self.acker),
             // A nack, not a reject: from RabbitMQ 4.3 on, a requeueing nack does not count

@@ -152,7 +152,7 @@ impl Publisher {
     /// headers.
     pub async fn quarantine(&self, message: &Message, reason: &str) -> Result<(), BrokerError> {
         let mut headers = message.properties.headers().clone().unwrap_or_default();
-        let (exchange, routing_key) = message.origin();
+        let (exchange, routing_key) = message.published_to();
         headers.insert(job::REASON.into(), long_string(reason));
         headers.insert(job::ORIGINAL_EXCHANGE.into(), long_string(&exchange));
         headers.insert(job::ORIGINAL_ROUTING_KEY.into(), long_string(&routing_key));
@@ -163,7 +163,7 @@ impl Publisher {
     }
 
     /// Republishes `message` to the tail of its queue, through `(exchange, routing_key)`
-    /// which reach that queue alone (see `Stage::retry_route`), with `failures` counted in a
+    /// which reach that queue alone (see `pipeline::retry_route`), with `failures` counted in a
     /// header, so the next try knows how many came before: the broker's own count also rises
     /// on outages and lost connections, and not on every version alike. Its origin is kept
     /// for quarantine.
@@ -174,7 +174,7 @@ impl Publisher {
         failures: u32,
     ) -> Result<(), BrokerError> {
         let mut headers = message.properties.headers().clone().unwrap_or_default();
-        let (exchange, routing_key) = message.origin();
+        let (exchange, routing_key) = message.published_to();
         headers.insert(job::FAILURES.into(), AMQPValue::LongUInt(failures));
         headers.insert(job::ORIGINAL_EXCHANGE.into(), long_string(&exchange));
         headers.insert(job::ORIGINAL_ROUTING_KEY.into(), long_string(&routing_key));
@@ -186,7 +186,7 @@ impl Publisher {
     /// Publishes a quarantined message back to where it came from, without our bookkeeping
     /// headers (its failure count starts again).
     pub(super) async fn republish_original(&self, message: &Message) -> Result<(), BrokerError> {
-        let (exchange, routing_key) = message.origin();
+        let (exchange, routing_key) = message.published_to();
         let mut headers = message.properties.headers().clone().unwrap_or_default();
         let mut kept = FieldTable::default();
         for (key, value) in headers.inner() {

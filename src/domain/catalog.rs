@@ -106,6 +106,15 @@ pub enum EventFilter {
 }
 
 impl EventFilter {
+    /// A stored entry, checked against the catalog when it was written. Not checked again:
+    /// a type since removed from the catalog stays listed, and never matches a new event.
+    pub fn from_stored(entry: &str) -> Self {
+        match entry.strip_suffix(".*") {
+            Some(category) => EventFilter::Category(category.to_owned()),
+            None => EventFilter::Exact(entry.to_owned()),
+        }
+    }
+
     pub fn matches(&self, event_type: &str) -> bool {
         match self {
             EventFilter::Exact(t) => t == event_type,
@@ -114,18 +123,18 @@ impl EventFilter {
     }
 }
 
-fn category_of(event_type: &str) -> Option<&str> {
-    event_type.split_once('.').map(|(category, _)| category)
+/// As written in a webhook's `events`: `deal.won`, or `deal.*`.
+impl std::fmt::Display for EventFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventFilter::Exact(event_type) => f.write_str(event_type),
+            EventFilter::Category(category) => write!(f, "{category}.*"),
+        }
+    }
 }
 
-/// Whether a stored `events` entry (checked against the catalog when written) matches
-/// `event_type`. Routing calls it per webhook and event, so it reads the text in place. A type
-/// since removed from the catalog simply never matches a new event.
-pub fn entry_matches(entry: &str, event_type: &str) -> bool {
-    match entry.strip_suffix(".*") {
-        Some(category) => category_of(event_type) == Some(category),
-        None => entry == event_type,
-    }
+fn category_of(event_type: &str) -> Option<&str> {
+    event_type.split_once('.').map(|(category, _)| category)
 }
 
 #[cfg(test)]
@@ -197,11 +206,9 @@ mod tests {
             ("deal.*", "lead.created", false),
             ("deal.*", "deal", false),
         ] {
-            assert_eq!(
-                entry_matches(entry, event_type),
-                expected,
-                "{entry} {event_type}"
-            );
+            let filter = EventFilter::from_stored(entry);
+            assert_eq!(filter.matches(event_type), expected, "{entry} {event_type}");
+            assert_eq!(filter.to_string(), entry, "written back as it was");
         }
     }
 }

@@ -8,7 +8,7 @@ use std::{
 use ipnet::IpNet;
 use url::{Host, Url};
 
-const MAX_URL_LEN: usize = 2048;
+const MAX_URL_LEN: usize = EndpointUrl::MAX_LEN;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UrlError {
@@ -27,6 +27,9 @@ pub enum UrlError {
 pub struct EndpointUrl(Url);
 
 impl EndpointUrl {
+    /// The longest URL a webhook may have, in bytes.
+    pub const MAX_LEN: usize = 2048;
+
     /// Parses a URL, refusing hosts `policy` refuses on their face (IP literals in internal
     /// ranges, `localhost`). Names are resolved and checked when a webhook is saved and again
     /// at every connection (`sender::TargetGuard`).

@@ -8,16 +8,17 @@ use time::OffsetDateTime;
 
 use super::{
     Pipeline, PipelineError,
-    limiter::{Acquired, Slot, Work},
+    limiter::{Acquired, Slot},
     rate::Reservation,
 };
 use crate::{
-    domain::{DisabledReason, Job},
+    domain::{DisabledReason, Job, Source},
     endpoint_health::Verdict,
+    internal_events::AttemptMade,
     metrics,
     outcome::{self, FailureKind, Outcome},
     sender::{AttemptRequest, AttemptResult},
-    settle::{self, Change, Counted, Origin, Publish, Settlement, Step},
+    settle::{self, Change, Counted, Publish, Settlement, Step},
     storage::{AttemptRecord, DeliveryWrite, EventRow, Webhook},
 };
 
@@ -34,44 +35,33 @@ pub struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    fn origin(&self) -> Origin {
+    fn source(&self) -> Source {
         match self.event {
-            Some(_) => Origin::Fanout,
-            None => Origin::Job,
+            Some(_) => Source::Fanout,
+            None => Source::Job,
         }
     }
 }
 
 /// How long work waits for a slot of a saturated endpoint before it is handed off or
 /// deferred (a slow endpoint's work waits only briefly: see the limiter).
-fn patience(origin: Origin) -> Duration {
-    match origin {
-        Origin::Fanout => Duration::from_millis(500),
-        Origin::Job => Duration::from_secs(1),
-    }
-}
-
-/// The fan-out's deliveries are new work; the job consumer's are jobs.
-fn work(origin: Origin) -> Work {
-    match origin {
-        Origin::Fanout => Work::New,
-        Origin::Job => Work::Job,
+fn patience(source: Source) -> Duration {
+    match source {
+        Source::Fanout => Duration::from_millis(500),
+        Source::Job | Source::Dead => Duration::from_secs(1),
     }
 }
 
 /// Attempts one delivery, or defers it when its endpoint has its fill of attempts in flight,
-/// and settles it.
-pub async fn attempt_and_settle(
-    pipeline: &Pipeline,
-    attempt: Attempt<'_>,
-) -> Result<(), PipelineError> {
+/// and carries out its settlement.
+pub async fn run(pipeline: &Pipeline, attempt: Attempt<'_>) -> Result<(), PipelineError> {
     // Never closed, so acquiring only waits.
     let _in_flight = pipeline.in_flight.acquire().await.ok();
-    let origin = attempt.origin();
+    let source = attempt.source();
     if let Some(limit) = attempt.webhook.rate_limit {
         match pipeline
             .rates
-            .reserve(attempt.webhook.id, limit, patience(origin))
+            .reserve(attempt.webhook.id, limit, patience(source))
         {
             Reservation::At(at) => tokio::time::sleep_until(at.into()).await,
             Reservation::Refused => return defer(pipeline, attempt, Step::Busy).await,
@@ -79,13 +69,13 @@ pub async fn attempt_and_settle(
     }
     let acquired = pipeline
         .limiter
-        .acquire_within(attempt.webhook.id, patience(origin), work(origin))
+        .acquire_within(attempt.webhook.id, patience(source), source)
         .await;
     let untried = match acquired {
         Acquired::Slot(slot) => {
             // Boxed: a fan-out creates every delivery's future up front, and most wait above;
             // only the ones with a slot should pay for the (large) HTTP and recording state.
-            return Box::pin(send_and_settle(pipeline, attempt, slot)).await;
+            return Box::pin(send(pipeline, attempt, slot)).await;
         }
         Acquired::Busy => Step::Busy,
         Acquired::Stuck => Step::Stuck,
@@ -97,7 +87,7 @@ pub async fn attempt_and_settle(
 async fn defer(pipeline: &Pipeline, attempt: Attempt<'_>, step: Step) -> Result<(), PipelineError> {
     let settlement = settle::settle(
         &attempt.job,
-        attempt.origin(),
+        attempt.source(),
         step,
         &pipeline.schedule,
         OffsetDateTime::now_utc(),
@@ -105,11 +95,8 @@ async fn defer(pipeline: &Pipeline, attempt: Attempt<'_>, step: Step) -> Result<
     Box::pin(execute(pipeline, settlement, attempt, None)).await
 }
 
-async fn send_and_settle(
-    pipeline: &Pipeline,
-    attempt: Attempt<'_>,
-    slot: Slot,
-) -> Result<(), PipelineError> {
+/// Makes the attempt in `slot`, then carries out its settlement.
+async fn send(pipeline: &Pipeline, attempt: Attempt<'_>, slot: Slot) -> Result<(), PipelineError> {
     if let Some(limit) = attempt.webhook.rate_limit {
         pipeline.rates.start(attempt.webhook.id, limit).await;
     }
@@ -134,23 +121,19 @@ async fn send_and_settle(
         let latency = (received - occurred_at).try_into().unwrap_or_default();
         metrics::delivered_after(latency);
     }
-    let result_label = outcome
-        .failure_kind()
-        .map_or("delivered", FailureKind::as_str);
-    metrics::attempt(result_label, result.duration);
-    tracing::debug!(
-        event_id = %attempt.job.event_id,
-        webhook_id = %attempt.webhook.id,
-        delivery_id = %attempt.job.delivery_id,
-        attempt = attempt.job.attempt,
-        result = result_label,
-        status = result.status(),
-        duration_ms = u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
-        "attempt made"
-    );
+    AttemptMade {
+        job: &attempt.job,
+        webhook_id: attempt.webhook.id,
+        result: outcome
+            .failure_kind()
+            .map_or("delivered", FailureKind::as_str),
+        status: result.status(),
+        duration: result.duration,
+    }
+    .emit();
     let settlement = settle::settle(
         &attempt.job,
-        attempt.origin(),
+        attempt.source(),
         Step::Attempted(outcome),
         &pipeline.schedule,
         OffsetDateTime::now_utc(),

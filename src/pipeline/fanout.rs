@@ -7,13 +7,13 @@ use futures_util::future::join_all;
 use time::OffsetDateTime;
 
 use super::{
-    Pipeline, PipelineError, Stage,
-    attempt::{Attempt, attempt_and_settle},
+    Pipeline, PipelineError,
+    attempt::{self, Attempt},
     guarded,
 };
 use crate::{
     broker::{Disposition, Message},
-    domain::{DeliveryId, Job, entry_matches, event_time, trusted_timestamp},
+    domain::{DeliveryId, Job, Source, event_time, trusted_timestamp},
     envelope::{self, EnvelopeHead},
     metrics,
     storage::{EventRow, Webhook},
@@ -24,12 +24,14 @@ pub async fn handle_event(pipeline: Arc<Pipeline>, message: Message) -> Disposit
         Ok(head) => head,
         Err(invalid) => {
             let reason = invalid.to_string();
-            return pipeline.quarantine(&message, invalid.code(), &reason).await;
+            return pipeline
+                .quarantine(&message, invalid.reason(), &reason)
+                .await;
         }
     };
     metrics::count(metrics::EVENTS_RECEIVED);
     let result = guarded(fan_out(&pipeline, &head, &message)).await;
-    pipeline.settle(&message, Stage::Events, result).await
+    pipeline.dispose(&message, Source::Fanout, result).await
 }
 
 /// The company's enabled webhooks whose filters match `event_type`.
@@ -37,11 +39,7 @@ pub fn matching<'a>(webhooks: &'a [Webhook], event_type: &str) -> Vec<&'a Webhoo
     webhooks
         .iter()
         .filter(|w| w.enabled)
-        .filter(|w| {
-            w.events
-                .iter()
-                .any(|entry| entry_matches(entry, event_type))
-        })
+        .filter(|w| w.events.iter().any(|filter| filter.matches(event_type)))
         .collect()
 }
 
@@ -102,7 +100,7 @@ async fn fan_out(
             }),
             event_at,
         };
-        Some(attempt_and_settle(pipeline, attempt))
+        Some(attempt::run(pipeline, attempt))
     });
     // Every delivery settles before the event is acked; one failure hands the event back, and
     // the redelivery skips the deliveries that did settle.

@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use super::{
-    Pipeline, PipelineError, Stage,
-    attempt::{Attempt, attempt_and_settle},
+    Pipeline, PipelineError,
+    attempt::{self, Attempt},
     guarded,
 };
 use crate::{
     broker::{Disposition, Message},
-    domain::Job,
-    metrics,
+    domain::{Job, QuarantineReason, Source},
+    internal_events::StaleJobSkipped,
     settle::{self, Admission},
 };
 
@@ -19,14 +19,14 @@ pub async fn handle_job(pipeline: Arc<Pipeline>, message: Message) -> Dispositio
         Ok(job) => job,
         Err(e) => {
             return pipeline
-                .quarantine(&message, "invalid_job", &e.to_string())
+                .quarantine(&message, QuarantineReason::InvalidJob, &e.to_string())
                 .await;
         }
     };
     // A job whose delivery row, or the attempt before its own, is still missing after its
     // tries is not waiting for a batch commit: it ends in quarantine as `unknown_delivery`.
     let result = guarded(run_job(&pipeline, &job, message.body.clone())).await;
-    pipeline.settle(&message, Stage::Jobs, result).await
+    pipeline.dispose(&message, Source::Job, result).await
 }
 
 async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(), PipelineError> {
@@ -59,15 +59,11 @@ async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(
         Admission::Run => {}
         Admission::Wait => return Err(PipelineError::NotYetRecorded),
         Admission::Stale => {
-            tracing::debug!(
-                event_id = %job.event_id,
-                webhook_id = %job.webhook_id,
-                delivery_id = %job.delivery_id,
-                attempt = job.attempt,
-                recorded = target.attempt_count,
-                "stale job skipped"
-            );
-            metrics::count(metrics::STALE_JOBS);
+            StaleJobSkipped {
+                job,
+                recorded: target.attempt_count,
+            }
+            .emit();
             return Ok(());
         }
         Admission::Disabled => {
@@ -89,7 +85,7 @@ async fn run_job(pipeline: &Pipeline, job: &Job, body: bytes::Bytes) -> Result<(
         event: None,
         event_at: target.event_at,
     };
-    attempt_and_settle(pipeline, attempt).await
+    attempt::run(pipeline, attempt).await
 }
 
 pub async fn handle_dead(pipeline: Arc<Pipeline>, message: Message) -> Disposition {
@@ -97,12 +93,12 @@ pub async fn handle_dead(pipeline: Arc<Pipeline>, message: Message) -> Dispositi
         Ok(job) => job,
         Err(e) => {
             return pipeline
-                .quarantine(&message, "invalid_job", &e.to_string())
+                .quarantine(&message, QuarantineReason::InvalidJob, &e.to_string())
                 .await;
         }
     };
     let result = guarded(confirm_failed(&pipeline, &job, message.reason())).await;
-    pipeline.settle(&message, Stage::Dead, result).await
+    pipeline.dispose(&message, Source::Dead, result).await
 }
 
 /// The attempt that gave up counted the failure and records Failed itself; this is the

@@ -7,9 +7,8 @@
 //! waits for a slot, up to the caller's patience.
 
 use std::{
-    collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -17,7 +16,8 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::domain::WebhookId;
+use super::endpoints::{EndpointMap, IDLE_FOR};
+use crate::domain::{Source, WebhookId};
 
 /// An endpoint whose slots are all taken and none of which freed for this long is stuck (its
 /// attempts are running into the timeout): new work for it is parked at once, without waiting.
@@ -30,33 +30,21 @@ const SLOW_AFTER: Duration = Duration::from_millis(200);
 const SLOW_PATIENCE: Duration = Duration::from_millis(50);
 /// Weight of the newest attempt in an endpoint's average duration: 1/8.
 const AVERAGE_SHIFT: u32 = 3;
-/// Endpoints tracked before idle ones are forgotten; the map is swept each time it doubles
-/// past this, so sweeping costs O(1) per new endpoint however many come and go (webhooks
-/// deleted, a company's thousands of webhooks).
-const PRUNE_FROM: usize = 1024;
-/// An endpoint with no attempt in flight and none finished for this long is forgotten: its
-/// pace is learned anew if it is attempted again.
-const IDLE_FOR: Duration = Duration::from_secs(600);
-
 pub struct EndpointLimiter {
     per_endpoint: usize,
     /// Attempts averaging half the request timeout or more are hanging.
     hanging_after: Duration,
-    endpoints: Mutex<Endpoints>,
+    /// An endpoint with no attempt in flight and none finished for this long is forgotten:
+    /// its pace is learned anew if it is attempted again.
+    endpoints: EndpointMap<Arc<Endpoint>>,
     /// The clock `Endpoint::last_freed_ms` counts from.
-    origin: Instant,
+    epoch: Instant,
     idle_for: Duration,
-}
-
-struct Endpoints {
-    map: HashMap<WebhookId, Arc<Endpoint>>,
-    /// The map is swept for idle endpoints when it reaches this size.
-    prune_at: usize,
 }
 
 struct Endpoint {
     slots: Arc<Semaphore>,
-    /// When a slot was last freed (or the endpoint first seen), in ms since `origin`.
+    /// When a slot was last freed (or the endpoint first seen), in ms since the epoch.
     last_freed_ms: AtomicU64,
     /// Moving average of how long the endpoint's slots are held, in µs.
     average_us: AtomicU64,
@@ -81,13 +69,13 @@ impl Endpoint {
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
     endpoint: Arc<Endpoint>,
-    origin: Instant,
+    epoch: Instant,
     taken: Instant,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let now = millis_since(self.origin);
+        let now = millis_since(self.epoch);
         self.endpoint.last_freed_ms.store(now, Ordering::Relaxed);
         self.endpoint.record_duration(self.taken.elapsed());
     }
@@ -114,19 +102,8 @@ enum Pace {
     Hanging,
 }
 
-/// What asks for a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Work {
-    /// A new event's delivery. A hanging endpoint gets none at all, even with a slot free:
-    /// its free slots go to the oldest parked deliveries, which the sweeper releases as
-    /// probes, so new work cannot starve old.
-    New,
-    /// A job (a retry, a manual retry, or a released parked delivery).
-    Job,
-}
-
-fn millis_since(origin: Instant) -> u64 {
-    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl EndpointLimiter {
@@ -139,42 +116,31 @@ impl EndpointLimiter {
         Self {
             per_endpoint,
             hanging_after: timeout / 2,
-            endpoints: Mutex::new(Endpoints {
-                map: HashMap::new(),
-                prune_at: PRUNE_FROM,
-            }),
-            origin: Instant::now(),
+            endpoints: EndpointMap::default(),
+            epoch: Instant::now(),
             idle_for,
         }
     }
 
-    fn endpoint(&self, webhook: WebhookId) -> Option<Arc<Endpoint>> {
-        let mut endpoints = self.endpoints.lock().ok()?;
-        if let Some(endpoint) = endpoints.map.get(&webhook) {
-            return Some(endpoint.clone());
-        }
-        if endpoints.map.len() >= endpoints.prune_at {
-            self.forget_idle(&mut endpoints);
-        }
-        let endpoint = Arc::new(Endpoint {
-            slots: Arc::new(Semaphore::new(self.per_endpoint)),
-            last_freed_ms: AtomicU64::new(millis_since(self.origin)),
-            average_us: AtomicU64::new(0),
-        });
-        endpoints.map.insert(webhook, endpoint.clone());
-        Some(endpoint)
-    }
-
-    /// Drops the endpoints nobody holds (no slot taken, no caller waiting) that freed no slot
-    /// for `idle_for`.
-    fn forget_idle(&self, endpoints: &mut Endpoints) {
-        let now = millis_since(self.origin);
+    fn endpoint(&self, webhook: WebhookId) -> Arc<Endpoint> {
+        let now = millis_since(self.epoch);
         let idle_ms = u64::try_from(self.idle_for.as_millis()).unwrap_or(u64::MAX);
-        endpoints.map.retain(|_, endpoint| {
-            let idle = now.saturating_sub(endpoint.last_freed_ms.load(Ordering::Relaxed));
-            Arc::strong_count(endpoint) > 1 || idle < idle_ms
-        });
-        endpoints.prune_at = PRUNE_FROM.max(endpoints.map.len() * 2);
+        self.endpoints.with(
+            webhook,
+            || {
+                Arc::new(Endpoint {
+                    slots: Arc::new(Semaphore::new(self.per_endpoint)),
+                    last_freed_ms: AtomicU64::new(now),
+                    average_us: AtomicU64::new(0),
+                })
+            },
+            // Nobody holds it (no slot taken, no caller waiting) and it freed no slot lately.
+            |endpoint| {
+                let idle = now.saturating_sub(endpoint.last_freed_ms.load(Ordering::Relaxed));
+                Arc::strong_count(endpoint) == 1 && idle >= idle_ms
+            },
+            |endpoint| endpoint.clone(),
+        )
     }
 
     /// How many parked deliveries for `webhook` may be released now: all of them, unless the
@@ -191,7 +157,7 @@ impl EndpointLimiter {
     }
 
     fn known(&self, webhook: WebhookId) -> Option<Arc<Endpoint>> {
-        self.endpoints.lock().ok()?.map.get(&webhook).cloned()
+        self.endpoints.get(webhook, Arc::clone)
     }
 
     fn pace(&self, endpoint: &Endpoint) -> Pace {
@@ -206,7 +172,7 @@ impl EndpointLimiter {
         Acquired::Slot(Slot {
             _permit: permit,
             endpoint: endpoint.clone(),
-            origin: self.origin,
+            epoch: self.epoch,
             taken: Instant::now(),
         })
     }
@@ -218,19 +184,20 @@ impl EndpointLimiter {
         &self,
         webhook: WebhookId,
         patience: Duration,
-        work: Work,
+        source: Source,
     ) -> Acquired {
-        let Some(endpoint) = self.endpoint(webhook) else {
-            return Acquired::Busy;
-        };
-        if work == Work::New && self.pace(&endpoint) == Pace::Hanging {
+        let endpoint = self.endpoint(webhook);
+        // A hanging endpoint gets no new event's delivery at all, even with a slot free: its
+        // free slots go to the oldest parked deliveries, which the sweeper releases as
+        // probes, so new work cannot starve old.
+        if source == Source::Fanout && self.pace(&endpoint) == Pace::Hanging {
             return Acquired::Stuck;
         }
         if let Ok(permit) = endpoint.slots.clone().try_acquire_owned() {
             return self.slot(&endpoint, permit);
         }
-        let idle = millis_since(self.origin)
-            .saturating_sub(endpoint.last_freed_ms.load(Ordering::Relaxed));
+        let idle =
+            millis_since(self.epoch).saturating_sub(endpoint.last_freed_ms.load(Ordering::Relaxed));
         if Duration::from_millis(idle) >= STUCK_AFTER {
             return Acquired::Stuck;
         }
@@ -249,6 +216,7 @@ impl EndpointLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::endpoints::SWEEP_FROM;
 
     fn slot(acquired: Acquired) -> Option<Slot> {
         match acquired {
@@ -266,15 +234,17 @@ mod tests {
     async fn idle_endpoints_are_forgotten_busy_ones_kept() {
         let limiter = EndpointLimiter::forgetting_after(1, TIMEOUT, Duration::ZERO);
         let busy = WebhookId::new();
-        let held = slot(limiter.acquire_within(busy, NO_WAIT, Work::Job).await).expect("slot");
-        for _ in 0..10 * PRUNE_FROM {
+        let held = slot(limiter.acquire_within(busy, NO_WAIT, Source::Job).await).expect("slot");
+        for _ in 0..10 * SWEEP_FROM {
             let once = WebhookId::new();
-            drop(slot(limiter.acquire_within(once, NO_WAIT, Work::Job).await));
-            let tracked = limiter.endpoints.lock().expect("lock").map.len();
-            assert!(tracked <= 2 * PRUNE_FROM, "{tracked} endpoints tracked");
+            drop(slot(
+                limiter.acquire_within(once, NO_WAIT, Source::Job).await,
+            ));
+            let tracked = limiter.endpoints.len();
+            assert!(tracked <= 2 * SWEEP_FROM, "{tracked} endpoints tracked");
         }
         assert!(
-            slot(limiter.acquire_within(busy, NO_WAIT, Work::Job).await).is_none(),
+            slot(limiter.acquire_within(busy, NO_WAIT, Source::Job).await).is_none(),
             "the busy endpoint kept its state: its one slot is still taken"
         );
         drop(held);
@@ -285,16 +255,17 @@ mod tests {
         let limiter = EndpointLimiter::new(2, TIMEOUT);
         let busy = WebhookId::new();
         let other = WebhookId::new();
-        let a = slot(limiter.acquire_within(busy, NO_WAIT, Work::Job).await).expect("first slot");
-        let _b = slot(limiter.acquire_within(busy, NO_WAIT, Work::Job).await).expect("second slot");
+        let a = slot(limiter.acquire_within(busy, NO_WAIT, Source::Job).await).expect("first slot");
+        let _b =
+            slot(limiter.acquire_within(busy, NO_WAIT, Source::Job).await).expect("second slot");
         assert!(matches!(
-            limiter.acquire_within(busy, NO_WAIT, Work::Job).await,
+            limiter.acquire_within(busy, NO_WAIT, Source::Job).await,
             Acquired::Busy
         ));
-        assert!(slot(limiter.acquire_within(other, NO_WAIT, Work::Job).await).is_some());
+        assert!(slot(limiter.acquire_within(other, NO_WAIT, Source::Job).await).is_some());
         drop(a);
         assert!(
-            slot(limiter.acquire_within(busy, NO_WAIT, Work::Job).await).is_some(),
+            slot(limiter.acquire_within(busy, NO_WAIT, Source::Job).await).is_some(),
             "freed slot reused"
         );
     }
@@ -303,10 +274,10 @@ mod tests {
     async fn waits_a_bounded_time_for_a_slot() {
         let limiter = EndpointLimiter::new(1, TIMEOUT);
         let busy = WebhookId::new();
-        let held = slot(limiter.acquire_within(busy, NO_WAIT, Work::Job).await).expect("slot");
+        let held = slot(limiter.acquire_within(busy, NO_WAIT, Source::Job).await).expect("slot");
         let patience = Duration::from_millis(20);
         assert!(matches!(
-            limiter.acquire_within(busy, patience, Work::Job).await,
+            limiter.acquire_within(busy, patience, Source::Job).await,
             Acquired::Busy
         ));
         tokio::spawn(async move {
@@ -314,7 +285,7 @@ mod tests {
             drop(held);
         });
         let waited = limiter
-            .acquire_within(busy, Duration::from_millis(500), Work::Job)
+            .acquire_within(busy, Duration::from_millis(500), Source::Job)
             .await;
         assert!(slot(waited).is_some(), "gets the slot freed meanwhile");
     }
@@ -323,20 +294,20 @@ mod tests {
     async fn only_a_slow_endpoint_runs_out_of_patience_early() {
         let limiter = EndpointLimiter::new(1, TIMEOUT);
         let fast = WebhookId::new();
-        let held = slot(limiter.acquire_within(fast, NO_WAIT, Work::Job).await).expect("slot");
+        let held = slot(limiter.acquire_within(fast, NO_WAIT, Source::Job).await).expect("slot");
         tokio::spawn(async move {
             tokio::time::sleep(SLOW_PATIENCE * 4).await;
             drop(held);
         });
         let patience = Duration::from_secs(1);
         assert!(
-            slot(limiter.acquire_within(fast, patience, Work::Job).await).is_some(),
+            slot(limiter.acquire_within(fast, patience, Source::Job).await).is_some(),
             "a fast endpoint's work waits for its slot"
         );
 
         let slow = WebhookId::new();
-        let held = slot(limiter.acquire_within(slow, NO_WAIT, Work::Job).await).expect("slot");
-        let endpoint = limiter.endpoint(slow).expect("endpoint");
+        let held = slot(limiter.acquire_within(slow, NO_WAIT, Source::Job).await).expect("slot");
+        let endpoint = limiter.endpoint(slow);
         for _ in 0..16 {
             // As if each earlier attempt had held its slot for 4 * SLOW_AFTER.
             endpoint.record_duration(SLOW_AFTER * 4);
@@ -347,7 +318,7 @@ mod tests {
         });
         assert!(
             matches!(
-                limiter.acquire_within(slow, patience, Work::Job).await,
+                limiter.acquire_within(slow, patience, Source::Job).await,
                 Acquired::Busy
             ),
             "a slow endpoint's work is deferred after SLOW_PATIENCE"
@@ -358,14 +329,15 @@ mod tests {
     async fn an_endpoint_whose_attempts_run_into_the_timeout_is_stuck_at_once() {
         let limiter = EndpointLimiter::new(1, TIMEOUT);
         let hanging = WebhookId::new();
-        let _held = slot(limiter.acquire_within(hanging, NO_WAIT, Work::Job).await).expect("slot");
-        let endpoint = limiter.endpoint(hanging).expect("endpoint");
+        let _held =
+            slot(limiter.acquire_within(hanging, NO_WAIT, Source::Job).await).expect("slot");
+        let endpoint = limiter.endpoint(hanging);
         for _ in 0..32 {
             endpoint.record_duration(TIMEOUT);
         }
         assert!(matches!(
             limiter
-                .acquire_within(hanging, Duration::from_secs(1), Work::Job)
+                .acquire_within(hanging, Duration::from_secs(1), Source::Job)
                 .await,
             Acquired::Stuck
         ));
@@ -380,26 +352,29 @@ mod tests {
             usize::MAX,
             "unknown: no limit"
         );
-        let _held = slot(limiter.acquire_within(hanging, NO_WAIT, Work::Job).await).expect("slot");
+        let _held =
+            slot(limiter.acquire_within(hanging, NO_WAIT, Source::Job).await).expect("slot");
         assert_eq!(
             limiter.release_budget(hanging),
             usize::MAX,
             "fast: no limit"
         );
-        let endpoint = limiter.endpoint(hanging).expect("endpoint");
+        let endpoint = limiter.endpoint(hanging);
         for _ in 0..32 {
             endpoint.record_duration(TIMEOUT);
         }
         assert_eq!(limiter.release_budget(hanging), 2, "its free slots");
         assert!(
             matches!(
-                limiter.acquire_within(hanging, NO_WAIT, Work::New).await,
+                limiter
+                    .acquire_within(hanging, NO_WAIT, Source::Fanout)
+                    .await,
                 Acquired::Stuck
             ),
             "no slot for new work, free ones notwithstanding"
         );
         assert!(
-            slot(limiter.acquire_within(hanging, NO_WAIT, Work::Job).await).is_some(),
+            slot(limiter.acquire_within(hanging, NO_WAIT, Source::Job).await).is_some(),
             "a job (a probe) gets one"
         );
     }
@@ -408,14 +383,15 @@ mod tests {
     async fn an_endpoint_that_frees_nothing_for_a_while_is_stuck() {
         let limiter = EndpointLimiter::new(1, TIMEOUT);
         let hanging = WebhookId::new();
-        let _held = slot(limiter.acquire_within(hanging, NO_WAIT, Work::Job).await).expect("slot");
+        let _held =
+            slot(limiter.acquire_within(hanging, NO_WAIT, Source::Job).await).expect("slot");
         assert!(matches!(
-            limiter.acquire_within(hanging, NO_WAIT, Work::Job).await,
+            limiter.acquire_within(hanging, NO_WAIT, Source::Job).await,
             Acquired::Busy
         ));
         std::thread::sleep(STUCK_AFTER + Duration::from_millis(10));
         assert!(matches!(
-            limiter.acquire_within(hanging, NO_WAIT, Work::Job).await,
+            limiter.acquire_within(hanging, NO_WAIT, Source::Job).await,
             Acquired::Stuck
         ));
     }

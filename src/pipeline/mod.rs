@@ -11,6 +11,7 @@
 //! message was moved aside, or republished to be tried again; see [`crate::settle::failure`]).
 
 mod attempt;
+mod endpoints;
 pub mod fanout;
 pub mod jobs;
 mod limiter;
@@ -25,9 +26,10 @@ use std::{future::Future, sync::Arc};
 
 use crate::{
     broker::{BrokerError, Disposition, Message, Publisher},
-    domain::Catalog,
+    domain::{Catalog, QuarantineReason, Source},
     endpoint_health::Policy,
-    health::{Dependency, OutageSignal},
+    internal_events::{HandlingFailed, QuarantineFailed, Quarantined},
+    readiness::{Dependency, OutageSignal},
     retry::RetrySchedule,
     sender::Sender,
     settle::failure::{self, Failure, Fate},
@@ -41,9 +43,11 @@ pub struct Pipeline {
     pub recorder: Recorder,
     /// Routing: each company's webhooks, cached.
     pub subscriptions: Arc<Subscriptions>,
-    pub limiter: EndpointLimiter,
+    /// Outlive a broker session: what they learned of each endpoint still holds after a
+    /// reconnect.
+    pub limiter: Arc<EndpointLimiter>,
     /// Webhooks' own limits on attempts per second, shared among the live workers.
-    pub rates: rate::RateLimits,
+    pub rates: Arc<rate::RateLimits>,
     /// Deliveries in progress at once (attempt and record), whatever the fan-out: bounds memory.
     pub in_flight: tokio::sync::Semaphore,
     pub sender: Sender,
@@ -74,32 +78,14 @@ pub enum PipelineError {
     NotYetRecorded,
 }
 
-/// The consumer a message came from: which queue a retry of it goes back to.
-#[derive(Debug, Clone, Copy)]
-pub enum Stage {
-    Events,
-    Jobs,
-    Dead,
-}
-
-impl Stage {
-    fn label(self) -> &'static str {
-        match self {
-            Stage::Events => "fanout",
-            Stage::Jobs => "job",
-            Stage::Dead => "dead",
-        }
-    }
-
-    /// Where a message of this stage is published to be tried again (exchange, routing
-    /// key): an event through the events queues' entry (the one this layout routes to, also
-    /// for one drained from a queue of another), a job straight to its queue.
-    fn retry_route(self, topology: &crate::broker::Topology) -> (&str, &str) {
-        match self {
-            Stage::Events => topology.events_entry(),
-            Stage::Jobs => ("", &topology.deliveries_queue),
-            Stage::Dead => ("", &topology.dead_queue),
-        }
+/// Where a message of `source` is published to be tried again (exchange, routing key): an
+/// event through the events queues' entry (the one this layout routes to, also for one
+/// drained from a queue of another), a job straight back to its queue.
+fn retry_route(source: Source, topology: &crate::broker::Topology) -> (&str, &str) {
+    match source {
+        Source::Fanout => topology.events_entry(),
+        Source::Job => ("", &topology.deliveries_queue),
+        Source::Dead => ("", &topology.dead_queue),
     }
 }
 
@@ -110,8 +96,8 @@ impl From<PipelineError> for Failure {
                 Failure::Outage(Dependency::Database)
             } else {
                 Failure::Own {
-                    code: "refused_by_database",
-                    reason: e.to_string(),
+                    reason: QuarantineReason::RefusedByDatabase,
+                    detail: e.to_string(),
                 }
             }
         };
@@ -121,13 +107,13 @@ impl From<PipelineError> for Failure {
             // Only a stopping worker stops its recorder.
             PipelineError::Record(RecordError::Stopped) => Failure::Outage(Dependency::Database),
             PipelineError::Broker(BrokerError::NoTier(delay)) => Failure::Own {
-                code: "handling_failed",
-                reason: format!("no retry tier for a delay of {delay:?}"),
+                reason: QuarantineReason::HandlingFailed,
+                detail: format!("no retry tier for a delay of {delay:?}"),
             },
             PipelineError::Broker(_) => Failure::Outage(Dependency::Broker),
             PipelineError::NotYetRecorded => Failure::Own {
-                code: "unknown_delivery",
-                reason: error.to_string(),
+                reason: QuarantineReason::UnknownDelivery,
+                detail: error.to_string(),
             },
         }
     }
@@ -153,59 +139,62 @@ fn guarded(
                     .unwrap_or_default();
                 tracing::error!(panic = %what, "message handler panicked");
                 Err(Failure::Own {
-                    code: "handler_panicked",
-                    reason: format!("the handler panicked: {what}"),
+                    reason: QuarantineReason::HandlerPanicked,
+                    detail: format!("the handler panicked: {what}"),
                 })
             }
         })
 }
 
 impl Pipeline {
-    /// Settles a handled message: acked once its outcome is durable, otherwise as
+    /// What becomes of a handled message: acked once its outcome is durable, otherwise as
     /// [`failure::fate`] decides.
-    async fn settle(
+    async fn dispose(
         &self,
         message: &Message,
-        stage: Stage,
+        source: Source,
         result: Result<(), Failure>,
     ) -> Disposition {
         match result {
             Ok(()) => Disposition::Ack,
             // Boxed: the failure path's publishes and pause would otherwise enlarge every
             // handler's future, a thousand of which are in flight per consumer.
-            Err(failure) => Box::pin(self.settle_failure(message, stage, failure)).await,
+            Err(failure) => Box::pin(self.dispose_of_failure(message, source, failure)).await,
         }
     }
 
-    async fn settle_failure(
+    async fn dispose_of_failure(
         &self,
         message: &Message,
-        stage: Stage,
+        source: Source,
         failure: Failure,
     ) -> Disposition {
-        crate::metrics::handler_error(stage.label());
-        match failure::fate(&failure, message.failures(), self.delivery_limit) {
+        let fate = failure::fate(&failure, message.failures(), self.delivery_limit);
+        HandlingFailed {
+            source,
+            message,
+            failure: &failure,
+            fate: &fate,
+        }
+        .emit();
+        match fate {
             Fate::HandBack(dependency) => {
                 self.outage.report(dependency);
                 Disposition::HandBack
             }
             Fate::RetryLater { after, failures } => {
-                tracing::warn!(stage = stage.label(),
-                    message_id = message.message_id().unwrap_or("(none)"), failure = ?failure,
-                    failures, retry_in = ?after,
-                    "handling failed; the message will be tried again");
                 tokio::select! {
                     () = tokio::time::sleep(after) => {}
                     // Stopping, or pausing for an outage: handed back, not counted.
                     () = self.outage.stop_token().cancelled() => return Disposition::HandBack,
                 }
-                let route = stage.retry_route(self.publisher.topology());
+                let route = retry_route(source, self.publisher.topology());
                 match self.publisher.retry_later(message, route, failures).await {
                     Ok(()) => Disposition::Ack,
                     Err(_) => self.broker_down(),
                 }
             }
-            Fate::Quarantine { code, reason } => self.quarantine(message, code, &reason).await,
+            Fate::Quarantine { reason, detail } => self.quarantine(message, reason, &detail).await,
         }
     }
 
@@ -216,29 +205,28 @@ impl Pipeline {
 
     /// Moves an unprocessable message to the quarantine queue with its reason, then acks it:
     /// it is kept for an operator, never lost and never looping.
-    async fn quarantine(&self, message: &Message, code: &'static str, reason: &str) -> Disposition {
-        // Named by what an operator can find it by in the quarantine listing.
-        let (exchange, routing_key) = message.origin();
-        tracing::warn!(
-            code,
-            reason,
-            message_id = message.message_id().unwrap_or("(none)"),
-            exchange,
-            routing_key,
-            "quarantining an unprocessable message"
-        );
+    async fn quarantine(
+        &self,
+        message: &Message,
+        reason: QuarantineReason,
+        detail: &str,
+    ) -> Disposition {
         match self
             .publisher
-            .quarantine(message, &format!("{code}: {reason}"))
+            .quarantine(message, &format!("{reason}: {detail}"))
             .await
         {
             Ok(()) => {
-                crate::metrics::quarantined(code);
+                Quarantined {
+                    message,
+                    reason,
+                    detail,
+                }
+                .emit();
                 Disposition::Ack
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot quarantine the message");
-                crate::metrics::handler_error("quarantine");
+                QuarantineFailed { error: &e }.emit();
                 self.broker_down()
             }
         }
@@ -260,9 +248,9 @@ mod tests {
             Ok(())
         };
         match guarded(panicking).await {
-            Err(Failure::Own { code, reason }) => {
-                assert_eq!(code, "handler_panicked");
-                assert!(reason.contains("index out of bounds"), "{reason}");
+            Err(Failure::Own { reason, detail }) => {
+                assert_eq!(reason, QuarantineReason::HandlerPanicked);
+                assert!(detail.contains("index out of bounds"), "{detail}");
             }
             other => panic!("expected a failure of its own, got {other:?}"),
         }
@@ -270,7 +258,7 @@ mod tests {
         assert!(matches!(
             guarded(refused).await,
             Err(Failure::Own {
-                code: "unknown_delivery",
+                reason: QuarantineReason::UnknownDelivery,
                 ..
             })
         ));

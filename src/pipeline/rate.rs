@@ -1,5 +1,5 @@
 //! Per-webhook rate limits (`rate_limit`, attempts per second), held for the endpoint as a
-//! whole: the live workers (`storage::heartbeat`) split the limit between them, and each
+//! whole: the live workers ([`crate::workers`]) split the limit between them, and each
 //! spaces its part evenly.
 //!
 //! Evenly, not in bursts: an endpoint counts arrivals, and a burst's arrivals spread by a few
@@ -12,66 +12,20 @@
 //! previous start actually made, which a late wake-up cannot bring closer than the spacing.
 
 use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::domain::WebhookId;
+use super::endpoints::{EndpointMap, IDLE_FOR};
+use crate::{
+    domain::{Membership, WebhookId},
+    workers::SharedMembership,
+};
 
 /// How much later than the next one an attempt may arrive at the endpoint and still not make
 /// any second hold more than the limit: spaced by `(1 s + ARRIVAL_TOLERANCE) / share`, a
 /// worker's `share + 1` starts span more than a second by this much.
 const ARRIVAL_TOLERANCE: Duration = Duration::from_millis(50);
-/// Webhooks tracked before idle ones are forgotten (see the endpoint limiter).
-const PRUNE_FROM: usize = 1024;
-
-/// This worker among the live ones: how many there are, and its place in their order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Membership {
-    pub live: usize,
-    pub rank: usize,
-}
-
-impl Membership {
-    /// Alone, as a worker is before its first beat.
-    pub const ALONE: Self = Self { live: 1, rank: 0 };
-}
-
-/// The membership kept by the heartbeat and read by every rate-limited attempt: both numbers
-/// in one word, so they are always read together.
-#[derive(Debug)]
-pub struct SharedMembership(AtomicU64);
-
-impl Default for SharedMembership {
-    fn default() -> Self {
-        let shared = Self(AtomicU64::new(0));
-        shared.set(Membership::ALONE);
-        shared
-    }
-}
-
-impl SharedMembership {
-    pub fn get(&self) -> Membership {
-        let word = self.0.load(Ordering::Relaxed);
-        Membership {
-            live: (word >> 32) as usize,
-            rank: (word & u64::from(u32::MAX)) as usize,
-        }
-    }
-
-    pub fn set(&self, membership: Membership) {
-        let live = u32::try_from(membership.live.max(1)).unwrap_or(u32::MAX);
-        let rank = u32::try_from(membership.rank)
-            .unwrap_or(u32::MAX)
-            .min(live - 1);
-        self.0
-            .store(u64::from(live) << 32 | u64::from(rank), Ordering::Relaxed);
-    }
-}
 
 /// This worker's part of a limit: starts at least `spacing` apart, or none at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,16 +61,9 @@ struct Endpoint {
     last_used: Instant,
 }
 
-struct Endpoints {
-    map: HashMap<WebhookId, Endpoint>,
-    /// The map is swept for idle webhooks when it reaches this size, then twice what is left,
-    /// so that sweeps stay rare however many webhooks are busy.
-    prune_at: usize,
-}
-
 /// The rate-limited webhooks this worker sends to.
 pub struct RateLimits {
-    endpoints: Mutex<Endpoints>,
+    endpoints: EndpointMap<Endpoint>,
     membership: Arc<SharedMembership>,
 }
 
@@ -132,10 +79,7 @@ pub enum Reservation {
 impl RateLimits {
     pub fn new(membership: Arc<SharedMembership>) -> Self {
         Self {
-            endpoints: Mutex::new(Endpoints {
-                map: HashMap::new(),
-                prune_at: PRUNE_FROM,
-            }),
+            endpoints: EndpointMap::default(),
             membership,
         }
     }
@@ -145,23 +89,18 @@ impl RateLimits {
     fn with<T>(&self, webhook: WebhookId, limit: u32, f: impl FnOnce(&mut Endpoint) -> T) -> T {
         let share = share(webhook, limit, self.membership.get());
         let now = Instant::now();
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        if endpoints.map.len() >= endpoints.prune_at && !endpoints.map.contains_key(&webhook) {
-            let idle = Duration::from_secs(600);
-            endpoints
-                .map
-                .retain(|_, endpoint| now.duration_since(endpoint.last_used) < idle);
-            endpoints.prune_at = PRUNE_FROM.max(endpoints.map.len() * 2);
-        }
-        let endpoint = endpoints.map.entry(webhook).or_insert_with(|| Endpoint {
+        let new = || Endpoint {
             share,
             next_reserved: None,
             last_started: None,
             last_used: now,
-        });
-        endpoint.share = share;
-        endpoint.last_used = now;
-        f(endpoint)
+        };
+        let idle = |endpoint: &Endpoint| now.duration_since(endpoint.last_used) >= IDLE_FOR;
+        self.endpoints.with(webhook, new, idle, |endpoint| {
+            endpoint.share = share;
+            endpoint.last_used = now;
+            f(endpoint)
+        })
     }
 
     /// A start for one attempt to `webhook` (limited to `limit` per second), at most
@@ -219,35 +158,10 @@ impl RateLimits {
     }
 }
 
-/// How often a worker beats; one silent for three beats no longer counts.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
-
-/// Beats until `stop`, keeping `membership` current; then leaves, so the others take its share
-/// at their next beat.
-pub async fn heartbeat(
-    storage: crate::storage::Storage,
-    membership: Arc<SharedMembership>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let id = uuid::Uuid::now_v7();
-    loop {
-        match storage.heartbeat(id, 3 * HEARTBEAT_EVERY).await {
-            Ok(current) => membership.set(current),
-            Err(e) => tracing::debug!(error = %e, "heartbeat failed; keeping the last count"),
-        }
-        tokio::select! {
-            () = stop.cancelled() => break,
-            () = tokio::time::sleep(HEARTBEAT_EVERY) => {}
-        }
-    }
-    if let Err(e) = storage.leave(id).await {
-        tracing::debug!(error = %e, "cannot leave the workers table; the row ages out");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::endpoints::SWEEP_FROM;
 
     fn of(live: usize, rank: usize) -> Membership {
         Membership { live, rank }
@@ -366,21 +280,15 @@ mod tests {
     }
 
     #[test]
-    fn busy_webhooks_are_kept_and_swept_rarely() {
+    fn busy_webhooks_are_kept() {
         let limits = RateLimits::new(Arc::new(SharedMembership::default()));
-        for _ in 0..=PRUNE_FROM {
+        for _ in 0..=SWEEP_FROM {
             limits.reserve(WebhookId::new(), 1000, Duration::MAX);
         }
-        let endpoints = limits.endpoints.lock().expect("lock");
         assert_eq!(
-            endpoints.map.len(),
-            PRUNE_FROM + 1,
+            limits.endpoints.len(),
+            SWEEP_FROM + 1,
             "none idle, none forgotten"
-        );
-        assert_eq!(
-            endpoints.prune_at,
-            2 * PRUNE_FROM,
-            "the next sweep waits for twice as many"
         );
     }
 

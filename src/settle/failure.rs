@@ -9,16 +9,16 @@
 
 use std::time::Duration;
 
-use crate::{backoff, health::Dependency};
+use crate::{backoff, domain::QuarantineReason, readiness::Dependency};
 
 /// Why handling a message failed, in the terms that decide its fate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     Outage(Dependency),
-    /// The message's own; `code` labels its quarantine if it comes to that.
+    /// The message's own; `reason` labels its quarantine if it comes to that.
     Own {
-        code: &'static str,
-        reason: String,
+        reason: QuarantineReason,
+        detail: String,
     },
 }
 
@@ -28,9 +28,12 @@ pub enum Fate {
     HandBack(Dependency),
     /// Try it again after `after`, carrying `failures` so far.
     RetryLater { after: Duration, failures: u32 },
-    /// Its last try failed: move it to quarantine, with `reason` (the count and the last
-    /// failure's reason).
-    Quarantine { code: &'static str, reason: String },
+    /// Its last try failed: move it to quarantine for `reason`, with `detail` (the count and
+    /// the last failure's detail).
+    Quarantine {
+        reason: QuarantineReason,
+        detail: String,
+    },
 }
 
 /// Pause before the first retry of a failing message; it doubles up to `MAX_PAUSE`. A job that
@@ -44,12 +47,12 @@ const MAX_PAUSE: Duration = Duration::from_secs(2);
 pub fn fate(failure: &Failure, failures_before: u32, limit: u32) -> Fate {
     match failure {
         Failure::Outage(dependency) => Fate::HandBack(*dependency),
-        Failure::Own { code, reason } => {
+        Failure::Own { reason, detail } => {
             let failures = failures_before.saturating_add(1);
             if failures >= limit {
                 Fate::Quarantine {
-                    code,
-                    reason: format!("failed {failures} times; the last: {reason}"),
+                    reason: *reason,
+                    detail: format!("failed {failures} times; the last: {detail}"),
                 }
             } else {
                 Fate::RetryLater {
@@ -67,15 +70,15 @@ mod tests {
 
     fn own() -> Failure {
         Failure::Own {
-            code: "refused_by_database",
-            reason: "invalid byte sequence".into(),
+            reason: QuarantineReason::RefusedByDatabase,
+            detail: "invalid byte sequence".into(),
         }
     }
 
     fn quarantine(failures: u32) -> Fate {
         Fate::Quarantine {
-            code: "refused_by_database",
-            reason: format!("failed {failures} times; the last: invalid byte sequence"),
+            reason: QuarantineReason::RefusedByDatabase,
+            detail: format!("failed {failures} times; the last: invalid byte sequence"),
         }
     }
 

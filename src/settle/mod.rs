@@ -19,20 +19,10 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::{
-    domain::{DeliveryStatus, DisabledReason, Job},
+    domain::{DeliveryStatus, DisabledReason, Job, Source},
     outcome::{self, NextStep, Outcome},
     retry::RetrySchedule,
 };
-
-/// Where a delivery's attempt was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Inline, by the fan-out of a fresh event: the delivery's row (and the event's) is
-    /// written with its outcome.
-    Fanout,
-    /// By a delivery job from the deliveries queue: the delivery's row exists.
-    Job,
-}
 
 /// What became of the attempt a job asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +91,8 @@ pub enum Counted {
     Deferred,
 }
 
-/// How `job`, made (or not) from `origin`, settles after `step`, at `now`.
+/// How `job`, made (or not) from `source` (the fan-out, or a job), settles after `step`, at
+/// `now`.
 ///
 /// - delivered: record Succeeded;
 /// - failed with tiers left (retry): publish the next job to its tier, then record Retrying;
@@ -118,7 +109,7 @@ pub enum Counted {
 /// losing the retry; the duplicate job that may leave behind is skipped by its attempt number.
 pub fn settle(
     job: &Job,
-    origin: Origin,
+    source: Source,
     step: Step,
     schedule: &RetrySchedule,
     now: OffsetDateTime,
@@ -143,7 +134,7 @@ pub fn settle(
         count: Counted::Failed,
         disable,
     };
-    match (step, origin) {
+    match (step, source) {
         (Step::Attempted(outcome), _) => {
             match outcome::next_step(outcome, schedule, job.series_attempt) {
                 NextStep::Done => Settlement {
@@ -172,14 +163,14 @@ pub fn settle(
                 NextStep::GiveUpAndDisable => give_up(Some(DisabledReason::Gone)),
             }
         }
-        (Step::Busy, Origin::Fanout) => Settlement {
+        (Step::Busy, Source::Fanout) => Settlement {
             prepare: Some(untried(now, None)),
             publish: Some(Publish::Now(job.clone())),
             record: None,
             count: Counted::Deferred,
             disable: None,
         },
-        (Step::Stuck, Origin::Fanout) => {
+        (Step::Stuck, Source::Fanout) => {
             let until = now + first_delay;
             Settlement {
                 prepare: None,
@@ -189,7 +180,7 @@ pub fn settle(
                 disable: None,
             }
         }
-        (Step::Busy | Step::Stuck, Origin::Job) => Settlement {
+        (Step::Busy | Step::Stuck, Source::Job | Source::Dead) => Settlement {
             prepare: None,
             publish: Some(Publish::Tier {
                 job: job.clone(),
@@ -290,7 +281,7 @@ mod tests {
             (
                 "delivered",
                 &second,
-                Origin::Job,
+                Source::Job,
                 delivered,
                 Settlement {
                     prepare: None,
@@ -303,7 +294,7 @@ mod tests {
             (
                 "retry: the next attempt goes to the tier after this one",
                 &second,
-                Origin::Job,
+                Source::Job,
                 failed,
                 Settlement {
                     prepare: None,
@@ -320,7 +311,7 @@ mod tests {
             (
                 "retry of a manual attempt: automatic, from the first tier",
                 &manual,
-                Origin::Job,
+                Source::Job,
                 failed,
                 Settlement {
                     prepare: None,
@@ -340,7 +331,7 @@ mod tests {
             (
                 "give up after the last tier",
                 &last,
-                Origin::Job,
+                Source::Job,
                 failed,
                 Settlement {
                     prepare: None,
@@ -353,7 +344,7 @@ mod tests {
             (
                 "gone: give up at any attempt, and disable the webhook",
                 &second,
-                Origin::Job,
+                Source::Job,
                 Step::Attempted(Outcome::Gone),
                 Settlement {
                     prepare: None,
@@ -366,7 +357,7 @@ mod tests {
             (
                 "hand-off: the row first, so the job finds it",
                 &fresh,
-                Origin::Fanout,
+                Source::Fanout,
                 Step::Busy,
                 Settlement {
                     prepare: Some(change(Pending, 0, Some(now), None)),
@@ -379,7 +370,7 @@ mod tests {
             (
                 "park: a row due after the first tier, no publish",
                 &fresh,
-                Origin::Fanout,
+                Source::Fanout,
                 Step::Stuck,
                 Settlement {
                     prepare: None,
@@ -392,7 +383,7 @@ mod tests {
             (
                 "defer a busy endpoint's job, unchanged, to the first tier",
                 &second,
-                Origin::Job,
+                Source::Job,
                 Step::Busy,
                 Settlement {
                     prepare: None,
@@ -409,7 +400,7 @@ mod tests {
             (
                 "defer a stuck endpoint's job the same way",
                 &last,
-                Origin::Job,
+                Source::Job,
                 Step::Stuck,
                 Settlement {
                     prepare: None,
@@ -424,9 +415,9 @@ mod tests {
                 },
             ),
         ];
-        for (branch, job, origin, step, expected) in cases {
+        for (branch, job, source, step, expected) in cases {
             assert_eq!(
-                settle(job, origin, step, &schedule(), now),
+                settle(job, source, step, &schedule(), now),
                 expected,
                 "{branch}"
             );
@@ -442,8 +433,8 @@ mod tests {
             Step::Attempted(Outcome::Failed(FailureKind::Timeout)),
         ] {
             assert_eq!(
-                settle(&fresh, Origin::Fanout, step, &schedule(), now),
-                settle(&fresh, Origin::Job, step, &schedule(), now),
+                settle(&fresh, Source::Fanout, step, &schedule(), now),
+                settle(&fresh, Source::Job, step, &schedule(), now),
                 "{step:?}"
             );
         }

@@ -8,8 +8,8 @@ use tokio_postgres::Row;
 
 use super::{Storage, StorageError};
 use crate::domain::{
-    CompanyId, CustomHeaders, DisabledReason, EndpointUrl, KeyRing, PreviousKey, Signing,
-    SigningKey, WebhookId,
+    CompanyId, CustomHeaders, DisabledReason, EndpointUrl, EventFilter, KeyRing, PreviousKey,
+    Signing, SigningKey, WebhookId,
 };
 
 /// A stored subscription. Values were validated when written.
@@ -19,7 +19,7 @@ pub struct Webhook {
     pub company_id: CompanyId,
     pub name: String,
     pub url: EndpointUrl,
-    pub events: Vec<String>,
+    pub events: Vec<EventFilter>,
     /// `None`: requests go unsigned.
     pub signing: Option<Signing>,
     /// Sent with every attempt.
@@ -42,7 +42,7 @@ pub struct NewWebhook {
     pub company_id: CompanyId,
     pub name: String,
     pub url: EndpointUrl,
-    pub events: Vec<String>,
+    pub events: Vec<EventFilter>,
     pub signing_key: Option<SigningKey>,
     pub headers: CustomHeaders,
     pub rate_limit: Option<u32>,
@@ -55,7 +55,7 @@ pub struct NewWebhook {
 pub struct WebhookChanges {
     pub name: Option<String>,
     pub url: Option<EndpointUrl>,
-    pub events: Option<Vec<String>>,
+    pub events: Option<Vec<EventFilter>>,
     pub signing_key: Option<Option<SigningKey>>,
     /// Replaces the headers (empty: none).
     pub headers: Option<CustomHeaders>,
@@ -119,7 +119,11 @@ pub(super) fn from_row(row: &Row, keys: &KeyRing) -> Result<Webhook, StorageErro
         name: row.try_get("name")?,
         // Stored URLs passed the SSRF check of their time; delivery checks resolved addresses.
         url: EndpointUrl::parse_stored(&url).map_err(|_| corrupt("url"))?,
-        events: row.try_get("events")?,
+        events: row
+            .try_get::<_, Vec<String>>("events")?
+            .iter()
+            .map(|entry| EventFilter::from_stored(entry))
+            .collect(),
         signing: open("signing_key")?.map(|key| Signing { key, previous }),
         headers: match row.try_get::<_, Option<String>>("headers")? {
             None => CustomHeaders::default(),
@@ -169,7 +173,7 @@ impl Storage {
                     &new.company_id.as_str(),
                     &new.name,
                     &new.url.as_str(),
-                    &new.events,
+                    &stored_events(&new.events),
                     &self.seal(new.signing_key.as_ref(), id),
                     &new.enabled,
                     &self.seal_headers(&new.headers, id),
@@ -232,9 +236,16 @@ impl Storage {
         match changes.enabled {
             Some(false) => {
                 let now = OffsetDateTime::now_utc();
-                super::health::disable_in(&tx, &self.keys, id, DisabledReason::Manual, now).await?;
+                super::endpoint_health::disable_in(
+                    &tx,
+                    &self.keys,
+                    id,
+                    DisabledReason::Manual,
+                    now,
+                )
+                .await?;
             }
-            Some(true) => super::health::enable_in(&tx, id).await?,
+            Some(true) => super::endpoint_health::enable_in(&tx, id).await?,
             None => {}
         }
         let (set_key, key) = match &changes.signing_key {
@@ -262,7 +273,7 @@ impl Storage {
                     &id.0,
                     &changes.name,
                     &changes.url.as_ref().map(EndpointUrl::as_str),
-                    &changes.events,
+                    &changes.events.as_deref().map(stored_events),
                     &set_key,
                     &key,
                     &changes.headers.is_some(),
@@ -449,4 +460,9 @@ impl Storage {
         tx.commit().await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
+}
+
+/// A webhook's `events` as stored: each filter as written.
+fn stored_events(filters: &[EventFilter]) -> Vec<String> {
+    filters.iter().map(ToString::to_string).collect()
 }

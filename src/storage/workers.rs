@@ -6,7 +6,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{Storage, StorageError};
-use crate::pipeline::rate::Membership;
+use crate::domain::Membership;
 
 impl Storage {
     /// Records that worker `id` is alive, forgets workers silent for a minute, and returns

@@ -221,6 +221,51 @@ async fn bad_input_gets_a_json_4xx_naming_the_field() {
     );
 }
 
+/// A JSON number with no fractional part is an integer to JSON Schema, as the OpenAPI document
+/// says `rate_limit` is: a client (or a generator of test cases) may well send `6193.0`.
+#[tokio::test]
+async fn a_whole_number_written_with_a_fraction_is_an_integer() {
+    let worker = TestWorker::start().await;
+    let (status, webhook) = worker
+        .api(
+            "POST",
+            "/v1/webhooks",
+            Some(with("rate_limit", json!(6193.0))),
+        )
+        .await;
+    assert_eq!(
+        (status, &webhook["rate_limit"]),
+        (201, &json!(6193)),
+        "{webhook}"
+    );
+    let path = format!("/v1/webhooks/{}", webhook["id"].as_str().expect("id"));
+    let (status, webhook) = worker
+        .api("PATCH", &path, Some(json!({"rate_limit": 20.0})))
+        .await;
+    assert_eq!(
+        (status, &webhook["rate_limit"]),
+        (200, &json!(20)),
+        "{webhook}"
+    );
+    for refused in [json!(1.5), json!(0), json!(10001.0), json!("20")] {
+        let (status, body) = worker
+            .api("PATCH", &path, Some(json!({ "rate_limit": refused })))
+            .await;
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (422, Some("rate_limit")),
+            "{refused}: {body}"
+        );
+        assert!(
+            !body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("line 1"),
+            "the message names the field, not a position: {body}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn hostile_queries_methods_and_paths_get_a_json_4xx() {
     let worker = TestWorker::start().await;
@@ -242,6 +287,11 @@ async fn hostile_queries_methods_and_paths_get_a_json_4xx() {
         ),
         (format!("{listing}&event_type=deal.won%00"), "event_type"),
         ("/v1/deliveries?webhook_id=nope".to_owned(), "webhook_id"),
+        (format!("{listing}&limit=0"), "limit"),
+        (format!("{listing}&limit=501"), "limit"),
+        (format!("{listing}&status=lost"), "status"),
+        (format!("{listing}&before=7"), "before"),
+        (format!("/v1/webhooks/{id}/attempts?before=x"), "before"),
     ];
     for (path, field) in cases {
         let (status, body) = worker.api("GET", &path, None).await;

@@ -4,6 +4,8 @@ use std::{process::Stdio, time::Duration};
 
 use serde_json::json;
 
+use tesoro_webhooks::retry::RetrySchedule;
+
 use crate::harness::{Reply, TestReceiver, TestWorker, queue_count, wait_until};
 
 #[tokio::test]
@@ -144,4 +146,76 @@ async fn kill_dash_nine_mid_stream_then_restart_delivers_every_event() {
     for id in &event_ids {
         worker.wait_for_status(id, &webhook_id, "succeeded").await;
     }
+}
+
+/// What the worker learned of an endpoint outlives its broker connection: after a reconnect,
+/// a hanging endpoint's new deliveries are still parked at once, not attempted into the
+/// timeout as if it were new.
+#[tokio::test]
+async fn what_was_learned_of_an_endpoint_survives_a_reconnect() {
+    let mut config = crate::harness::test_config();
+    config.delivery.timeout = Duration::from_secs(1);
+    config.delivery.max_in_flight_per_endpoint = 16;
+    // No retry comes back during the test.
+    config.delivery.retry_schedule =
+        RetrySchedule::new(vec![Duration::from_secs(60); 4]).expect("valid schedule");
+    let worker = TestWorker::start_with(config).await;
+    let hanging = TestReceiver::start().await;
+    hanging.set_default(Reply::Slow(Duration::from_secs(3), 200));
+    let webhook = worker
+        .create_webhook("cmp_learned", &hanging.url(), &["deal.won"])
+        .await;
+    let webhook_id = uuid::Uuid::parse_str(webhook["id"].as_str().expect("id")).expect("uuid");
+    // Eight attempts that run into the timeout: on average the endpoint hangs.
+    for n in 0..8 {
+        worker
+            .publish("deal.won", "cmp_learned", json!({ "n": n }))
+            .await;
+    }
+    wait_until("eight attempts timed out", || async {
+        let row = worker
+            .db
+            .query_one(
+                "SELECT count(*) FROM deliveries WHERE webhook_id = $1 AND status = 'retrying'",
+                &[&webhook_id],
+            )
+            .await
+            .expect("count");
+        (row.get::<_, i64>(0) == 8).then_some(())
+    })
+    .await;
+
+    let prefix = worker.config.amqp.prefix.clone();
+    tokio::task::spawn_blocking(move || close_connections(&prefix))
+        .await
+        .expect("close connections");
+    // Consumed by the next session, whenever the worker notices the lost connection; sent
+    // on the test's other connection, which the close left open.
+    let (event_id, body) =
+        tesoro_webhooks::cli::envelope("deal.won", "cmp_learned", json!({}), None);
+    worker.publish_raw("deal.won", &body).await;
+    let (status, attempts, parked) = wait_until("the new delivery recorded", || async {
+        let row = worker
+            .db
+            .query_opt(
+                "SELECT status, attempt_count, parked_until IS NOT NULL FROM deliveries
+                 WHERE event_id = $1",
+                &[&event_id],
+            )
+            .await
+            .expect("query");
+        row.map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, i32>(1),
+                r.get::<_, bool>(2),
+            )
+        })
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), attempts, parked),
+        ("pending", 0, true),
+        "parked untried, as before the reconnect"
+    );
 }

@@ -397,7 +397,9 @@ async fn a_failure_of_a_webhook_disabled_meanwhile_changes_nothing() {
             company_id: CompanyId::parse("cmp_late").expect("id"),
             name: "late".into(),
             url: EndpointUrl::parse_stored("https://example.com/hook").expect("url"),
-            events: vec!["deal.won".into()],
+            events: vec![tesoro_webhooks::domain::EventFilter::Exact(
+                "deal.won".into(),
+            )],
             signing_key: None,
             headers: CustomHeaders::default(),
             rate_limit: None,

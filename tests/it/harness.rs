@@ -465,7 +465,7 @@ impl TestWorker {
         wait_until("an operational event", || async {
             let message = self.fetch(&queue).await?;
             let mut event: Value = serde_json::from_slice(&message.body).expect("json");
-            event["_type"] = json!(message.origin().1);
+            event["_type"] = json!(message.published_to().1);
             Some(event)
         })
         .await

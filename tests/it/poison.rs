@@ -68,7 +68,7 @@ async fn a_message_that_keeps_failing_is_quarantined_and_its_neighbours_flow() {
     );
     assert!(reason.contains("this row is refused"), "{reason}");
     assert_eq!(
-        quarantined.origin(),
+        quarantined.published_to(),
         (
             worker.config.amqp.events_exchange.clone(),
             "deal.won".to_owned()
@@ -181,7 +181,7 @@ async fn the_broker_moves_a_message_returned_too_often_to_quarantine() {
     let reason = quarantined.reason().expect("reason");
     assert!(reason.starts_with("delivery_limit"), "{reason}");
     assert_eq!(
-        quarantined.origin(),
+        quarantined.published_to(),
         (topology.events_exchange.clone(), "deal.won".to_owned())
     );
     let _ = connection.close(200, "done".into()).await;

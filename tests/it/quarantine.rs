@@ -174,10 +174,10 @@ async fn the_quarantine_warning_names_the_message() {
     let (_, log) = worker.terminate_process().await;
     let warning = log
         .lines()
-        .find(|line| line.contains("quarantining an unprocessable message"))
+        .find(|line| line.contains("quarantined an unprocessable message"))
         .unwrap_or_else(|| panic!("no quarantine warning in:\n{log}"));
     for part in [
-        "code=\"missing_field\"",
+        "reason=\"missing_field\"",
         "message_id=\"evt_unknown_kind\"",
         "routing_key=\"deal.won\"",
     ] {

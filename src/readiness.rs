@@ -35,11 +35,11 @@ pub struct WorkerState {
 
 /// Shared by the supervisor, which writes it, and the API, which reads it.
 #[derive(Debug, Clone)]
-pub struct Health {
+pub struct Readiness {
     state: Arc<watch::Sender<WorkerState>>,
 }
 
-impl Default for Health {
+impl Default for Readiness {
     fn default() -> Self {
         Self {
             state: Arc::new(watch::Sender::new(WorkerState::default())),
@@ -47,7 +47,7 @@ impl Default for Health {
     }
 }
 
-impl Health {
+impl Readiness {
     pub fn state(&self) -> WorkerState {
         *self.state.borrow()
     }
