@@ -15,8 +15,8 @@ use super::{
         AttemptCursor, DeliveryCursor, EventTypeText, PageLimit, StatusName, Time, WebhookFilter,
     },
     schema::{
-        AttemptPage, CommonErrors, DeliveryDetail, DeliveryPage, DeliveryStatusName, Recovered,
-        Retried,
+        Attempt, AttemptPage, CommonErrors, Delivery, DeliveryDetail, DeliveryPage,
+        DeliveryStatusName, Recovered, Retried,
     },
     webhooks::{WebhookPath, owned_webhook},
 };
@@ -175,6 +175,7 @@ pub async fn webhook_attempts(
     let before = query.before.map(|cursor| cursor.0);
     let data = state.storage.webhook_attempts(id, before, limit).await?;
     let next_before = next_cursor(data.len(), limit, data.last().map(|a| a.id));
+    let data = data.into_iter().map(Attempt::from).collect();
     Ok(Json(AttemptPage { data, next_before }))
 }
 
@@ -216,6 +217,7 @@ pub async fn list(
     }
     let data = state.storage.deliveries(&filter).await?;
     let next_before = next_cursor(data.len(), filter.limit, data.last().map(|d| d.id));
+    let data = data.into_iter().map(Delivery::from).collect();
     Ok(Json(DeliveryPage { data, next_before }))
 }
 
@@ -235,14 +237,17 @@ pub async fn get(
         d.company_id.as_str()
     })?;
     let attempts = state.storage.delivery_attempts(id).await?;
-    Ok(Json(DeliveryDetail { delivery, attempts }))
+    Ok(Json(DeliveryDetail {
+        delivery: delivery.into(),
+        attempts: attempts.into_iter().map(Attempt::from).collect(),
+    }))
 }
 
 /// One attempt of a delivery, with its request and response bodies whole.
 #[utoipa::path(get, operation_id = "getAttempt",
     path = "/deliveries/{id}/attempts/{number}", tag = "deliveries",
     security(("bearer" = [])), params(AttemptPath, ScopeQuery),
-    responses((status = 200, body = crate::storage::AttemptView), CommonErrors))]
+    responses((status = 200, body = Attempt), CommonErrors))]
 pub async fn attempt(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
@@ -263,7 +268,7 @@ pub async fn attempt(
         .delivery_attempt(id, number)
         .await?
         .ok_or_else(|| ApiError::not_found("attempt"))?;
-    Ok(Json(attempt))
+    Ok(Json(Attempt::from(attempt)))
 }
 
 fn publisher(state: &ApiState) -> Result<Publisher, ApiError> {

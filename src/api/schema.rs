@@ -15,7 +15,10 @@ use utoipa::{
 };
 use uuid::Uuid;
 
-use crate::storage::{ApiToken, AttemptView, DeliveryView};
+use crate::{
+    domain::{CompanyId, TokenId},
+    storage::{ApiToken, AttemptView, DeliveryView},
+};
 
 /// `{"error": {...}}`, the body of every 4xx and 5xx.
 #[derive(Serialize, ToSchema)]
@@ -81,16 +84,149 @@ pub struct Page<T: ToSchema> {
     pub data: Vec<T>,
 }
 
+/// One attempt as users see it in the log: time, event type, status, retries, bodies.
+#[derive(Serialize, ToSchema)]
+pub struct Attempt {
+    /// Also the paging cursor: pass it as `before` for older attempts.
+    pub id: i64,
+    pub delivery_id: Uuid,
+    pub webhook_id: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub attempt_number: i32,
+    /// Attempts before this one: the log's "number of retries".
+    pub retries: i32,
+    pub trigger: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub attempted_at: OffsetDateTime,
+    pub duration_ms: i32,
+    pub response_status: Option<i32>,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    /// `[name, value]` pairs, in the order sent.
+    #[schema(value_type = Vec<Vec<String>>)]
+    pub request_headers: serde_json::Value,
+    /// In listings, the first 4 KiB (`BODY_PREVIEW`; see `body_preview`).
+    pub request_body: String,
+    /// Bytes of the whole request body.
+    pub request_body_size: i32,
+    /// `[name, value]` pairs, in the order received.
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
+    pub response_headers: Option<serde_json::Value>,
+    /// In listings, the first 4 KiB of what was kept.
+    pub response_body: Option<String>,
+    /// Bytes of the response body kept (at most `delivery.max_response_body`).
+    pub response_body_size: Option<i32>,
+    /// The endpoint sent more than was kept, or the body was cut short by the deadline.
+    pub response_body_truncated: bool,
+    /// A body here is a preview, shorter than its size: ask for the one attempt to see it all.
+    pub body_preview: bool,
+    pub delivery_status: String,
+}
+
+impl From<AttemptView> for Attempt {
+    fn from(row: AttemptView) -> Self {
+        Self {
+            id: row.id,
+            delivery_id: row.delivery_id,
+            webhook_id: row.webhook_id,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            attempt_number: row.attempt_number,
+            retries: row.retries,
+            trigger: row.trigger,
+            attempted_at: row.attempted_at,
+            duration_ms: row.duration_ms,
+            response_status: row.response_status,
+            error_kind: row.error_kind,
+            error_message: row.error_message,
+            request_headers: row.request_headers,
+            request_body: row.request_body,
+            request_body_size: row.request_body_size,
+            response_headers: row.response_headers,
+            response_body: row.response_body,
+            response_body_size: row.response_body_size,
+            response_body_truncated: row.response_body_truncated,
+            body_preview: row.body_preview,
+            delivery_status: row.delivery_status,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub webhook_id: Uuid,
+    pub company_id: String,
+    pub status: String,
+    pub attempt_count: i32,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<DeliveryView> for Delivery {
+    fn from(row: DeliveryView) -> Self {
+        Self {
+            id: row.id,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            webhook_id: row.webhook_id,
+            company_id: row.company_id,
+            status: row.status,
+            attempt_count: row.attempt_count,
+            last_status: row.last_status,
+            last_error: row.last_error,
+            next_attempt_at: row.next_attempt_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// A company token as listed: never the token itself.
+#[derive(Serialize, ToSchema)]
+pub struct Token {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: TokenId,
+    #[schema(value_type = String)]
+    pub company_id: CompanyId,
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl From<ApiToken> for Token {
+    fn from(row: ApiToken) -> Self {
+        Self {
+            id: row.id,
+            company_id: row.company_id,
+            name: row.name,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct AttemptPage {
-    pub data: Vec<AttemptView>,
+    pub data: Vec<Attempt>,
     /// Pass as `before` for the next page; null on the last one.
     pub next_before: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct DeliveryPage {
-    pub data: Vec<DeliveryView>,
+    pub data: Vec<Delivery>,
     /// Pass as `before` for the next page; null on the last one.
     pub next_before: Option<Uuid>,
 }
@@ -99,8 +235,8 @@ pub struct DeliveryPage {
 #[derive(Serialize, ToSchema)]
 pub struct DeliveryDetail {
     #[serde(flatten)]
-    pub delivery: DeliveryView,
-    pub attempts: Vec<AttemptView>,
+    pub delivery: Delivery,
+    pub attempts: Vec<Attempt>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -120,7 +256,7 @@ pub struct Recovered {
 #[derive(Serialize, ToSchema)]
 pub struct IssuedToken {
     #[serde(flatten)]
-    pub listed: ApiToken,
+    pub listed: Token,
     /// `twk_...`: give it as `Authorization: Bearer <token>`.
     pub token: String,
 }

@@ -14,10 +14,9 @@ use super::{
     error::ApiError,
     extract::{ApiPath, OptionalJson},
     params::{Name, Time},
-    schema::{CommonErrors, IssuedToken, Page},
+    schema::{CommonErrors, IssuedToken, Page, Token},
 };
 use crate::domain::{CompanyId, CompanyToken, TokenId};
-use crate::storage::ApiToken;
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -87,7 +86,7 @@ pub async fn issue(
         .create_token(&company, &name, &token.hash(), expires_at)
         .await?;
     let issued = IssuedToken {
-        listed: issued,
+        listed: issued.into(),
         token: token.expose().to_owned(),
     };
     Ok((StatusCode::CREATED, Json(issued)))
@@ -97,14 +96,15 @@ pub async fn issue(
 #[utoipa::path(get, operation_id = "listTokens",
     path = "/companies/{company_id}/tokens", tag = "tokens",
     security(("bearer" = [])), params(CompanyPath),
-    responses((status = 200, body = Page<ApiToken>), CommonErrors))]
+    responses((status = 200, body = Page<Token>), CommonErrors))]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     principal: Principal,
     ApiPath(company_id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require_admin()?;
-    let data = state.storage.company_tokens(&company(company_id)?).await?;
+    let tokens = state.storage.company_tokens(&company(company_id)?).await?;
+    let data = tokens.into_iter().map(Token::from).collect();
     Ok(Json(Page { data }))
 }
 

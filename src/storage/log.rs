@@ -1,6 +1,5 @@
 //! The read side of the delivery log: attempts and deliveries as the API and CLI show them.
 
-use serde::Serialize;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -8,8 +7,8 @@ use uuid::Uuid;
 use super::{Storage, StorageError};
 use crate::domain::{CompanyId, DeliveryId, DeliveryStatus, WebhookId};
 
-/// One attempt as users see it in the log: time, event type, status, retries, bodies.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// One attempt as the log shows it (the API's body is `api::schema::Attempt`).
+#[derive(Debug, Clone)]
 pub struct AttemptView {
     /// Also the paging cursor: pass it as `before` for older attempts.
     pub id: i64,
@@ -21,21 +20,18 @@ pub struct AttemptView {
     /// Attempts before this one: the log's "number of retries".
     pub retries: i32,
     pub trigger: String,
-    #[serde(with = "time::serde::rfc3339")]
     pub attempted_at: OffsetDateTime,
     pub duration_ms: i32,
     pub response_status: Option<i32>,
     pub error_kind: Option<String>,
     pub error_message: Option<String>,
     /// `[name, value]` pairs, in the order sent.
-    #[schema(value_type = Vec<Vec<String>>)]
     pub request_headers: serde_json::Value,
     /// In listings, the first 4 KiB (`BODY_PREVIEW`; see `body_preview`).
     pub request_body: String,
     /// Bytes of the whole request body.
     pub request_body_size: i32,
     /// `[name, value]` pairs, in the order received.
-    #[schema(value_type = Option<Vec<Vec<String>>>)]
     pub response_headers: Option<serde_json::Value>,
     /// In listings, the first 4 KiB of what was kept.
     pub response_body: Option<String>,
@@ -59,7 +55,8 @@ enum Bodies {
     Whole,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
+/// One delivery as the log shows it (the API's body is `api::schema::Delivery`).
 pub struct DeliveryView {
     pub id: Uuid,
     pub event_id: String,
@@ -70,11 +67,8 @@ pub struct DeliveryView {
     pub attempt_count: i32,
     pub last_status: Option<i32>,
     pub last_error: Option<String>,
-    #[serde(with = "time::serde::rfc3339::option")]
     pub next_attempt_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
 

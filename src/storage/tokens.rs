@@ -7,16 +7,12 @@ use super::{Storage, StorageError};
 use crate::domain::{CompanyId, TokenId};
 
 /// A token as listed: never the token itself.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ApiToken {
-    #[schema(value_type = String, format = Uuid)]
     pub id: TokenId,
-    #[schema(value_type = String)]
     pub company_id: CompanyId,
     pub name: String,
-    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
 }
 
