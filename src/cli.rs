@@ -41,8 +41,6 @@ pub enum Command {
     /// Inspect and clear messages that could not be processed.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
-    /// Load benchmark against the real broker and database (its own prefix and database).
-    Bench(crate::bench::BenchArgs),
     /// Print a fresh key for `security.secret_keys` (it encrypts webhook secrets at rest).
     Keygen,
     /// Exit 0 when the worker at `api.listen` answers /healthz (a container's HEALTHCHECK).
@@ -52,14 +50,6 @@ pub enum Command {
         /// Count what would be removed; change nothing.
         #[arg(long)]
         dry_run: bool,
-    },
-    /// The benchmark's bare consume → POST → ack loop (started by `bench --baseline`).
-    #[command(hide = true)]
-    BenchBaseline {
-        #[arg(long)]
-        queue: String,
-        #[arg(long)]
-        url: String,
     },
 }
 
@@ -152,20 +142,6 @@ impl Cli {
             Command::Prune { dry_run } => prune(&config, dry_run).await,
             Command::Healthcheck => healthcheck(&config).await,
             Command::Quarantine(command) => quarantine(&config, command).await,
-            Command::Bench(args) => {
-                let interrupted = CancellationToken::new();
-                tokio::spawn({
-                    let interrupted = interrupted.clone();
-                    async move {
-                        stop_signal().await;
-                        interrupted.cancel();
-                    }
-                });
-                crate::bench::run(config, self.config.as_deref(), args, interrupted).await
-            }
-            Command::BenchBaseline { queue, url } => {
-                testkit::baseline::run(&config.amqp.url, &queue, &url, config.amqp.prefetch).await
-            }
         }
     }
 }
@@ -204,7 +180,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Returns on SIGINT or SIGTERM.
-async fn stop_signal() {
+pub async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let terminate = async {

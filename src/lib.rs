@@ -32,12 +32,12 @@
 //! about webhooks), [`recovery`], [`retention`], [`workers`] (the live workers' heartbeat), [`app`], [`cli`],
 //! [`telemetry`], [`metrics`], [`internal_events`] (the notable events, each logged and counted by
 //! one value), [`readiness`] (readiness, and the signal that pauses the consumers
-//! during an outage). [`bench`] is the load benchmark.
+//! during an outage). The load benchmark is the
+//! `tesoro-bench` crate of the workspace (`bench/`).
 
 pub mod api;
 pub mod app;
 pub mod backoff;
-pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;

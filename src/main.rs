@@ -16,11 +16,7 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", telemetry::error_line(error.as_ref()));
-            if error.is::<tesoro_webhooks::bench::Interrupted>() {
-                std::process::ExitCode::from(130)
-            } else {
-                std::process::ExitCode::FAILURE
-            }
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -4,7 +4,6 @@
 
 mod acks;
 mod api;
-mod bench;
 mod connect;
 mod contract;
 mod crash;

@@ -1,7 +1,9 @@
-//! `tesoro-webhooks bench`: the load benchmark against the real broker and database.
+//! `tesoro-bench`: the load benchmark of tesoro-webhooks, against the real broker and database.
+//! A crate of its own, so that the worker's dependencies are what it runs.
 //!
 //! It creates its own prefix, events exchange and database, starts a receiver on 127.0.0.1,
-//! runs the worker binary as a child process (so its CPU and memory are measured alone),
+//! runs the worker binary (`tesoro-webhooks`, found beside this one unless `--worker` names
+//! it) as a child process (so its CPU and memory are measured alone),
 //! publishes `--events` envelopes (as fast as confirms allow, or at `--rate` per second, open
 //! loop), and reports deliveries/s at steady state, publish→receive latency, worker CPU per
 //! 1,000 deliveries and peak RSS. `--baseline` repeats the run with a bare consume → POST → ack
@@ -16,7 +18,7 @@ mod report;
 
 use std::{
     collections::VecDeque,
-    path::Path,
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -31,16 +33,16 @@ use testkit::{
     receiver::{self, Arrivals},
 };
 
-use crate::{
+use process::Measured;
+use reads::{ReadTimes, Reader};
+pub use report::Report;
+use report::{Phase, Preloading, Pruning};
+use tesoro_webhooks::{
     broker::Broker,
     config::Config,
     domain::{CompanyId, EndpointUrl, SigningKey, SigningSecret, WebhookId},
     storage::{self, NewWebhook, Storage, WebhookChanges},
 };
-use process::Measured;
-use reads::{ReadTimes, Reader};
-pub use report::Report;
-use report::{Phase, Preloading, Pruning};
 
 const EVENT_TYPE: &str = "deal.won";
 const COMPANY: &str = "cmp_bench";
@@ -123,7 +125,7 @@ impl Setup {
             ("API__ADMIN_TOKEN", admin_token.clone()),
         ]
         .into_iter()
-        .map(|(k, v)| (format!("{}{k}", crate::config::ENV_PREFIX), v))
+        .map(|(k, v)| (format!("{}{k}", tesoro_webhooks::config::ENV_PREFIX), v))
         .collect();
         Ok(Self {
             database,
@@ -135,6 +137,16 @@ impl Setup {
             env,
         })
     }
+}
+
+/// The binaries a run starts, and the configuration file both are given.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// The worker under test (`tesoro-webhooks`).
+    pub worker: PathBuf,
+    /// This benchmark's own binary, whose `baseline` command is the bare loop.
+    pub bench: PathBuf,
+    pub config: Option<PathBuf>,
 }
 
 /// A run stopped by SIGINT or SIGTERM before it had figures. The binary exits with 130, as a
@@ -154,7 +166,7 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// quorum queues, their messages and its database.
 pub async fn run(
     config: Config,
-    config_path: Option<&Path>,
+    programs: Programs,
     args: BenchArgs,
     interrupted: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -189,7 +201,7 @@ pub async fn run(
     let result = tokio::select! {
         biased;
         () = interrupted.cancelled() => None,
-        result = connect_and_measure(&setup, config_path, &args, &mut opened) => Some(result),
+        result = connect_and_measure(&setup, &programs, &args, &mut opened) => Some(result),
     };
     let left_behind = tokio::time::timeout(CLEANUP_TIMEOUT, remove(&setup, opened))
         .await
@@ -229,7 +241,7 @@ struct Opened {
 
 async fn connect_and_measure(
     setup: &Setup,
-    config_path: Option<&Path>,
+    programs: &Programs,
     args: &BenchArgs,
     opened: &mut Opened,
 ) -> anyhow::Result<Report> {
@@ -241,13 +253,17 @@ async fn connect_and_measure(
         )
         .await?,
     );
-    let broker = opened
-        .broker
-        .insert(Broker::connect(&setup.config.amqp, crate::app::topology(&setup.config)).await?);
+    let broker = opened.broker.insert(
+        Broker::connect(
+            &setup.config.amqp,
+            tesoro_webhooks::app::topology(&setup.config),
+        )
+        .await?,
+    );
     let client = opened
         .client
         .insert(Client::connect(&setup.config.amqp.url).await?);
-    measure(setup, config_path, args, storage, broker, client).await
+    measure(setup, programs, args, storage, broker, client).await
 }
 
 /// Removes the run's queues, exchanges and database; returns what could not be removed.
@@ -281,7 +297,7 @@ async fn remove(setup: &Setup, opened: Opened) -> Vec<String> {
 
 async fn measure(
     setup: &Setup,
-    config_path: Option<&Path>,
+    programs: &Programs,
     args: &BenchArgs,
     storage: &Storage,
     broker: &Broker,
@@ -309,7 +325,7 @@ async fn measure(
     let healthy_deliveries = u64::from(args.events) * u64::from(args.webhooks);
 
     let run_worker = async |run: Run, env: &[(String, String)]| {
-        let worker = Measured::spawn(&["run"], env, config_path)?;
+        let worker = Measured::spawn(&programs.worker, &["run"], env, programs.config.as_deref())?;
         run_phase(
             worker,
             broker,
@@ -339,9 +355,10 @@ async fn measure(
     };
     let (worker_phase, preloading) = match args.preload {
         Some(deliveries) => {
+            let home = healthy[0].0;
             let with_reads = async |run: Run, targets: Vec<(WebhookId, CompanyId)>| {
-                let reader =
-                    Reader::new(setup.api_base.clone(), setup.admin_token.clone(), targets)?;
+                let (base, token) = (setup.api_base.clone(), setup.admin_token.clone());
+                let reader = Reader::new(base, token, targets, home)?;
                 while_reading(&reader, run_worker(run, &setup.env)).await
             };
             let (empty, empty_reads) = with_reads(Run::WithoutPreload, healthy.clone()).await?;
@@ -392,15 +409,16 @@ async fn measure(
             .declare_tap(&setup.baseline_exchange, &setup.baseline_queue)
             .await?;
         let loop_process = Measured::spawn(
+            &programs.bench,
             &[
-                "bench-baseline",
+                "baseline",
                 "--queue",
                 &setup.baseline_queue,
                 "--url",
                 &healthy_url,
             ],
             &setup.env,
-            config_path,
+            programs.config.as_deref(),
         )?;
         // As many deliveries as the worker made: one event per delivery for the bare loop.
         let same_deliveries = BenchArgs {
@@ -479,7 +497,7 @@ enum Run {
 /// span it was created for, so the second run must not inherit the first one's), and differ
 /// by the retiring alone.
 fn retention_env(env: &[(String, String)], prune: bool) -> Vec<(String, String)> {
-    let prefix = crate::config::ENV_PREFIX;
+    let prefix = tesoro_webhooks::config::ENV_PREFIX;
     let mut env = env.to_vec();
     let mut settings = vec![
         ("RETENTION__INTERVAL", "200ms"),
@@ -510,7 +528,9 @@ async fn create_webhook(
             company_id: company.clone(),
             name: format!("bench {n}"),
             url: EndpointUrl::parse_stored(url)?,
-            events: vec![crate::domain::EventFilter::Exact(EVENT_TYPE.to_owned())],
+            events: vec![tesoro_webhooks::domain::EventFilter::Exact(
+                EVENT_TYPE.to_owned(),
+            )],
             signing_key: Some(SigningKey::Hmac(secret.clone())),
             headers: Default::default(),
             rate_limit: None,
@@ -585,7 +605,7 @@ async fn publish(
         }
         let id = receiver::event_id(run as u32, n);
         // Stamped as a CRM service stamps its events: when each happens.
-        let timestamp = crate::envelope::rfc3339(time::OffsetDateTime::now_utc());
+        let timestamp = tesoro_webhooks::envelope::rfc3339(time::OffsetDateTime::now_utc());
         let body = format!(
             r#"{{"id":"{id}","event":"{EVENT_TYPE}","timestamp":"{timestamp}","company_id":"{COMPANY}","data":{{"id":"deal_{n}","pad":"{pad}"}},"previous_data":null}}"#
         );

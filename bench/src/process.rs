@@ -18,15 +18,15 @@ pub struct Measured {
 }
 
 impl Measured {
-    /// Runs this same binary with `args`, the environment overrides in `env`, and `--config`
+    /// Runs `program` with `args`, the environment overrides in `env`, and `--config`
     /// passed through when the bench got one.
     pub fn spawn(
+        program: &Path,
         args: &[&str],
         env: &[(String, String)],
         config: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("locating this binary")?;
-        let mut command = Command::new(exe);
+        let mut command = Command::new(program);
         command.args(args);
         if let Some(config) = config {
             command.arg("--config").arg(config);

@@ -1,19 +1,53 @@
-//! The `bench` command as its users run it: it removes what it created however it ends, and
-//! refuses a run whose events the worker would quarantine.
+//! `tesoro-bench` as its users run it: it removes what it created however it ends, and
+//! refuses a run whose events the worker would quarantine. It measures the `tesoro-webhooks`
+//! binary beside it, which `cargo test` at the workspace's root builds.
 
 use std::{process::Stdio, time::Duration};
 
-use tesoro_webhooks::{app, broker::Broker};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tesoro_webhooks::{app, broker::Broker, config::Config};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Command,
+};
 
-use crate::harness::{test_config, wait_until};
+/// The worker's defaults: the services at their usual addresses.
+fn test_config() -> Config {
+    Config::defaults().expect("defaults load")
+}
+
+/// `tesoro-bench`, told where the services are.
+fn bench(config: &Config) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tesoro-bench"));
+    command
+        .env("TESORO_WEBHOOKS__AMQP__URL", &config.amqp.url)
+        .env("TESORO_WEBHOOKS__DATABASE__URL", &config.database.url)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most 30 s.
+async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// Runs `bench` with `args`, which it must refuse: exit status 1 and `why` on stderr.
 async fn refused(args: &[&str], why: &str) -> String {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
-        .arg("bench")
+    let output = bench(&test_config())
         .args(args)
-        .env("RUST_LOG", "warn")
         .output()
         .await
         .expect("run the bench");
@@ -41,11 +75,8 @@ async fn an_interrupted_bench_removes_its_queues_exchanges_and_database() {
     let config = test_config();
     // Long enough (1,000 s at 100/s) that only the interrupt can end it.
     let mut bench = Bench(
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
-            .args(["bench", "--events", "100000", "--rate", "100"])
-            .env("TESORO_WEBHOOKS__AMQP__URL", &config.amqp.url)
-            .env("TESORO_WEBHOOKS__DATABASE__URL", &config.database.url)
-            .env("RUST_LOG", "warn")
+        bench(&config)
+            .args(["--events", "100000", "--rate", "100"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -122,20 +153,9 @@ async fn an_interrupted_bench_removes_its_queues_exchanges_and_database() {
 #[tokio::test]
 async fn a_preloaded_run_reports_the_log_it_wrote_and_the_dashboard_reads_during_it() {
     let config = test_config();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tesoro-webhooks"))
-        .args([
-            "bench",
-            "--events",
-            "300",
-            "--rate",
-            "150",
-            "--preload",
-            "2000",
-        ])
+    let output = bench(&config)
+        .args(["--events", "300", "--rate", "150", "--preload", "2000"])
         .args(["--json"])
-        .env("TESORO_WEBHOOKS__AMQP__URL", &config.amqp.url)
-        .env("TESORO_WEBHOOKS__DATABASE__URL", &config.database.url)
-        .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .output()
         .await

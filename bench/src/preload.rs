@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio_postgres::Client;
 
-use crate::{
+use tesoro_webhooks::{
     config::RetentionConfig,
     domain::{CompanyId, WebhookId},
     storage::{self, Storage},
