@@ -3,7 +3,7 @@
 //! two worker processes on it, and the node that leads the events queue killed with `kill -9`
 //! under load. Its own test binary: the nodes take a core's worth of CPU while they run.
 
-#[path = "it/harness.rs"]
+#[path = "it/harness/mod.rs"]
 mod harness;
 
 use std::{

@@ -4,7 +4,7 @@
 //! binary, run after the others: it builds two PostgreSQL clusters of its own on free ports
 //! (the default one on 5432 is left alone) and removes them even when it fails.
 
-#[path = "it/harness.rs"]
+#[path = "it/harness/mod.rs"]
 mod harness;
 
 use std::{process::Command, time::Duration};

@@ -2,7 +2,7 @@
 //! restores it even when it fails. Its own test binary, run after the others by `cargo test`,
 //! and its tests one at a time (`SERIAL`): a stopped service breaks every test beside it.
 
-#[path = "it/harness.rs"]
+#[path = "it/harness/mod.rs"]
 mod harness;
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! The delivery log, manual retry, recover and replay (issue #3).
+//! The delivery log, manual retry, recover and replay.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -8,12 +8,9 @@ use crate::harness::{Reply, TestReceiver, TestWorker};
 
 /// A webhook whose endpoint fails every attempt, and one event that ends Failed.
 async fn failed_delivery(worker: &TestWorker, company: &str) -> (TestReceiver, String, String) {
-    let receiver = TestReceiver::start().await;
-    receiver.set_default(Reply::Status(500));
-    let webhook = worker
-        .create_webhook(company, &receiver.url(), &["deal.won"])
+    let (receiver, webhook_id) = worker
+        .webhook_answering(company, &["deal.won"], Reply::Status(500))
         .await;
-    let webhook_id = webhook["id"].as_str().expect("id").to_owned();
     let (event_id, _) = worker
         .publish("deal.won", company, json!({"id": "d1"}))
         .await;
@@ -146,17 +143,14 @@ async fn a_manual_retry_of_a_retrying_delivery_enqueues_nothing() {
         tesoro_webhooks::retry::RetrySchedule::new(vec![Duration::from_secs(60)])
             .expect("schedule");
     let worker = TestWorker::start_with(config).await;
-    let receiver = TestReceiver::start().await;
-    receiver.set_default(Reply::Status(500));
-    let webhook = worker
-        .create_webhook("cmp_retrying", &receiver.url(), &["deal.won"])
+    let (receiver, webhook_id) = worker
+        .webhook_answering("cmp_retrying", &["deal.won"], Reply::Status(500))
         .await;
-    let webhook_id = webhook["id"].as_str().expect("id");
     let (event_id, _) = worker.publish("deal.won", "cmp_retrying", json!({})).await;
     worker
-        .wait_for_status(&event_id, webhook_id, "retrying")
+        .wait_for_status(&event_id, &webhook_id, "retrying")
         .await;
-    let delivery = only_delivery(&worker, webhook_id).await;
+    let delivery = only_delivery(&worker, &webhook_id).await;
     let id = delivery["id"].as_str().expect("id");
 
     let (status, body) = worker
@@ -220,12 +214,10 @@ async fn a_manual_retry_that_fails_starts_the_tiers_again() {
 #[tokio::test]
 async fn recover_resends_only_the_failed_deliveries_in_the_window() {
     let worker = TestWorker::start().await;
-    let receiver = TestReceiver::start().await;
-    receiver.set_default(Reply::Status(500));
-    let webhook = worker
-        .create_webhook("cmp_rec", &receiver.url(), &["lead.*"])
+    let (receiver, webhook_id) = worker
+        .webhook_answering("cmp_rec", &["lead.*"], Reply::Status(500))
         .await;
-    let webhook_id = webhook["id"].as_str().expect("id");
+    let webhook_id = webhook_id.as_str();
     let (old_event, _) = worker.publish("lead.created", "cmp_rec", json!({})).await;
     worker
         .wait_for_status(&old_event, webhook_id, "failed")

@@ -72,29 +72,23 @@ async fn signing_keys_are_sealed_at_rest_and_still_sign() {
     let worker = TestWorker::start_with(config).await;
     let receiver = TestReceiver::start().await;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let (status, hmac) = worker
-        .api(
-            "POST",
-            "/v1/webhooks",
-            Some(
-                json!({"company_id": "cmp_sealed", "name": "hmac", "url": receiver.url(),
-                        "events": ["deal.won"], "secret": secret,
-                        "headers": {"Authorization": "Bearer hdr-credential-4711"}}),
-            ),
+    worker
+        .create_webhook_with(
+            "cmp_sealed",
+            &receiver.url(),
+            &["deal.won"],
+            json!({"secret": secret,
+                   "headers": {"Authorization": "Bearer hdr-credential-4711"}}),
         )
         .await;
-    assert_eq!(status, 201, "{hmac}");
-    let (status, ed25519) = worker
-        .api(
-            "POST",
-            "/v1/webhooks",
-            Some(
-                json!({"company_id": "cmp_sealed", "name": "ed25519", "url": receiver.url(),
-                        "events": ["deal.won"], "signature": "ed25519"}),
-            ),
+    let ed25519 = worker
+        .create_webhook_with(
+            "cmp_sealed",
+            &receiver.url(),
+            &["deal.won"],
+            json!({"signature": "ed25519"}),
         )
         .await;
-    assert_eq!(status, 201, "{ed25519}");
 
     worker
         .publish("deal.won", "cmp_sealed", json!({"id": "deal_1"}))
@@ -271,14 +265,12 @@ async fn a_rotation_signs_with_both_secrets_until_its_grace_ends() {
     let worker = TestWorker::start().await;
     let receiver = TestReceiver::start().await;
     let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let (_, webhook) = worker
-        .api(
-            "POST",
-            "/v1/webhooks",
-            Some(
-                json!({"company_id": "cmp_rot", "name": "rot", "url": receiver.url(),
-                        "events": ["deal.won"], "secret": old}),
-            ),
+    let webhook = worker
+        .create_webhook_with(
+            "cmp_rot",
+            &receiver.url(),
+            &["deal.won"],
+            json!({"secret": old}),
         )
         .await;
     let id = webhook["id"].as_str().expect("id").to_owned();
@@ -344,17 +336,14 @@ async fn a_rotation_signs_with_both_secrets_until_its_grace_ends() {
 async fn ed25519_webhooks_sign_with_v1a_and_publish_their_public_key() {
     let worker = TestWorker::start().await;
     let receiver = TestReceiver::start().await;
-    let (status, created) = worker
-        .api(
-            "POST",
-            "/v1/webhooks",
-            Some(
-                json!({"company_id": "cmp_ed", "name": "ed", "url": receiver.url(),
-                        "events": ["deal.won"], "signature": "ed25519"}),
-            ),
+    let created = worker
+        .create_webhook_with(
+            "cmp_ed",
+            &receiver.url(),
+            &["deal.won"],
+            json!({"signature": "ed25519"}),
         )
         .await;
-    assert_eq!(status, 201, "{created}");
     assert_eq!(created["signature"], "ed25519");
     assert!(
         created.get("secret").is_none(),

@@ -1,195 +1,25 @@
-//! Test harness: `TestWorker` (a whole worker on fresh broker names and a fresh database, torn
-//! down on drop), `TestReceiver` (a webhook endpoint whose replies are scripted), and
-//! `wait_until` (poll a condition against a deadline instead of sleeping a fixed time).
-
-#![allow(
-    dead_code,
-    reason = "shared by the it, outage and cluster test binaries; each uses part of it"
-)]
+//! `TestWorker`: a whole worker (in process, or as a child process) on fresh broker names and
+//! a fresh database, torn down on drop; `Prepared`, the same names with no worker; a
+//! scripted resolver for webhook host names.
 
 use std::{
     collections::VecDeque,
-    future::Future,
-    net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use axum::{
-    Router,
-    body::Bytes,
-    extract::State,
-    http::{HeaderMap, StatusCode, header::LOCATION},
-    response::{IntoResponse, Response},
-};
-use rand::Rng;
 use serde_json::{Value, json};
 use tesoro_webhooks::{
     app,
     broker::{Broker, Message, Publisher},
     config::Config,
-    retry::RetrySchedule,
     sender::{HostResolver, SystemResolver},
     storage,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-pub const TOKEN: &str = "test-admin-token";
-/// Long enough for a loaded CI machine, short enough that a hang fails the test soon.
-pub const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Polls `check` every 20 ms until it returns `Some`, or panics with `what` at the deadline.
-pub async fn wait_until<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    wait_until_within(DEADLINE, what, check).await
-}
-
-/// `wait_until` with a deadline of its own, for waits that are long by design.
-pub async fn wait_until_within<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The value of the sample `series` (a metric name with its labels, as /metrics prints it:
-/// `tesoro_webhooks_attempts_total{result="delivered"}`) in a /metrics text.
-pub fn metric(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
-
-/// One of `rabbitmqctl list_queues`' counters for `queue`: `messages` (ready plus
-/// unacknowledged), `messages_ready` or `messages_unacknowledged`. rabbitmqctl blocks for a
-/// second or so, so it runs off the runtime's threads.
-pub async fn queue_count(queue: &str, counter: &'static str) -> u64 {
-    let queue = queue.to_owned();
-    tokio::task::spawn_blocking(move || rabbitmqctl_queue_count(&queue, counter))
-        .await
-        .expect("rabbitmqctl")
-}
-
-fn rabbitmqctl_queue_count(queue: &str, counter: &str) -> u64 {
-    let output = std::process::Command::new("rabbitmqctl")
-        .args([
-            "list_queues",
-            "--no-table-headers",
-            "--silent",
-            "name",
-            counter,
-        ])
-        .output()
-        .expect("rabbitmqctl list_queues");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| {
-            let mut fields = line.split_whitespace();
-            (fields.next() == Some(queue)).then(|| fields.next()?.parse().ok())?
-        })
-        .expect("queue listed")
-}
-
-fn random_suffix() -> String {
-    let n: u64 = rand::rng().random();
-    format!("{n:016x}")
-}
-
-/// A connection of the test's own to the database at `url`, with the TLS its sslmode asks
-/// for, as the worker connects.
-pub async fn connect_db(url: &str) -> tokio_postgres::Client {
-    let target = storage::database_target(url).expect("database url");
-    let (client, connection) = target
-        .config
-        .connect(target.tls)
-        .await
-        .expect("test db connection");
-    tokio::spawn(connection);
-    client
-}
-
-/// Publishes `body` with a confirm, reconnecting (to the nodes of `amqp.url` in order) until
-/// the broker takes it: a CRM service that keeps an event until it is confirmed.
-pub async fn publish_until_confirmed(
-    config: &Config,
-    connection: &mut Option<(Broker, Publisher)>,
-    id: &str,
-    body: &[u8],
-) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if connection.is_none()
-            && let Ok(broker) = Broker::connect(&config.amqp, app::topology(config)).await
-            && let Ok(publisher) = broker.publisher().await
-        {
-            *connection = Some((broker, publisher));
-        }
-        if let Some((_, publisher)) = connection.as_ref() {
-            if publisher.publish_event("deal.won", id, body).await.is_ok() {
-                return;
-            }
-            *connection = None;
-        }
-        assert!(Instant::now() < deadline, "the broker never came back");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Publishes `events` deal.won envelopes for `company` at 300 a second, each kept until the
-/// broker confirms it (through outages and node failures); returns their ids in order.
-pub async fn publish_at_300_per_second(
-    config: &Config,
-    company: &str,
-    events: usize,
-) -> Vec<String> {
-    let mut connection = None;
-    let mut ids = Vec::with_capacity(events);
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    for n in 0..events {
-        if n % 3 == 0 {
-            tick.tick().await;
-        }
-        let (id, body) =
-            tesoro_webhooks::cli::envelope("deal.won", company, json!({ "n": n }), None);
-        publish_until_confirmed(config, &mut connection, &id, &body).await;
-        ids.push(id);
-    }
-    ids
-}
-
-/// The shortest wait of the tests' retry tier: 200 ms less its 10 % jitter.
-pub const SHORTEST_RETRY: Duration = Duration::from_millis(180);
-
-/// A config on fresh names: prefix, events exchange, database; a 200 ms retry schedule.
-pub fn test_config() -> Config {
-    let suffix = random_suffix();
-    let mut config = Config::defaults().expect("defaults load");
-    config.amqp.prefix = format!("test_{suffix}");
-    config.amqp.events_exchange = format!("test_{suffix}.crm-events");
-    config.amqp.prefetch = 64;
-    // Few tries, so a failing message reaches quarantine within about 1.5 s.
-    config.amqp.delivery_limit = 5;
-    config.database.url = format!("postgres://postgres@127.0.0.1:5432/tw_test_{suffix}");
-    config.api.admin_token = TOKEN.into();
-    config.delivery.retry_schedule =
-        RetrySchedule::new(vec![Duration::from_millis(200); 4]).expect("valid schedule");
-    config.delivery.timeout = Duration::from_secs(2);
-    config.delivery.allow_private_targets = true;
-    config
-}
+use super::*;
 
 pub struct TestWorker {
     pub config: Config,
@@ -367,15 +197,42 @@ impl TestWorker {
 
     /// Creates a webhook for `company` pointing at `url`; returns its JSON.
     pub async fn create_webhook(&self, company: &str, url: &str, events: &[&str]) -> Value {
-        let (status, body) = self
-            .api(
-                "POST",
-                "/v1/webhooks",
-                Some(json!({"company_id": company, "name": "test", "url": url, "events": events})),
-            )
-            .await;
+        self.create_webhook_with(company, url, events, json!({}))
+            .await
+    }
+
+    /// `create_webhook` with more members in its body (`{"secret": ...}`, `{"signature":
+    /// "ed25519"}`).
+    pub async fn create_webhook_with(
+        &self,
+        company: &str,
+        url: &str,
+        events: &[&str],
+        more: Value,
+    ) -> Value {
+        let mut webhook =
+            json!({"company_id": company, "name": "test", "url": url, "events": events});
+        for (member, value) in more.as_object().expect("an object") {
+            webhook[member] = value.clone();
+        }
+        let (status, body) = self.api("POST", "/v1/webhooks", Some(webhook)).await;
         assert_eq!(status, 201, "{body}");
         body
+    }
+
+    /// A webhook of `company` for `events` on a new receiver that answers `reply`: the
+    /// receiver and the webhook's id.
+    pub async fn webhook_answering(
+        &self,
+        company: &str,
+        events: &[&str],
+        reply: Reply,
+    ) -> (TestReceiver, String) {
+        let receiver = TestReceiver::start().await;
+        receiver.set_default(reply);
+        let webhook = self.create_webhook(company, &receiver.url(), events).await;
+        let id = webhook["id"].as_str().expect("id").to_owned();
+        (receiver, id)
     }
 
     /// Two webhooks of `company` for deal.won: `ok` on a receiver that answers 200, `bad` on
@@ -796,207 +653,6 @@ impl HostResolver for ScriptedResolver {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such host")
         })))
     }
-}
-
-/// How a `TestReceiver` answers one request.
-#[derive(Debug, Clone)]
-pub enum Reply {
-    Status(u16),
-    /// Answer `status` after `delay`.
-    Slow(Duration, u16),
-    /// A 302 to this location.
-    Redirect(String),
-    /// `status` with a `Retry-After` header of this value.
-    RetryAfter(u16, String),
-    /// `status` and the start of the body at once, the rest of the body after `pause`.
-    Trickle {
-        status: u16,
-        first: &'static str,
-        pause: Duration,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub at: Instant,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Received {
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-struct ReceiverState {
-    received: Mutex<Vec<Received>>,
-    script: Mutex<VecDeque<Reply>>,
-    default: Mutex<Reply>,
-}
-
-/// A webhook endpoint on 127.0.0.1: records every request, answers from its script, then
-/// with its default reply (200 unless changed).
-#[derive(Clone)]
-pub struct TestReceiver {
-    addr: SocketAddr,
-    state: Arc<ReceiverState>,
-}
-
-impl TestReceiver {
-    pub async fn start() -> Self {
-        let state = Arc::new(ReceiverState {
-            received: Mutex::new(Vec::new()),
-            script: Mutex::new(VecDeque::new()),
-            default: Mutex::new(Reply::Status(200)),
-        });
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind receiver");
-        let addr = listener.local_addr().expect("addr");
-        let app = Router::new().fallback(receive).with_state(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { addr, state }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    /// Replies for the next requests, in order.
-    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
-        self.state.script.lock().expect("lock").extend(replies);
-    }
-
-    pub fn set_default(&self, reply: Reply) {
-        *self.state.default.lock().expect("lock") = reply;
-    }
-
-    pub fn received(&self) -> Vec<Received> {
-        self.state.received.lock().expect("lock").clone()
-    }
-
-    /// How many of the events `ids` never arrived (by their `webhook-id`).
-    pub fn missing(&self, ids: &[String]) -> usize {
-        let received: std::collections::HashSet<String> = self
-            .received()
-            .iter()
-            .map(|r| r.header("webhook-id").to_owned())
-            .collect();
-        ids.iter().filter(|id| !received.contains(*id)).count()
-    }
-
-    /// Waits until at least `n` requests arrived; returns them all.
-    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        wait_until(&format!("{n} requests at {}", self.url()), || async {
-            let received = self.received();
-            (received.len() >= n).then_some(received)
-        })
-        .await
-    }
-}
-
-async fn receive(
-    State(state): State<Arc<ReceiverState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    state.received.lock().expect("lock").push(Received {
-        at: Instant::now(),
-        headers,
-        body,
-    });
-    let scripted = state.script.lock().expect("lock").pop_front();
-    let reply = scripted.unwrap_or_else(|| state.default.lock().expect("lock").clone());
-    match reply {
-        Reply::Status(code) => status(code).into_response(),
-        Reply::Slow(delay, code) => {
-            tokio::time::sleep(delay).await;
-            status(code).into_response()
-        }
-        Reply::Redirect(location) => {
-            (StatusCode::FOUND, [(LOCATION, location)], "moved").into_response()
-        }
-        Reply::RetryAfter(code, wait) => {
-            let code = StatusCode::from_u16(code).expect("valid status");
-            (code, [(axum::http::header::RETRY_AFTER, wait)], "later").into_response()
-        }
-        Reply::Trickle {
-            status,
-            first,
-            pause,
-        } => {
-            use futures_util::StreamExt;
-            let head =
-                futures_util::stream::once(async move { Bytes::from_static(first.as_bytes()) });
-            let rest = futures_util::stream::once(async move {
-                tokio::time::sleep(pause).await;
-                Bytes::from_static(b" and the rest")
-            });
-            let body = axum::body::Body::from_stream(
-                head.chain(rest).map(Ok::<_, std::convert::Infallible>),
-            );
-            (StatusCode::from_u16(status).expect("valid status"), body).into_response()
-        }
-    }
-}
-
-fn status(code: u16) -> (StatusCode, &'static str) {
-    (
-        StatusCode::from_u16(code).expect("valid status"),
-        "receiver says hello",
-    )
-}
-
-/// A fresh, migrated database and no worker: for storage-level tests. Dropped on drop.
-pub struct TestDatabase {
-    pub storage: storage::Storage,
-    pub db: tokio_postgres::Client,
-    pub url: String,
-}
-
-impl TestDatabase {
-    pub async fn create() -> Self {
-        let config = test_config();
-        let storage = storage::Storage::connect(&config.database, config.security.secret_keys)
-            .await
-            .expect("database created");
-        storage
-            .create_partitions_ahead(config.retention.partition)
-            .await
-            .expect("partitions");
-        let db = connect_db(&config.database.url).await;
-        Self {
-            storage,
-            db,
-            url: config.database.url,
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let url = self.url.clone();
-        clean_up(async move {
-            let _ = storage::drop_database(&url).await;
-        });
-    }
-}
-
-/// Runs `work` to completion from `Drop`, which may run inside the test's runtime (where
-/// blocking on it is not allowed): on a thread of its own, with a runtime of its own.
-fn clean_up(work: impl Future<Output = ()> + Send + 'static) {
-    let cleanup = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("cleanup runtime")
-            .block_on(work);
-    });
-    let _ = cleanup.join();
 }
 
 /// Every event of `ids` reached the receiver, and nothing was quarantined.
