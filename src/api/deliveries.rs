@@ -216,7 +216,7 @@ pub async fn list(
         ));
     }
     let data = state.storage.deliveries(&filter).await?;
-    let next_before = next_cursor(data.len(), filter.limit, data.last().map(|d| d.id));
+    let next_before = next_cursor(data.len(), filter.limit, data.last().map(|d| d.id.0));
     let data = data.into_iter().map(Delivery::from).collect();
     Ok(Json(DeliveryPage { data, next_before }))
 }

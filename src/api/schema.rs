@@ -15,10 +15,7 @@ use utoipa::{
 };
 use uuid::Uuid;
 
-use crate::{
-    domain::{CompanyId, TokenId},
-    storage::{ApiToken, AttemptView, DeliveryView},
-};
+use crate::storage::{ApiToken, AttemptView, DeliveryView};
 
 /// `{"error": {...}}`, the body of every 4xx and 5xx.
 #[derive(Serialize, ToSchema)]
@@ -93,14 +90,16 @@ pub struct Attempt {
     pub webhook_id: Uuid,
     pub event_id: String,
     pub event_type: String,
-    pub attempt_number: i32,
+    /// From 1.
+    pub attempt_number: u32,
     /// Attempts before this one: the log's "number of retries".
-    pub retries: i32,
-    pub trigger: String,
+    pub retries: u32,
+    /// `automatic` (the event or a retry tier) or `manual`.
+    pub trigger: &'static str,
     #[serde(with = "time::serde::rfc3339")]
     pub attempted_at: OffsetDateTime,
-    pub duration_ms: i32,
-    pub response_status: Option<i32>,
+    pub duration_ms: u64,
+    pub response_status: Option<u16>,
     pub error_kind: Option<String>,
     pub error_message: Option<String>,
     /// `[name, value]` pairs, in the order sent.
@@ -109,34 +108,36 @@ pub struct Attempt {
     /// In listings, the first 4 KiB (`BODY_PREVIEW`; see `body_preview`).
     pub request_body: String,
     /// Bytes of the whole request body.
-    pub request_body_size: i32,
+    pub request_body_size: u64,
     /// `[name, value]` pairs, in the order received.
     #[schema(value_type = Option<Vec<Vec<String>>>)]
     pub response_headers: Option<serde_json::Value>,
     /// In listings, the first 4 KiB of what was kept.
     pub response_body: Option<String>,
     /// Bytes of the response body kept (at most `delivery.max_response_body`).
-    pub response_body_size: Option<i32>,
+    pub response_body_size: Option<u64>,
     /// The endpoint sent more than was kept, or the body was cut short by the deadline.
     pub response_body_truncated: bool,
     /// A body here is a preview, shorter than its size: ask for the one attempt to see it all.
     pub body_preview: bool,
-    pub delivery_status: String,
+    /// The delivery's status now.
+    #[schema(value_type = DeliveryStatusName)]
+    pub delivery_status: &'static str,
 }
 
 impl From<AttemptView> for Attempt {
     fn from(row: AttemptView) -> Self {
         Self {
             id: row.id,
-            delivery_id: row.delivery_id,
-            webhook_id: row.webhook_id,
-            event_id: row.event_id,
+            delivery_id: row.delivery_id.0,
+            webhook_id: row.webhook_id.0,
+            event_id: row.event_id.as_str().to_owned(),
             event_type: row.event_type,
             attempt_number: row.attempt_number,
-            retries: row.retries,
-            trigger: row.trigger,
+            retries: row.attempt_number.saturating_sub(1),
+            trigger: row.trigger.as_str(),
             attempted_at: row.attempted_at,
-            duration_ms: row.duration_ms,
+            duration_ms: u64::try_from(row.duration.as_millis()).unwrap_or(u64::MAX),
             response_status: row.response_status,
             error_kind: row.error_kind,
             error_message: row.error_message,
@@ -148,7 +149,7 @@ impl From<AttemptView> for Attempt {
             response_body_size: row.response_body_size,
             response_body_truncated: row.response_body_truncated,
             body_preview: row.body_preview,
-            delivery_status: row.delivery_status,
+            delivery_status: row.delivery_status.as_str(),
         }
     }
 }
@@ -160,9 +161,11 @@ pub struct Delivery {
     pub event_type: String,
     pub webhook_id: Uuid,
     pub company_id: String,
-    pub status: String,
-    pub attempt_count: i32,
-    pub last_status: Option<i32>,
+    #[schema(value_type = DeliveryStatusName)]
+    pub status: &'static str,
+    pub attempt_count: u32,
+    /// The last attempt's HTTP status; null when it got no response (see `last_error`).
+    pub last_status: Option<u16>,
     pub last_error: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub next_attempt_at: Option<OffsetDateTime>,
@@ -175,12 +178,12 @@ pub struct Delivery {
 impl From<DeliveryView> for Delivery {
     fn from(row: DeliveryView) -> Self {
         Self {
-            id: row.id,
-            event_id: row.event_id,
+            id: row.id.0,
+            event_id: row.event_id.as_str().to_owned(),
             event_type: row.event_type,
-            webhook_id: row.webhook_id,
-            company_id: row.company_id,
-            status: row.status,
+            webhook_id: row.webhook_id.0,
+            company_id: row.company_id.as_str().to_owned(),
+            status: row.status.as_str(),
             attempt_count: row.attempt_count,
             last_status: row.last_status,
             last_error: row.last_error,
@@ -194,10 +197,8 @@ impl From<DeliveryView> for Delivery {
 /// A company token as listed: never the token itself.
 #[derive(Serialize, ToSchema)]
 pub struct Token {
-    #[schema(value_type = String, format = Uuid)]
-    pub id: TokenId,
-    #[schema(value_type = String)]
-    pub company_id: CompanyId,
+    pub id: Uuid,
+    pub company_id: String,
     pub name: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -208,8 +209,8 @@ pub struct Token {
 impl From<ApiToken> for Token {
     fn from(row: ApiToken) -> Self {
         Self {
-            id: row.id,
-            company_id: row.company_id,
+            id: row.id.0,
+            company_id: row.company_id.as_str().to_owned(),
             name: row.name,
             created_at: row.created_at,
             expires_at: row.expires_at,

@@ -2,46 +2,40 @@
 
 use time::OffsetDateTime;
 use tokio_postgres::Row;
-use uuid::Uuid;
 
 use super::{Storage, StorageError};
-use crate::domain::{CompanyId, DeliveryId, DeliveryStatus, WebhookId};
+use std::time::Duration;
 
-/// One attempt as the log shows it (the API's body is `api::schema::Attempt`).
+use crate::domain::{CompanyId, DeliveryId, DeliveryStatus, EventId, Trigger, WebhookId};
+
+/// One attempt as the log holds it; `api::schema::Attempt` is what the API shows of it.
 #[derive(Debug, Clone)]
 pub struct AttemptView {
-    /// Also the paging cursor: pass it as `before` for older attempts.
+    /// Also the paging cursor.
     pub id: i64,
-    pub delivery_id: Uuid,
-    pub webhook_id: Uuid,
-    pub event_id: String,
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub event_id: EventId,
     pub event_type: String,
-    pub attempt_number: i32,
-    /// Attempts before this one: the log's "number of retries".
-    pub retries: i32,
-    pub trigger: String,
+    pub attempt_number: u32,
+    pub trigger: Trigger,
     pub attempted_at: OffsetDateTime,
-    pub duration_ms: i32,
-    pub response_status: Option<i32>,
+    pub duration: Duration,
+    pub response_status: Option<u16>,
     pub error_kind: Option<String>,
     pub error_message: Option<String>,
-    /// `[name, value]` pairs, in the order sent.
+    /// `[name, value]` pairs.
     pub request_headers: serde_json::Value,
-    /// In listings, the first 4 KiB (`BODY_PREVIEW`; see `body_preview`).
+    /// In listings, a preview (`BODY_PREVIEW`).
     pub request_body: String,
-    /// Bytes of the whole request body.
-    pub request_body_size: i32,
-    /// `[name, value]` pairs, in the order received.
+    pub request_body_size: u64,
     pub response_headers: Option<serde_json::Value>,
-    /// In listings, the first 4 KiB of what was kept.
     pub response_body: Option<String>,
-    /// Bytes of the response body kept (at most `delivery.max_response_body`).
-    pub response_body_size: Option<i32>,
-    /// The endpoint sent more than was kept, or the body was cut short by the deadline.
+    pub response_body_size: Option<u64>,
     pub response_body_truncated: bool,
-    /// A body here is a preview, shorter than its size: ask for the one attempt to see it all.
+    /// A body here is shorter than its size.
     pub body_preview: bool,
-    pub delivery_status: String,
+    pub delivery_status: DeliveryStatus,
 }
 
 /// Bytes of each body an attempt listing shows: a page of 500 attempts of 1 MiB events stays
@@ -55,17 +49,18 @@ enum Bodies {
     Whole,
 }
 
+/// One delivery as the log holds it; `api::schema::Delivery` is what the API shows of it.
 #[derive(Debug, Clone)]
-/// One delivery as the log shows it (the API's body is `api::schema::Delivery`).
 pub struct DeliveryView {
-    pub id: Uuid,
-    pub event_id: String,
+    pub id: DeliveryId,
+    pub event_id: EventId,
     pub event_type: String,
-    pub webhook_id: Uuid,
-    pub company_id: String,
-    pub status: String,
-    pub attempt_count: i32,
-    pub last_status: Option<i32>,
+    pub webhook_id: WebhookId,
+    pub company_id: CompanyId,
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    /// The last attempt's HTTP status, and its error when it had no response.
+    pub last_status: Option<u16>,
     pub last_error: Option<String>,
     pub next_attempt_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
@@ -123,6 +118,24 @@ fn lossy(bytes: Option<Vec<u8>>) -> Option<String> {
     bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
+fn corrupt(column: &str) -> StorageError {
+    StorageError::Corrupt(format!("delivery log {column}"))
+}
+
+/// A count or size column, never negative as written.
+fn unsigned<T: TryFrom<i32> + Default>(value: i32) -> T {
+    T::try_from(value).unwrap_or_default()
+}
+
+fn status_code(value: Option<i32>) -> Option<u16> {
+    value.and_then(|status| u16::try_from(status).ok())
+}
+
+fn delivery_status(row: &Row) -> Result<DeliveryStatus, StorageError> {
+    let status: String = row.try_get("status")?;
+    DeliveryStatus::parse(&status).ok_or_else(|| corrupt("status"))
+}
+
 fn attempt_view(row: &Row) -> Result<AttemptView, StorageError> {
     let attempt_number: i32 = row.try_get("attempt_number")?;
     let request_body: Vec<u8> = row
@@ -139,42 +152,44 @@ fn attempt_view(row: &Row) -> Result<AttemptView, StorageError> {
             .as_ref()
             .zip(response_body_size)
             .is_some_and(|(body, size)| shorter(body.len(), size));
+    let trigger: String = row.try_get("trigger")?;
+    let delivery_status: String = row.try_get("delivery_status")?;
     Ok(AttemptView {
         id: row.try_get("id")?,
-        delivery_id: row.try_get("delivery_id")?,
-        webhook_id: row.try_get("webhook_id")?,
-        event_id: row.try_get("event_id")?,
+        delivery_id: DeliveryId(row.try_get("delivery_id")?),
+        webhook_id: WebhookId(row.try_get("webhook_id")?),
+        event_id: EventId::from_stored(row.try_get("event_id")?),
         event_type: row.try_get("event_type")?,
-        attempt_number,
-        retries: attempt_number - 1,
-        trigger: row.try_get("trigger")?,
+        attempt_number: unsigned(attempt_number),
+        trigger: Trigger::parse(&trigger).ok_or_else(|| corrupt("trigger"))?,
         attempted_at: row.try_get("attempted_at")?,
-        duration_ms: row.try_get("duration_ms")?,
-        response_status: row.try_get("response_status")?,
+        duration: Duration::from_millis(unsigned(row.try_get::<_, i32>("duration_ms")?)),
+        response_status: status_code(row.try_get("response_status")?),
         error_kind: row.try_get("error_kind")?,
         error_message: row.try_get("error_message")?,
         request_headers: row.try_get("request_headers")?,
         request_body: String::from_utf8_lossy(&request_body).into_owned(),
-        request_body_size,
+        request_body_size: unsigned(request_body_size),
         response_headers: row.try_get("response_headers")?,
         response_body: lossy(response_body),
-        response_body_size,
+        response_body_size: response_body_size.map(unsigned),
         response_body_truncated: row.try_get("response_body_truncated")?,
         body_preview,
-        delivery_status: row.try_get("delivery_status")?,
+        delivery_status: DeliveryStatus::parse(&delivery_status)
+            .ok_or_else(|| corrupt("delivery_status"))?,
     })
 }
 
 fn delivery_view(row: &Row) -> Result<DeliveryView, StorageError> {
     Ok(DeliveryView {
-        id: row.try_get("id")?,
-        event_id: row.try_get("event_id")?,
+        id: DeliveryId(row.try_get("id")?),
+        event_id: EventId::from_stored(row.try_get("event_id")?),
         event_type: row.try_get("event_type")?,
-        webhook_id: row.try_get("webhook_id")?,
-        company_id: row.try_get("company_id")?,
-        status: row.try_get("status")?,
-        attempt_count: row.try_get("attempt_count")?,
-        last_status: row.try_get("last_status")?,
+        webhook_id: WebhookId(row.try_get("webhook_id")?),
+        company_id: CompanyId::from_stored(row.try_get("company_id")?),
+        status: delivery_status(row)?,
+        attempt_count: unsigned(row.try_get("attempt_count")?),
+        last_status: status_code(row.try_get("last_status")?),
         last_error: row.try_get("last_error")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
         created_at: row.try_get("created_at")?,

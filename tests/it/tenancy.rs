@@ -15,17 +15,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = worker
-        .http
-        .request(method, worker.url(path))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("api call");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    worker.api_as(token, method, path, body).await
 }
 
 async fn issue(worker: &TestWorker, company: &str, body: Value) -> Value {

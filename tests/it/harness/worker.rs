@@ -185,7 +185,18 @@ impl TestWorker {
     /// An admin API call with the token; returns status and JSON body (Null when empty).
     pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        self.api_as(TOKEN, method, path, body).await
+    }
+
+    /// An API call with `token`; returns status and JSON body (Null when empty).
+    pub async fn api_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
