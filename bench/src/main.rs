@@ -10,6 +10,11 @@ use tesoro_bench::{BenchArgs, Interrupted, Programs};
 use tesoro_webhooks::{cli::stop_signal, config::Config, telemetry};
 use tokio_util::sync::CancellationToken;
 
+/// The allocator the worker runs with: the benchmark's publisher and receiver share the two
+/// cores with the worker, so their cost is part of every figure.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tesoro-bench",

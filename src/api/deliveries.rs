@@ -45,8 +45,8 @@ pub struct DeliveriesQuery {
     /// implied).
     #[param(value_type = Option<String>, format = Uuid)]
     webhook_id: Option<WebhookFilter>,
-    #[param(pattern = "^[!-~]{1,255}$")]
-    company_id: Option<String>,
+    #[param(value_type = Option<String>, pattern = "^[!-~]{1,255}$")]
+    company_id: Option<CompanyId>,
     #[param(value_type = Option<DeliveryStatusName>)]
     status: Option<StatusName>,
     /// An exact event type.
@@ -71,8 +71,8 @@ pub struct DeliveriesQuery {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ScopeQuery {
-    #[param(pattern = "^[!-~]{1,255}$")]
-    company_id: Option<String>,
+    #[param(value_type = Option<String>, pattern = "^[!-~]{1,255}$")]
+    company_id: Option<CompanyId>,
 }
 
 /// The `{id}` of a delivery route.
@@ -136,14 +136,6 @@ fn delivery_id(id: &str) -> Result<DeliveryId, ApiError> {
     DeliveryId::parse(id).map_err(|_| ApiError::not_found("delivery"))
 }
 
-fn company(value: Option<String>) -> Result<Option<CompanyId>, ApiError> {
-    value
-        .map(|c| {
-            CompanyId::parse(c).map_err(|e| ApiError::invalid_field("company_id", e.to_string()))
-        })
-        .transpose()
-}
-
 /// The delivery `found`, unless it does not exist, `?company_id=` names another company, or
 /// the caller may not see it: all are "not found", so ids of other tenants reveal nothing.
 fn scoped<T>(
@@ -152,7 +144,7 @@ fn scoped<T>(
     scope: ScopeQuery,
     owner: impl Fn(&T) -> &str,
 ) -> Result<T, ApiError> {
-    let company = company(scope.company_id)?;
+    let company = scope.company_id;
     found
         .filter(|d| company.as_ref().is_none_or(|c| c.as_str() == owner(d)))
         .filter(|d| principal.may_see(owner(d)))
@@ -202,7 +194,7 @@ pub async fn list(
     let filter = DeliveryFilter {
         webhook_id: query.webhook_id.map(|id| id.0),
         // A company token lists its own company's deliveries only, whatever else it filters by.
-        company_id: principal.acting_for(company(query.company_id)?)?,
+        company_id: principal.acting_for(query.company_id)?,
         status: query.status.map(|status| status.0),
         event_type: query.event_type.map(|event_type| event_type.0),
         since: window.since,

@@ -53,8 +53,8 @@ impl ToSchema for EventFilterName {}
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// Required with the admin token; a company token's own company by default.
-    #[schema(pattern = "^[!-~]{1,255}$")]
-    company_id: Option<String>,
+    #[schema(value_type = Option<String>, pattern = "^[!-~]{1,255}$")]
+    company_id: Option<CompanyId>,
     /// Not all blank, no control characters.
     #[schema(value_type = Name, required = true)]
     name: Option<Name>,
@@ -132,8 +132,8 @@ pub struct RotateBody {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Required with the admin token; a company token's own company by default.
-    #[param(pattern = "^[!-~]{1,255}$")]
-    company_id: Option<String>,
+    #[param(value_type = Option<String>, pattern = "^[!-~]{1,255}$")]
+    company_id: Option<CompanyId>,
 }
 
 /// The `{id}` of a webhook route.
@@ -259,8 +259,7 @@ pub async fn create(
     principal: Principal,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let named = body.company_id.map(parse_company).transpose()?;
-    let company_id = required(principal.acting_for(named)?, "company_id")?;
+    let company_id = required(principal.acting_for(body.company_id)?, "company_id")?;
     let new = NewWebhook {
         company_id,
         name: required(body.name, "name")?.into_inner(),
@@ -297,9 +296,8 @@ pub async fn list(
     principal: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let named = query.company_id.map(parse_company).transpose()?;
     let company = principal
-        .acting_for(named)?
+        .acting_for(query.company_id)?
         .ok_or(ApiError::missing_parameter("company_id"))?;
     let webhooks = state.storage.company_webhooks(&company).await?;
     let data = webhooks
@@ -398,10 +396,6 @@ pub async fn delete(
 
 fn webhook_id(id: &str) -> Result<WebhookId, ApiError> {
     WebhookId::parse(id).map_err(|_| ApiError::not_found("webhook"))
-}
-
-fn parse_company(id: String) -> Result<CompanyId, ApiError> {
-    CompanyId::parse(id).map_err(|e| ApiError::invalid_field("company_id", e.to_string()))
 }
 
 /// `given` as the webhook's headers, where a hidden value keeps the one in `current`.
