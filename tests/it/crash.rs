@@ -189,8 +189,8 @@ async fn what_was_learned_of_an_endpoint_survives_a_reconnect() {
     tokio::task::spawn_blocking(move || close_connections(&prefix))
         .await
         .expect("close connections");
-    // Consumed by the next session, whenever the worker notices the lost connection; sent
-    // on the test's other connection, which the close left open.
+    // Consumed once the worker has reconnected, whenever it notices the lost connection;
+    // published on the test's other connection, which the close left open.
     let (event_id, body) =
         tesoro_webhooks::cli::envelope("deal.won", "cmp_learned", json!({}), None);
     worker.publish_raw("deal.won", &body).await;

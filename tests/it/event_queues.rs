@@ -214,19 +214,24 @@ async fn the_single_queue_of_an_upgraded_deployment_is_drained_into_three() {
     receiver.wait_for(ids.len()).await;
     wait_removed(&before.broker.topology().events_queues).await;
     every_event_received_none_quarantined(&after, &receiver, &ids).await;
-    let names: Vec<String> = after
+    let names = declared_events_queues(&after).await;
+    assert_eq!(
+        names,
+        after.broker.topology().events_queues,
+        "the drained one forgotten"
+    );
+}
+
+/// The events queues the workers of `worker`'s database have recorded, by name.
+async fn declared_events_queues(worker: &TestWorker) -> Vec<String> {
+    worker
         .db
         .query("SELECT name FROM declared_events_queues ORDER BY name", &[])
         .await
         .expect("declared")
         .iter()
         .map(|row| row.get(0))
-        .collect();
-    assert_eq!(
-        names,
-        after.broker.topology().events_queues,
-        "the drained one forgotten"
-    );
+        .collect()
 }
 
 /// A recorded queue that no longer exists (removed by a worker that could not record it) is
@@ -246,13 +251,6 @@ async fn a_recorded_events_queue_that_is_gone_is_forgotten() {
         .await
         .expect("a stale record");
     let after = TestWorker::start_with(config).await;
-    let names: Vec<String> = after
-        .db
-        .query("SELECT name FROM declared_events_queues ORDER BY name", &[])
-        .await
-        .expect("declared")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let names = declared_events_queues(&after).await;
     assert_eq!(names, after.broker.topology().events_queues);
 }
