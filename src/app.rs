@@ -19,7 +19,9 @@ use crate::{
     broker::{Broker, BrokerError, Publisher, Topology},
     config::Config,
     domain::Catalog,
-    pipeline::{EndpointLimiter, Pipeline, Subscriptions, fanout, jobs, parking, rate::RateLimits},
+    pipeline::{
+        Circuits, EndpointLimiter, Pipeline, Subscriptions, fanout, jobs, parking, rate::RateLimits,
+    },
     readiness::{Dependency, OutageSignal, Readiness},
     sender::{HostResolver, Sender, SenderError, SystemResolver, TargetGuard},
     storage::{Recorder, Storage, StorageError},
@@ -132,6 +134,7 @@ pub async fn run_with_resolver(
             config.delivery.timeout,
         )),
         rates: Arc::new(RateLimits::new(membership)),
+        circuits: Arc::new(Circuits::new(config.circuit_breaker)),
         shutdown: shutdown.clone(),
     };
     let pruning = tokio::spawn(crate::retention::run(
@@ -164,6 +167,7 @@ struct Worker<'a> {
     /// kept across broker sessions, since the endpoints do not change with the connection.
     limiter: Arc<EndpointLimiter>,
     rates: Arc<RateLimits>,
+    circuits: Arc<Circuits>,
     shutdown: CancellationToken,
 }
 
@@ -378,6 +382,7 @@ impl Worker<'_> {
             subscriptions: self.subscriptions.clone(),
             rates: self.rates.clone(),
             limiter: self.limiter.clone(),
+            circuits: self.circuits.clone(),
             in_flight: tokio::sync::Semaphore::new(self.config.delivery.max_in_flight),
             sender: self.sender.clone(),
             publisher,

@@ -37,6 +37,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub delivery: DeliveryConfig,
     pub endpoint_health: crate::endpoint_health::Policy,
+    pub circuit_breaker: crate::circuit::Policy,
     pub security: SecurityConfig,
     pub retention: RetentionConfig,
     pub log: LogConfig,
@@ -364,6 +365,7 @@ impl Config {
                 "must be at least 1s",
             );
         }
+        self.validate_circuit_breaker()?;
         let retention = &self.retention;
         if retention.max_age < Duration::from_secs(1) {
             return invalid("retention.max_age", "must be at least 1s");
@@ -386,6 +388,37 @@ impl Config {
         }
         if retention.partition > Duration::from_secs(366 * 24 * 3600) {
             return invalid("retention.partition", "must be at most 366 days");
+        }
+        Ok(())
+    }
+
+    fn validate_circuit_breaker(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, why: &str| {
+            Err(ConfigError::Invalid(format!(
+                "circuit_breaker.{key}: {why}"
+            )))
+        };
+        let circuit = &self.circuit_breaker;
+        if circuit.failures == 0 {
+            return invalid("failures", "must be at least 1");
+        }
+        if !(circuit.failure_ratio > 0.0 && circuit.failure_ratio <= 1.0) {
+            return invalid("failure_ratio", "must be above 0 and at most 1");
+        }
+        if circuit.min_attempts == 0 {
+            return invalid("min_attempts", "must be at least 1");
+        }
+        if circuit.window < Duration::from_secs(1) {
+            return invalid("window", "must be at least 1s");
+        }
+        if circuit.probe_interval < Duration::from_millis(100) {
+            return invalid("probe_interval", "must be at least 100ms");
+        }
+        if circuit.max_probe_interval < circuit.probe_interval {
+            return invalid("max_probe_interval", "must be at least probe_interval");
+        }
+        if circuit.max_probe_interval > Duration::from_secs(24 * 3600) {
+            return invalid("max_probe_interval", "must be at most 24h");
         }
         Ok(())
     }
@@ -520,6 +553,23 @@ mod tests {
                 "[endpoint_health]\nfailing_event_interval = \"10ms\"",
                 "endpoint_health.failing_event_interval",
             ),
+            (
+                "[circuit_breaker]\nfailures = 0",
+                "circuit_breaker.failures: must be at least 1",
+            ),
+            (
+                "[circuit_breaker]\nfailure_ratio = 1.5",
+                "circuit_breaker.failure_ratio",
+            ),
+            (
+                "[circuit_breaker]\nprobe_interval = \"1m\"\nmax_probe_interval = \"10s\"",
+                "circuit_breaker.max_probe_interval: must be at least probe_interval",
+            ),
+            (
+                "[circuit_breaker]\nwindow = \"0s\"",
+                "circuit_breaker.window",
+            ),
+            ("[circuit_breaker]\nenabled = \"yes\"", "enabled"),
             ("[delivery]\ntimeout = \"0s\"", "delivery.timeout"),
             ("[amqp]\nprefix = \"\"", "amqp.prefix"),
             (&long_prefix, "amqp.prefix"),

@@ -84,8 +84,10 @@ pub struct OperationalEvent {
 pub const FAILING: &str = "webhook.failing";
 pub const DISABLED: &str = "webhook.disabled";
 pub const RECOVERED: &str = "webhook.recovered";
+pub const CIRCUIT_OPENED: &str = "webhook.circuit_opened";
+pub const CIRCUIT_CLOSED: &str = "webhook.circuit_closed";
 
-pub const EVENT_TYPES: [&str; 3] = [FAILING, DISABLED, RECOVERED];
+pub const EVENT_TYPES: [&str; 5] = [FAILING, DISABLED, RECOVERED, CIRCUIT_OPENED, CIRCUIT_CLOSED];
 
 /// The type of a stored event, as the constant it was written from.
 pub fn event_type(text: &str) -> Option<&'static str> {
@@ -169,6 +171,24 @@ pub fn recovered(
         "recovered_at": rfc3339(now),
     });
     event(about, RECOVERED, data, now)
+}
+
+/// `webhook.circuit_opened`: its endpoint kept failing, so its deliveries wait (parked,
+/// untried) while one probe per interval tries it.
+pub fn circuit_opened(about: About<'_>, now: OffsetDateTime) -> OperationalEvent {
+    let data = json!({ "opened_at": rfc3339(now) });
+    event(about, CIRCUIT_OPENED, data, now)
+}
+
+/// `webhook.circuit_closed`: an attempt was delivered again after the circuit opened at
+/// `opened_at`; what waited is released.
+pub fn circuit_closed(
+    about: About<'_>,
+    opened_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> OperationalEvent {
+    let data = json!({ "opened_at": rfc3339(opened_at), "closed_at": rfc3339(now) });
+    event(about, CIRCUIT_CLOSED, data, now)
 }
 
 #[cfg(test)]
@@ -284,5 +304,14 @@ mod tests {
         let body: Value = serde_json::from_slice(&back.body).expect("json");
         assert_eq!(body["data"]["recovered_at"], "2027-01-15T09:00:00Z");
         assert!(gone.id < back.id, "ids follow publish order");
+
+        let closed = circuit_closed(about, since, now);
+        let body: Value = serde_json::from_slice(&closed.body).expect("json");
+        assert_eq!(body["event"], "webhook.circuit_closed");
+        assert_eq!(body["data"]["opened_at"], "2027-01-15T08:00:00Z");
+        assert_eq!(body["data"]["closed_at"], "2027-01-15T09:00:00Z");
+        let opened = circuit_opened(about, since);
+        let body: Value = serde_json::from_slice(&opened.body).expect("json");
+        assert_eq!(body["data"]["opened_at"], "2027-01-15T08:00:00Z");
     }
 }

@@ -24,7 +24,7 @@
 //! # Modules
 //!
 //! Pure: [`config`], [`domain`], [`envelope`], [`signing`], [`outcome`], [`retry`],
-//! [`backoff`], [`settle`] (how a delivery settles, which job may run, and the fate of a
+//! [`backoff`], [`circuit`] (when an endpoint's circuit opens, probes and closes), [`settle`] (how a delivery settles, which job may run, and the fate of a
 //! message whose handling failed), [`endpoint_health`] (when a failing webhook is warned about
 //! and disabled).
 //! I/O, one crate each: [`storage`] (tokio-postgres), [`broker`] (lapin), [`sender`]
@@ -39,6 +39,7 @@ pub mod api;
 pub mod app;
 pub mod backoff;
 pub mod broker;
+pub mod circuit;
 pub mod cli;
 pub mod config;
 pub mod domain;

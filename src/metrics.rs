@@ -9,6 +9,7 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 use crate::{
+    circuit::Transition,
     domain::{QuarantineReason, Source},
     internal_events::QUARANTINE_STAGE,
     outcome::FailureKind,
@@ -28,12 +29,14 @@ pub const DEFERRED: &str = "tesoro_webhooks_deferred_total";
 pub const HANDLER_ERRORS: &str = "tesoro_webhooks_handler_errors_total";
 pub const PRUNED: &str = "tesoro_webhooks_pruned_total";
 pub const OPERATIONAL_EVENTS: &str = "tesoro_webhooks_operational_events_total";
+pub const CIRCUIT_TRANSITIONS: &str = "tesoro_webhooks_circuit_transitions_total";
 pub const RECORD_BATCH_SIZE: &str = "tesoro_webhooks_record_batch_size";
 pub const RECORD_COMMIT_DURATION: &str = "tesoro_webhooks_record_commit_duration_seconds";
 pub const QUEUE_READY: &str = "tesoro_webhooks_queue_messages_ready";
 pub const QUEUE_UNACKED: &str = "tesoro_webhooks_queue_messages_unacked";
 pub const DELIVERIES_IN_FLIGHT: &str = "tesoro_webhooks_deliveries_in_flight";
 pub const DELIVERIES_PARKED: &str = "tesoro_webhooks_deliveries_parked";
+pub const CIRCUITS_OPEN: &str = "tesoro_webhooks_circuits_open";
 pub const WEBHOOKS_DISABLED: &str = "tesoro_webhooks_webhooks_disabled";
 pub const OLDEST_OVERDUE: &str = "tesoro_webhooks_oldest_overdue_delivery_seconds";
 pub const OPERATIONAL_WAITING: &str = "tesoro_webhooks_operational_events_waiting";
@@ -74,7 +77,7 @@ pub fn histogram_buckets() -> [(&'static str, &'static [f64]); 4] {
 /// Registers descriptions (the `# HELP` lines) and every counter at 0. Called once by the
 /// exporter's owner.
 pub fn describe() {
-    let counters: [(&str, &str); 12] = [
+    let counters: [(&str, &str); 13] = [
         (
             EVENTS_RECEIVED,
             "Valid envelopes consumed from the events queue.",
@@ -118,6 +121,11 @@ pub fn describe() {
             OPERATIONAL_EVENTS,
             "Operational events published (confirmed by the broker), by event.",
         ),
+        (
+            CIRCUIT_TRANSITIONS,
+            "Endpoint circuits this worker opened or closed, by the state entered (open, \
+             closed).",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(name, help);
@@ -138,8 +146,13 @@ pub fn describe() {
         ),
         (
             DELIVERIES_PARKED,
-            "Deliveries parked in the database while their endpoint hangs (the database's \
-             count, the same on every worker), read at each scrape.",
+            "Deliveries parked in the database while their endpoint hangs or its circuit is \
+             open (the database's count, the same on every worker), read at each scrape.",
+        ),
+        (
+            CIRCUITS_OPEN,
+            "Endpoints whose circuit is open in this worker: their work is parked, and one \
+             probe per interval tries them.",
         ),
         (
             WEBHOOKS_DISABLED,
@@ -222,6 +235,10 @@ fn start_at_zero() {
     for table in PRUNED_TABLES {
         counter!(PRUNED, "table" => *table).increment(0);
     }
+    for transition in Transition::ALL {
+        counter!(CIRCUIT_TRANSITIONS, "to" => transition.as_str()).increment(0);
+    }
+    gauge!(CIRCUITS_OPEN).set(0.0);
     for event in crate::endpoint_health::EVENT_TYPES {
         counter!(OPERATIONAL_EVENTS, "event" => event).increment(0);
     }
@@ -236,6 +253,15 @@ fn start_at_zero() {
 /// An operational event of type `event` was published.
 pub fn operational_event(event: &'static str) {
     counter!(OPERATIONAL_EVENTS, "event" => event).increment(1);
+}
+
+/// This worker opened or closed an endpoint's circuit.
+pub fn circuit_changed(transition: Transition) {
+    counter!(CIRCUIT_TRANSITIONS, "to" => transition.as_str()).increment(1);
+    match transition {
+        Transition::Opened => gauge!(CIRCUITS_OPEN).increment(1.0),
+        Transition::Closed => gauge!(CIRCUITS_OPEN).decrement(1.0),
+    }
 }
 
 /// A delivery got its 2xx `latency` after its event's timestamp.

@@ -296,6 +296,33 @@ pub struct EndpointHealth {
     /// Failed deliveries since the last success, or since the webhook was enabled again: what
     /// auto-disable counts.
     pub failing_streak: u64,
+    pub circuit: Circuit,
+}
+
+/// The endpoint's circuit breaker: `open` after a run of failed attempts, while its
+/// deliveries wait untried and one probe per interval tries it; `closed` again once an
+/// attempt is delivered.
+#[derive(Serialize, ToSchema)]
+pub struct Circuit {
+    #[schema(value_type = String, pattern = "^(open|closed)$", example = "closed")]
+    pub state: &'static str,
+    /// When it opened, while it is open.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub opened_at: Option<OffsetDateTime>,
+}
+
+impl Circuit {
+    pub fn of(opened_at: Option<OffsetDateTime>) -> Self {
+        Self {
+            state: if opened_at.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
+            opened_at,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]

@@ -17,8 +17,8 @@ use super::{
     extract::{ApiJson, ApiPath, ApiQuery, OptionalJson, present},
     params::{Name, RateLimit, UrlText},
     schema::{
-        Category, CommonErrors, DisabledReasonName, EndpointHealth, EventTypes, Page, PublicKeys,
-        Signature,
+        Category, Circuit, CommonErrors, DisabledReasonName, EndpointHealth, EventTypes, Page,
+        PublicKeys, Signature,
     },
 };
 use crate::{
@@ -528,7 +528,7 @@ pub async fn public_key(
     }))
 }
 
-/// Enabled or not, its latest success, and the Failed deliveries since.
+/// Enabled or not, its latest success, the Failed deliveries since, and its circuit.
 #[utoipa::path(get, operation_id = "getWebhookHealth",
     path = "/webhooks/{id}/health", tag = "webhooks",
     security(("bearer" = [])), params(WebhookPath),
@@ -539,11 +539,12 @@ pub async fn endpoint_health(
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let webhook = owned_webhook(&state, &principal, &id).await?;
-    let (last_success_at, failing_streak) = state.storage.webhook_health(webhook.id).await?;
+    let health = state.storage.webhook_health(webhook.id).await?;
     Ok(Json(EndpointHealth {
         enabled: webhook.enabled,
-        last_success_at,
-        failing_streak,
+        last_success_at: health.last_success_at,
+        failing_streak: health.failing_streak,
+        circuit: Circuit::of(health.circuit_opened_at),
     }))
 }
 

@@ -12,7 +12,8 @@ use super::{
     rate::Reservation,
 };
 use crate::{
-    domain::{DisabledReason, Job, Source},
+    circuit::{Admit, Transition},
+    domain::{DisabledReason, Job, Source, Trigger},
     endpoint_health::Verdict,
     internal_events::AttemptMade,
     metrics,
@@ -58,6 +59,13 @@ pub async fn run(pipeline: &Pipeline, attempt: Attempt<'_>) -> Result<(), Pipeli
     // Never closed, so acquiring only waits.
     let _in_flight = pipeline.in_flight.acquire().await.ok();
     let source = attempt.source();
+    let probe = match pipeline.circuits.admit(attempt.webhook.id) {
+        Admit::Attempt => false,
+        Admit::Probe => true,
+        // Someone asked for this attempt, likely after fixing the endpoint: it probes.
+        Admit::Park if attempt.job.trigger == Trigger::Manual => true,
+        Admit::Park => return defer(pipeline, attempt, Step::CircuitOpen).await,
+    };
     if let Some(limit) = attempt.webhook.rate_limit {
         match pipeline
             .rates
@@ -75,7 +83,7 @@ pub async fn run(pipeline: &Pipeline, attempt: Attempt<'_>) -> Result<(), Pipeli
         Acquired::Slot(slot) => {
             // Boxed: a fan-out creates every delivery's future up front, and most wait above;
             // only the ones with a slot should pay for the (large) HTTP and recording state.
-            return Box::pin(send(pipeline, attempt, slot)).await;
+            return Box::pin(send(pipeline, attempt, slot, probe)).await;
         }
         Acquired::Busy => Step::Busy,
         Acquired::Stuck => Step::Stuck,
@@ -83,7 +91,7 @@ pub async fn run(pipeline: &Pipeline, attempt: Attempt<'_>) -> Result<(), Pipeli
     defer(pipeline, attempt, untried).await
 }
 
-/// Settles a delivery that was not attempted (`step`: busy or stuck).
+/// Settles a delivery that was not attempted (`step`: busy, stuck or circuit open).
 async fn defer(pipeline: &Pipeline, attempt: Attempt<'_>, step: Step) -> Result<(), PipelineError> {
     let settlement = settle::settle(
         &attempt.job,
@@ -95,8 +103,14 @@ async fn defer(pipeline: &Pipeline, attempt: Attempt<'_>, step: Step) -> Result<
     Box::pin(execute(pipeline, settlement, attempt, None)).await
 }
 
-/// Makes the attempt in `slot`, then carries out its settlement.
-async fn send(pipeline: &Pipeline, attempt: Attempt<'_>, slot: Slot) -> Result<(), PipelineError> {
+/// Makes the attempt in `slot` (`probe`: as its open circuit's probe), then carries out its
+/// settlement.
+async fn send(
+    pipeline: &Pipeline,
+    attempt: Attempt<'_>,
+    slot: Slot,
+    probe: bool,
+) -> Result<(), PipelineError> {
     if let Some(limit) = attempt.webhook.rate_limit {
         pipeline.rates.start(attempt.webhook.id, limit).await;
     }
@@ -131,14 +145,40 @@ async fn send(pipeline: &Pipeline, attempt: Attempt<'_>, slot: Slot) -> Result<(
         duration: result.duration,
     }
     .emit();
+    let delivered = outcome == Outcome::Delivered;
+    let circuit = pipeline
+        .circuits
+        .record(attempt.webhook.id, delivered, probe);
+    let step = match probe && !delivered {
+        true => Step::ProbeFailed(outcome),
+        false => Step::Attempted(outcome),
+    };
     let settlement = settle::settle(
         &attempt.job,
         attempt.source(),
-        Step::Attempted(outcome),
+        step,
         &pipeline.schedule,
         OffsetDateTime::now_utc(),
     );
-    execute(pipeline, settlement, attempt, Some(result)).await
+    let webhook = attempt.webhook;
+    execute(pipeline, settlement, attempt, Some(result)).await?;
+    if let Some(transition) = circuit {
+        note_circuit(pipeline, webhook, transition).await;
+    }
+    Ok(())
+}
+
+/// Writes that `webhook`'s circuit opened or closed (a close releases what is parked). The
+/// delivery that caused it is settled already: should the write fail, this worker's breaker
+/// still acts, and the next transition writes again.
+async fn note_circuit(pipeline: &Pipeline, webhook: &Webhook, transition: Transition) {
+    match pipeline.storage.note_circuit(webhook, transition).await {
+        Ok(changed) => tracing::info!(webhook_id = %webhook.id, company_id = %webhook.company_id,
+            circuit = transition.as_str(), first = changed, "endpoint circuit changed"),
+        Err(e) => tracing::warn!(webhook_id = %webhook.id, company_id = %webhook.company_id,
+            circuit = transition.as_str(), error = %e,
+            "cannot record the endpoint's circuit change"),
+    }
 }
 
 /// Carries out `settlement` in its fixed order: the `prepare` write, the publish (confirmed),

@@ -61,6 +61,15 @@ impl<V> EndpointMap<V> {
         self.lock().map.get(&webhook).map(f)
     }
 
+    /// The endpoints whose state `pick` picks (it may change the state it sees).
+    pub fn select(&self, mut pick: impl FnMut(&mut V) -> bool) -> Vec<WebhookId> {
+        self.lock()
+            .map
+            .iter_mut()
+            .filter_map(|(webhook, state)| pick(state).then_some(*webhook))
+            .collect()
+    }
+
     /// The state is plain values, each change complete under the lock: a panic elsewhere
     /// while it was held leaves it usable.
     fn lock(&self) -> MutexGuard<'_, Inner<V>> {

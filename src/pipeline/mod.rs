@@ -5,12 +5,14 @@
 //!   dead-letter queue → the Failed state.
 //! - [`attempt`]: the one place that makes an attempt and carries out its settlement (decided
 //!   by [`crate::settle`]), shared by both.
-//! - [`parking`]: the sweeper that turns parked deliveries (stuck endpoints) back into jobs.
+//! - [`parking`]: the sweeper that turns parked deliveries (stuck endpoints, open circuits)
+//!   back into jobs.
 //!
 //! Every handler returns a [`Disposition`]: `Ack` only once the outcome is durable (or the
 //! message was moved aside, or republished to be tried again; see [`crate::settle::failure`]).
 
 mod attempt;
+mod circuits;
 mod endpoints;
 pub mod fanout;
 pub mod jobs;
@@ -19,6 +21,7 @@ pub mod parking;
 pub mod rate;
 pub mod subscriptions;
 
+pub use circuits::Circuits;
 pub use limiter::EndpointLimiter;
 pub use subscriptions::Subscriptions;
 
@@ -46,6 +49,8 @@ pub struct Pipeline {
     /// Outlive a broker session: what they learned of each endpoint still holds after a
     /// reconnect.
     pub limiter: Arc<EndpointLimiter>,
+    /// Each endpoint's circuit breaker, likewise kept for the process.
+    pub circuits: Arc<Circuits>,
     /// Webhooks' own limits on attempts per second, shared among the live workers.
     pub rates: Arc<rate::RateLimits>,
     /// Deliveries in progress at once (attempt and record), whatever the fan-out: bounds memory.

@@ -1,6 +1,6 @@
 //! The sweeper: publishes the jobs of parked deliveries (parked by `settle::settle` when their
-//! endpoint's attempts run into the timeout; written with `parked_until`) once they are due,
-//! and unparks them.
+//! endpoint's attempts run into the timeout or its circuit is open; written with
+//! `parked_until`) once they are due, and unparks them.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -11,6 +11,8 @@ use super::Pipeline;
 use crate::{
     broker::BrokerError,
     domain::{Job, Trigger, WebhookId},
+    metrics,
+    settle::Counted,
     storage::ParkedDelivery,
 };
 
@@ -34,9 +36,10 @@ pub async fn sweep_parked(
             () = stop.cancelled() => return Ok(()),
             () = tokio::time::sleep(every) => {}
         }
+        probe_open_circuits(&pipeline, delay).await?;
         // Probes per hanging webhook for this whole sweep, not per batch: the jobs of one
         // batch have not taken their slots yet when the next is claimed.
-        let mut budgets = Budgets::default();
+        let mut allowances = Allowances::default();
         while !stop.is_cancelled() {
             // Claimed for one more delay: if this worker dies before publishing, they come
             // due again then.
@@ -47,17 +50,48 @@ pub async fn sweep_parked(
                     break;
                 }
             };
-            let (released, held) = budgets.partition(&due, hold_at_most, |webhook| {
-                pipeline.limiter.release_budget(webhook)
+            let sorted = allowances.sort(&due, hold_at_most, |webhook| {
+                // An open circuit's deliveries wait for its close; its probes are released
+                // apart, above.
+                let circuit_open = pipeline.circuits.is_open(webhook);
+                Allowance {
+                    left: match circuit_open {
+                        true => 0,
+                        false => pipeline.limiter.release_budget(webhook),
+                    },
+                    circuit_open,
+                }
             });
-            release(&pipeline, &released).await?;
-            hold(&pipeline, &held).await;
+            release(&pipeline, &sorted.released).await?;
+            hold(&pipeline, &sorted.held).await;
+            expire(&pipeline, &sorted.expired).await;
             if due.len() < SWEEP_BATCH as usize {
                 break;
             }
         }
     }
 }
+
+/// Releases one parked delivery of each webhook whose open circuit wants a probe, whenever
+/// it is due: its job is admitted as the probe. Claimed for `lease`, like any release.
+async fn probe_open_circuits(pipeline: &Pipeline, lease: Duration) -> Result<(), BrokerError> {
+    for webhook in pipeline.circuits.probes_wanted(PROBE_LEASE) {
+        match pipeline.storage.claim_parked_of(webhook, lease).await {
+            Ok(Some(parked)) => release(pipeline, &[&parked]).await?,
+            // Nothing parked: new work, if any comes, is the probe.
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read parked deliveries; next sweep retries");
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How long a delivery released as a probe has to reach its attempt before another is
+/// released (its job goes through the deliveries queue, perhaps to another worker).
+const PROBE_LEASE: Duration = Duration::from_secs(2);
 
 /// Publishes the jobs of `due` (confirmed), then unparks them. A crash in between publishes
 /// them again after the claim's lease; the duplicate jobs are skipped by attempt number.
@@ -91,32 +125,83 @@ async fn hold(pipeline: &Pipeline, held: &[&ParkedDelivery]) {
     }
 }
 
-/// Releases left per webhook in one sweep.
-#[derive(Default)]
-struct Budgets(HashMap<WebhookId, usize>);
+/// Marks Failed, untried, the deliveries whose endpoint's circuit stayed open for as long as
+/// their whole retry schedule would have taken.
+async fn expire(pipeline: &Pipeline, expired: &[&ParkedDelivery]) {
+    if expired.is_empty() {
+        return;
+    }
+    let ids: Vec<_> = expired
+        .iter()
+        .map(|parked| parked.delivery.delivery_id)
+        .collect();
+    match pipeline.storage.fail_parked(&ids, NOT_ATTEMPTED).await {
+        Ok(failed) => {
+            for _ in 0..failed {
+                metrics::settled(Counted::Failed);
+            }
+            tracing::warn!(
+                failed,
+                "deliveries Failed untried: their endpoint's circuit stayed open past their \
+                 retry schedule"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "expired deliveries stay parked; next sweep"),
+    }
+}
 
-impl Budgets {
-    /// Splits `due` into the deliveries to release and those to hold: at most `budget(webhook)`
-    /// per webhook in this sweep, and any parked for `hold_at_most` already.
-    fn partition<'a>(
+/// The reason an expired delivery shows.
+const NOT_ATTEMPTED: &str =
+    "not attempted: the endpoint's circuit stayed open for the whole retry schedule";
+
+/// What the sweeper may do with one webhook's due deliveries in one sweep.
+#[derive(Debug, Clone, Copy)]
+struct Allowance {
+    /// Releases left.
+    left: usize,
+    /// Its circuit is open here: what waited for its whole schedule ends Failed, untried,
+    /// rather than released into an endpoint known to fail.
+    circuit_open: bool,
+}
+
+/// Each webhook's allowance in one sweep.
+#[derive(Default)]
+struct Allowances(HashMap<WebhookId, Allowance>);
+
+/// Due deliveries, by what becomes of them.
+#[derive(Default)]
+struct Sorted<'a> {
+    released: Vec<&'a ParkedDelivery>,
+    held: Vec<&'a ParkedDelivery>,
+    expired: Vec<&'a ParkedDelivery>,
+}
+
+impl Allowances {
+    /// Sorts `due`: at most `allowance(webhook).left` released per webhook in this sweep; any
+    /// parked for `hold_at_most` already released anyway, or, behind an open circuit,
+    /// expired; the rest held.
+    fn sort<'a>(
         &mut self,
         due: &'a [ParkedDelivery],
         hold_at_most: Duration,
-        budget: impl Fn(WebhookId) -> usize,
-    ) -> (Vec<&'a ParkedDelivery>, Vec<&'a ParkedDelivery>) {
-        due.iter().partition(|parked| {
-            let left = self
-                .0
-                .entry(parked.delivery.webhook_id)
-                .or_insert_with(|| budget(parked.delivery.webhook_id));
-            match left.checked_sub(1) {
+        allowance: impl Fn(WebhookId) -> Allowance,
+    ) -> Sorted<'a> {
+        let mut sorted = Sorted::default();
+        for parked in due {
+            let webhook = parked.delivery.webhook_id;
+            let allowance = self.0.entry(webhook).or_insert_with(|| allowance(webhook));
+            let to = match allowance.left.checked_sub(1) {
                 Some(rest) => {
-                    *left = rest;
-                    true
+                    allowance.left = rest;
+                    &mut sorted.released
                 }
-                None => parked.age >= hold_at_most,
-            }
-        })
+                None if parked.age < hold_at_most => &mut sorted.held,
+                None if allowance.circuit_open => &mut sorted.expired,
+                None => &mut sorted.released,
+            };
+            to.push(parked);
+        }
+        sorted
     }
 }
 
@@ -147,28 +232,37 @@ mod tests {
         }
     }
 
+    fn allowance(left: usize) -> Allowance {
+        Allowance {
+            left,
+            circuit_open: false,
+        }
+    }
+
     #[test]
-    fn releases_at_most_each_webhooks_budget() {
+    fn releases_at_most_each_webhooks_allowance() {
         let hanging = WebhookId::new();
         let healthy = WebhookId::new();
         let due: Vec<_> = (0..3)
             .map(|_| parked(hanging))
             .chain((0..3).map(|_| parked(healthy)))
             .collect();
-        let budget = |webhook| if webhook == hanging { 2 } else { usize::MAX };
-        let mut budgets = Budgets::default();
-        let (released, held) = budgets.partition(&due, HOLD_AT_MOST, budget);
-        assert_eq!(released.len(), 5, "two probes and every healthy one");
-        assert_eq!(held.len(), 1);
+        let allowed = |webhook| allowance(if webhook == hanging { 2 } else { usize::MAX });
+        let mut allowances = Allowances::default();
+        let sorted = allowances.sort(&due, HOLD_AT_MOST, allowed);
+        assert_eq!(sorted.released.len(), 5, "two probes and every healthy one");
+        assert_eq!(sorted.held.len(), 1);
         assert!(
-            held.iter()
+            sorted
+                .held
+                .iter()
                 .all(|parked| parked.delivery.webhook_id == hanging)
         );
         let more = [parked(hanging)];
-        let (released, _) = budgets.partition(&more, HOLD_AT_MOST, budget);
+        let sorted = allowances.sort(&more, HOLD_AT_MOST, allowed);
         assert!(
-            released.is_empty(),
-            "the budget is per sweep, not per batch"
+            sorted.released.is_empty(),
+            "the allowance is per sweep, not per batch"
         );
     }
 
@@ -176,9 +270,33 @@ mod tests {
     fn a_delivery_held_for_its_whole_schedule_is_released_anyway() {
         let hanging = WebhookId::new();
         let due = [parked(hanging), parked_for(hanging, HOLD_AT_MOST)];
-        let (released, held) = Budgets::default().partition(&due, HOLD_AT_MOST, |_| 0);
-        assert_eq!(released.len(), 1);
-        assert_eq!(released[0].age, HOLD_AT_MOST);
-        assert_eq!(held.len(), 1);
+        let sorted = Allowances::default().sort(&due, HOLD_AT_MOST, |_| allowance(0));
+        assert_eq!(sorted.released.len(), 1);
+        assert_eq!(sorted.released[0].age, HOLD_AT_MOST);
+        assert_eq!(sorted.held.len(), 1);
+        assert!(sorted.expired.is_empty());
+    }
+
+    #[test]
+    fn behind_an_open_circuit_it_expires_instead() {
+        let failing = WebhookId::new();
+        let due = [
+            parked(failing),
+            parked_for(failing, HOLD_AT_MOST),
+            parked_for(failing, HOLD_AT_MOST),
+        ];
+        let probe_due = |_| Allowance {
+            left: 1,
+            circuit_open: true,
+        };
+        let sorted = Allowances::default().sort(&due, HOLD_AT_MOST, probe_due);
+        assert_eq!(sorted.released.len(), 1, "the probe");
+        assert_eq!(sorted.released[0].age, Duration::ZERO);
+        assert_eq!(sorted.held.len(), 0);
+        assert_eq!(
+            sorted.expired.len(),
+            2,
+            "the two parked for their whole schedule"
+        );
     }
 }

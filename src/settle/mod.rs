@@ -34,6 +34,11 @@ pub enum Step {
     /// It was not: the endpoint hangs (no slot freed for a while, or attempts near the
     /// timeout), so waiting for a slot is pointless.
     Stuck,
+    /// It was not: the endpoint's circuit is open (it kept failing), and this was not its
+    /// probe.
+    CircuitOpen,
+    /// It was made as the probe of an open circuit, and failed: the circuit stays open.
+    ProbeFailed(Outcome),
 }
 
 /// The steps that settle one delivery, in the order the pipeline carries them out. The event
@@ -103,7 +108,12 @@ pub enum Counted {
 ///   deliveries queue, so the event and its healthy deliveries need not wait;
 /// - stuck, fresh (park): record it pending and parked for the first tier's delay, no
 ///   publish: the sweeper publishes its job when due;
-/// - busy or stuck, a job (defer): publish it unchanged to the first tier.
+/// - busy or stuck, a job (defer): publish it unchanged to the first tier;
+/// - circuit open, fresh or a job (park): record it parked for the first tier's delay, its
+///   attempts unchanged, no publish: what waits for an open circuit waits in the database,
+///   not in the queues, and the circuit's close releases it;
+/// - a failed probe: like any failed attempt, but a retry waits parked (until its tier's
+///   delay, or the circuit's close) rather than in the tier.
 ///
 /// Publishing before recording means a crash in between repeats the attempt rather than
 /// losing the retry; the duplicate job that may leave behind is skipped by its attempt number.
@@ -135,6 +145,24 @@ pub fn settle(
         disable,
     };
     match (step, source) {
+        (Step::ProbeFailed(outcome), _) => {
+            match outcome::next_step(outcome, schedule, job.series_attempt) {
+                NextStep::Retry { after, .. } => {
+                    let until = now + after;
+                    Settlement {
+                        prepare: None,
+                        publish: None,
+                        record: Some(Change {
+                            parked_until: Some(until),
+                            ..attempted(DeliveryStatus::Retrying, Some(until))
+                        }),
+                        count: Counted::RetryScheduled,
+                        disable: None,
+                    }
+                }
+                _ => settle(job, source, Step::Attempted(outcome), schedule, now),
+            }
+        }
         (Step::Attempted(outcome), _) => {
             match outcome::next_step(outcome, schedule, job.series_attempt) {
                 NextStep::Done => Settlement {
@@ -170,12 +198,29 @@ pub fn settle(
             count: Counted::Deferred,
             disable: None,
         },
-        (Step::Stuck, Source::Fanout) => {
+        (Step::Stuck, Source::Fanout) | (Step::CircuitOpen, Source::Fanout) => {
             let until = now + first_delay;
             Settlement {
                 prepare: None,
                 publish: None,
                 record: Some(untried(until, Some(until))),
+                count: Counted::Deferred,
+                disable: None,
+            }
+        }
+        (Step::CircuitOpen, Source::Job | Source::Dead) => {
+            let until = now + first_delay;
+            let status = match job.attempt {
+                1 => DeliveryStatus::Pending,
+                _ => DeliveryStatus::Retrying,
+            };
+            Settlement {
+                prepare: None,
+                publish: None,
+                record: Some(Change {
+                    status,
+                    ..untried(until, Some(until))
+                }),
                 count: Counted::Deferred,
                 disable: None,
             }
@@ -410,6 +455,76 @@ mod tests {
                         at_least: Duration::ZERO,
                     }),
                     record: None,
+                    count: Counted::Deferred,
+                    disable: None,
+                },
+            ),
+            (
+                "circuit open, fresh: parked like a stuck endpoint's",
+                &fresh,
+                Source::Fanout,
+                Step::CircuitOpen,
+                Settlement {
+                    prepare: None,
+                    publish: None,
+                    record: Some(change(Pending, 0, Some(now + MINUTE), Some(now + MINUTE))),
+                    count: Counted::Deferred,
+                    disable: None,
+                },
+            ),
+            (
+                "circuit open, a retry: parked too, its attempts unchanged",
+                &last,
+                Source::Job,
+                Step::CircuitOpen,
+                Settlement {
+                    prepare: None,
+                    publish: None,
+                    record: Some(change(Retrying, 4, Some(now + MINUTE), Some(now + MINUTE))),
+                    count: Counted::Deferred,
+                    disable: None,
+                },
+            ),
+            (
+                "a failed probe: its retry waits parked, not in the tier",
+                &second,
+                Source::Job,
+                Step::ProbeFailed(Outcome::Failed(FailureKind::Status)),
+                Settlement {
+                    prepare: None,
+                    publish: None,
+                    record: Some(change(
+                        Retrying,
+                        2,
+                        Some(now + 5 * MINUTE),
+                        Some(now + 5 * MINUTE),
+                    )),
+                    count: Counted::RetryScheduled,
+                    disable: None,
+                },
+            ),
+            (
+                "a failed probe on the last tier gives up like any attempt",
+                &last,
+                Source::Job,
+                Step::ProbeFailed(Outcome::Failed(FailureKind::Status)),
+                Settlement {
+                    prepare: None,
+                    publish: Some(Publish::DeadLetter(last.clone())),
+                    record: Some(change(Failed, 5, None, None)),
+                    count: Counted::Failed,
+                    disable: None,
+                },
+            ),
+            (
+                "circuit open, a hand-off's job: parked, still pending",
+                &fresh,
+                Source::Job,
+                Step::CircuitOpen,
+                Settlement {
+                    prepare: None,
+                    publish: None,
+                    record: Some(change(Pending, 0, Some(now + MINUTE), Some(now + MINUTE))),
                     count: Counted::Deferred,
                     disable: None,
                 },

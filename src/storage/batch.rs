@@ -92,9 +92,10 @@ written AS (
         updated_at = now()
     WHERE (d.id = EXCLUDED.id AND d.attempt_count < EXCLUDED.attempt_count)
         -- Parking an untried delivery that a redelivered event found pending (its earlier
-        -- hand-off may never have been published): without it the row keeps no job.
-        OR (d.id = EXCLUDED.id AND EXCLUDED.parked_until IS NOT NULL AND d.status = 'pending'
-            AND d.attempt_count = EXCLUDED.attempt_count)
+        -- hand-off may never have been published: without it the row keeps no job), or a
+        -- due job behind an open circuit: its attempts stay as they are.
+        OR (d.id = EXCLUDED.id AND EXCLUDED.parked_until IS NOT NULL
+            AND d.status IN ('pending', 'retrying') AND d.attempt_count = EXCLUDED.attempt_count)
         -- A duplicate publish, once (a batch written again finds its alias in place).
         OR (d.id <> EXCLUDED.id AND d.alias_id IS DISTINCT FROM EXCLUDED.id)
     RETURNING d.id, d.alias_id, d.attempt_count

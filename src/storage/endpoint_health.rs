@@ -7,6 +7,7 @@ use tokio_postgres::Transaction;
 
 use super::{Storage, StorageError, Webhook, webhooks::COLUMNS};
 use crate::{
+    circuit::Transition,
     domain::{DisabledReason, KeyRing, WebhookId},
     endpoint_health::{self, About, OperationalEvent, Policy, Streak, Verdict},
 };
@@ -202,6 +203,71 @@ impl Storage {
         insert_event(&tx, &event).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Writes that a circuit of `webhook`'s endpoint opened or closed, with its
+    /// `webhook.circuit_opened` or `webhook.circuit_closed` event. With several workers, each
+    /// with its own breaker, only the first to open and the first to close change the state,
+    /// so each change is told once. A close releases the webhook's parked deliveries. Returns
+    /// whether the state changed.
+    pub async fn note_circuit(
+        &self,
+        webhook: &Webhook,
+        transition: Transition,
+    ) -> Result<bool, StorageError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let now = OffsetDateTime::now_utc();
+        let event = match transition {
+            Transition::Opened => {
+                let opened = tx
+                    .execute(
+                        "INSERT INTO webhook_health AS h (webhook_id, company_id, circuit_opened_at)
+                         VALUES ($1, $2, $3)
+                         ON CONFLICT (webhook_id) DO UPDATE SET circuit_opened_at = $3
+                         WHERE h.circuit_opened_at IS NULL",
+                        &[&webhook.id.0, &webhook.company_id.as_str(), &now],
+                    )
+                    .await?;
+                (opened > 0).then(|| endpoint_health::circuit_opened(about(webhook), now))
+            }
+            Transition::Closed => {
+                let row = tx
+                    .query_opt(
+                        "WITH open AS (
+                            SELECT webhook_id, circuit_opened_at FROM webhook_health
+                            WHERE webhook_id = $1 AND circuit_opened_at IS NOT NULL FOR UPDATE
+                         )
+                         UPDATE webhook_health h SET circuit_opened_at = NULL
+                         FROM open WHERE h.webhook_id = open.webhook_id
+                         RETURNING open.circuit_opened_at",
+                        &[&webhook.id.0],
+                    )
+                    .await?;
+                // Released even when another worker closed it first: this worker may have
+                // parked more since.
+                tx.execute(
+                    "UPDATE deliveries SET parked_until = now()
+                     WHERE webhook_id = $1 AND parked_until IS NOT NULL AND parked_until > now()",
+                    &[&webhook.id.0],
+                )
+                .await?;
+                match row {
+                    Some(row) => Some(endpoint_health::circuit_closed(
+                        about(webhook),
+                        row.try_get(0)?,
+                        now,
+                    )),
+                    None => None,
+                }
+            }
+        };
+        let changed = event.is_some();
+        if let Some(event) = event {
+            insert_event(&tx, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     /// Publishes the oldest waiting operational events, at most `limit`, in order, each with

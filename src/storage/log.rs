@@ -316,32 +316,42 @@ impl Storage {
     }
 }
 
+/// A webhook's health as the API shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthView {
+    pub last_success_at: Option<OffsetDateTime>,
+    /// Failed deliveries since the last success, or since it was enabled again.
+    pub failing_streak: u64,
+    /// When its circuit was opened, while it is open.
+    pub circuit_opened_at: Option<OffsetDateTime>,
+}
+
 impl Storage {
-    /// When the webhook's latest successful delivery succeeded, and its failing streak: the
-    /// Failed deliveries auto-disable counts (since the last success, or since it was enabled
-    /// again). The dashboard asks every few seconds, so neither reads the streak's failures:
-    /// the count is kept in `webhook_health`, and while a streak lasts the last success is
-    /// among the deliveries created before it began.
-    pub async fn webhook_health(
-        &self,
-        webhook: WebhookId,
-    ) -> Result<(Option<OffsetDateTime>, u64), StorageError> {
+    /// When the webhook's latest successful delivery succeeded, its failing streak (the
+    /// Failed deliveries auto-disable counts, since the last success or since it was enabled
+    /// again) and its circuit. The dashboard asks every few seconds, so neither reads the
+    /// streak's failures: the count is kept in `webhook_health`, and while a streak lasts the
+    /// last success is among the deliveries created before it began.
+    pub async fn webhook_health(&self, webhook: WebhookId) -> Result<HealthView, StorageError> {
         let client = self.client().await?;
-        let streak = client
+        let health = client
             .query_opt(
-                "SELECT failed_streak, failing_since FROM webhook_health
-                 WHERE webhook_id = $1 AND failed_streak > 0",
+                "SELECT failed_streak, failing_since, circuit_opened_at FROM webhook_health
+                 WHERE webhook_id = $1",
                 &[&webhook.0],
             )
             .await?;
-        let (failed, before) = match &streak {
+        let (failed, since, circuit_opened_at) = match &health {
             Some(row) => (
                 row.try_get::<_, i32>(0)?,
-                row.try_get::<_, Option<OffsetDateTime>>(1)?
-                    .map(|since| DeliveryId::lowest_at(since).0),
+                row.try_get::<_, Option<OffsetDateTime>>(1)?,
+                row.try_get::<_, Option<OffsetDateTime>>(2)?,
             ),
-            None => (0, None),
+            None => (0, None, None),
         };
+        let before = since
+            .filter(|_| failed > 0)
+            .map(|since| DeliveryId::lowest_at(since).0);
         let last_success = client
             .query_opt(
                 "SELECT updated_at FROM deliveries
@@ -350,9 +360,10 @@ impl Storage {
                 &[&webhook.0, &before],
             )
             .await?;
-        Ok((
-            last_success.map(|row| row.try_get(0)).transpose()?,
-            u64::try_from(failed).unwrap_or(0),
-        ))
+        Ok(HealthView {
+            last_success_at: last_success.map(|row| row.try_get(0)).transpose()?,
+            failing_streak: u64::try_from(failed).unwrap_or(0),
+            circuit_opened_at,
+        })
     }
 }

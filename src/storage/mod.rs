@@ -31,7 +31,7 @@ pub use deliveries::{
     AttemptRecord, JobTarget, PreparedDelivery, ReplayScope, RetryTarget, Window,
 };
 pub use gauges::DatabaseGauges;
-pub use log::{AttemptView, DeliveryFilter, DeliveryView};
+pub use log::{AttemptView, DeliveryFilter, DeliveryView, HealthView};
 pub use migrate::{drop_database, ensure_database, migrate, migrate_to};
 pub use parking::ParkedDelivery;
 pub use recorder::{RecordError, Recorder};

@@ -1,6 +1,6 @@
-//! The parking lot: deliveries whose endpoint is stuck wait here, as rows with `parked_until`,
-//! instead of as messages in a retry tier. The sweeper claims the due ones, publishes their
-//! jobs, and unparks them.
+//! The parking lot: deliveries whose endpoint is stuck or whose circuit is open wait here, as
+//! rows with `parked_until`, instead of as messages in a retry tier. The sweeper claims the due
+//! ones (and an open circuit's probe), publishes their jobs, and unparks them.
 
 use std::time::Duration;
 
@@ -11,7 +11,9 @@ use super::{
     deliveries::{stored_delivery, to_u32},
     delivery_uuids,
 };
-use crate::domain::{DeliveryId, StoredDelivery};
+use tokio_postgres::Row;
+
+use crate::domain::{DeliveryId, StoredDelivery, WebhookId};
 
 /// A parked delivery whose time has come, with what its job needs.
 #[derive(Debug, Clone)]
@@ -23,24 +25,39 @@ pub struct ParkedDelivery {
     pub age: Duration,
 }
 
-/// Claims up to `$1` due rows by moving their `parked_until` `$2` seconds ahead: a sweeper
-/// that dies before publishing leaves them to be claimed again then, and concurrent sweepers
-/// (other workers) skip rows another one holds.
-const CLAIM_DUE: &str = "
-WITH claimed AS (
-    UPDATE deliveries SET parked_until = now() + make_interval(secs => $2)
-    WHERE (id, event_at) IN (
-        SELECT id, event_at FROM deliveries
-        WHERE parked_until <= now()
-        ORDER BY parked_until
-        LIMIT $1
-        FOR UPDATE SKIP LOCKED
-    )
-    RETURNING id, webhook_id, event_id, event_type, attempt_count, created_at, event_at
-)
-SELECT c.id, c.webhook_id, c.event_id, c.event_type, c.attempt_count, e.body,
-    extract(epoch FROM now() - c.created_at)::float8 AS age_s
-FROM claimed c JOIN events e ON e.id = c.event_id AND e.event_at = c.event_at";
+/// Claims the rows `picked` selects (id and event_at, `FOR UPDATE SKIP LOCKED`) by moving
+/// their `parked_until` `$2` seconds ahead: a sweeper that dies before publishing leaves them
+/// to be claimed again then, and concurrent sweepers (other workers) skip rows another one
+/// holds.
+macro_rules! claim {
+    ($picked:literal) => {
+        concat!(
+            "WITH claimed AS (
+                UPDATE deliveries SET parked_until = now() + make_interval(secs => $2)
+                WHERE (id, event_at) IN (",
+            $picked,
+            ")
+                RETURNING id, webhook_id, event_id, event_type, attempt_count, created_at,
+                    event_at
+            )
+            SELECT c.id, c.webhook_id, c.event_id, c.event_type, c.attempt_count, e.body,
+                extract(epoch FROM now() - c.created_at)::float8 AS age_s
+            FROM claimed c JOIN events e ON e.id = c.event_id AND e.event_at = c.event_at"
+        )
+    };
+}
+
+/// Up to `$1` due rows, the longest due first.
+const CLAIM_DUE: &str = claim!(
+    "SELECT id, event_at FROM deliveries WHERE parked_until <= now()
+     ORDER BY parked_until LIMIT $1 FOR UPDATE SKIP LOCKED"
+);
+
+/// Webhook `$1`'s parked row that comes due first, due or not (a probe).
+const CLAIM_ONE_OF: &str = claim!(
+    "SELECT id, event_at FROM deliveries WHERE webhook_id = $1 AND parked_until IS NOT NULL
+     ORDER BY parked_until LIMIT 1 FOR UPDATE SKIP LOCKED"
+);
 
 impl Storage {
     /// Claims up to `limit` due parked deliveries for `lease`: they are not due again before
@@ -54,26 +71,20 @@ impl Storage {
         let rows = client
             .query(CLAIM_DUE, &[&limit, &lease.as_secs_f64()])
             .await?;
-        let mut due = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let delivery = match stored_delivery(row) {
-                Ok(delivery) => delivery,
-                // Claimed for the lease like the rest, so it is logged once per lease, and
-                // the others are not held back by it.
-                Err(e @ StorageError::Corrupt(_)) => {
-                    tracing::error!(error = %e, "a parked delivery cannot be read; left parked");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            due.push(ParkedDelivery {
-                delivery,
-                attempt_count: to_u32(row.try_get("attempt_count")?),
-                body: Bytes::from(row.try_get::<_, Vec<u8>>("body")?),
-                age: Duration::from_secs_f64(row.try_get::<_, f64>("age_s")?.max(0.0)),
-            });
-        }
-        Ok(due)
+        parked_deliveries(&rows)
+    }
+
+    /// Claims `webhook`'s parked delivery that comes due first, due or not, for `lease`.
+    pub async fn claim_parked_of(
+        &self,
+        webhook: WebhookId,
+        lease: Duration,
+    ) -> Result<Option<ParkedDelivery>, StorageError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(CLAIM_ONE_OF, &[&webhook.0, &lease.as_secs_f64()])
+            .await?;
+        Ok(parked_deliveries(&rows)?.into_iter().next())
     }
 
     /// Keeps claimed deliveries parked (their endpoint still hangs) for as long again as they
@@ -104,6 +115,26 @@ impl Storage {
         Ok(())
     }
 
+    /// Marks parked deliveries Failed, untried, with `reason`; returns how many were still
+    /// parked (unparked meanwhile by a circuit's close, they are left to their jobs).
+    pub async fn fail_parked(&self, ids: &[DeliveryId], reason: &str) -> Result<u64, StorageError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = delivery_uuids(ids);
+        let client = self.client().await?;
+        let failed = client
+            .execute(
+                "UPDATE deliveries SET status = 'failed', parked_until = NULL,
+                     next_attempt_at = NULL, last_error = $2, updated_at = now()
+                 WHERE id = ANY($1) AND parked_until > now()
+                     AND status IN ('pending', 'retrying')",
+                &[&ids, &reason],
+            )
+            .await?;
+        Ok(failed)
+    }
+
     /// Unparks deliveries whose jobs are published.
     pub async fn unpark(&self, ids: &[DeliveryId]) -> Result<(), StorageError> {
         if ids.is_empty() {
@@ -119,4 +150,28 @@ impl Storage {
             .await?;
         Ok(())
     }
+}
+
+/// The claimed rows, but any that cannot be read.
+fn parked_deliveries(rows: &[Row]) -> Result<Vec<ParkedDelivery>, StorageError> {
+    let mut due = Vec::with_capacity(rows.len());
+    for row in rows {
+        let delivery = match stored_delivery(row) {
+            Ok(delivery) => delivery,
+            // Claimed for the lease like the rest, so it is logged once per lease, and
+            // the others are not held back by it.
+            Err(e @ StorageError::Corrupt(_)) => {
+                tracing::error!(error = %e, "a parked delivery cannot be read; left parked");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        due.push(ParkedDelivery {
+            delivery,
+            attempt_count: to_u32(row.try_get("attempt_count")?),
+            body: Bytes::from(row.try_get::<_, Vec<u8>>("body")?),
+            age: Duration::from_secs_f64(row.try_get::<_, f64>("age_s")?.max(0.0)),
+        });
+    }
+    Ok(due)
 }

@@ -4,6 +4,7 @@
 
 mod acks;
 mod api;
+mod circuit;
 mod connect;
 mod contract;
 mod crash;

@@ -353,6 +353,9 @@ async fn retries_of_deliveries_that_failed_together_are_spread() {
     config.delivery.retry_schedule =
         tesoro_webhooks::retry::RetrySchedule::new(vec![Duration::from_secs(20)]).expect("valid");
     config.delivery.max_in_flight_per_endpoint = 256;
+    // Every delivery's first attempt fails: the endpoint's circuit would open after ten and
+    // park the rest untried (tests/it/circuit.rs). The tiers are measured here.
+    config.circuit_breaker.enabled = false;
     let worker = TestWorker::start_with(config).await;
     let receiver = TestReceiver::start().await;
     receiver.set_default(Reply::Status(500));
@@ -458,6 +461,9 @@ async fn a_retry_records_when_its_jittered_delay_brings_it_back() {
     config.delivery.retry_schedule =
         tesoro_webhooks::retry::RetrySchedule::new(vec![Duration::from_secs(4)]).expect("schedule");
     config.delivery.retry_jitter = tesoro_webhooks::retry::Jitter::new(0.5).expect("jitter");
+    // Sixteen failed attempts in a row would open the endpoint's circuit and park the
+    // retries (tests/it/circuit.rs); the tiers are measured here.
+    config.circuit_breaker.enabled = false;
     let worker = TestWorker::start_with(config).await;
     let receiver = TestReceiver::start().await;
     receiver.set_default(Reply::Status(500));

@@ -10,7 +10,7 @@ use axum::{Router, extract::State, routing::post};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::harness::{Reply, TOKEN, TestReceiver, TestWorker};
+use crate::harness::{Reply, TOKEN, TestReceiver, TestWorker, test_config};
 
 struct Control {
     worker: TestWorker,
@@ -54,7 +54,10 @@ async fn the_dashboard_end_to_end_in_chromium() {
             && tests.join("node_modules/playwright-core").exists(),
         "needs /usr/bin/chromium and `npm ci` in tests/ui (.ci/run installs both)"
     );
-    let worker = TestWorker::start().await;
+    let mut config = test_config();
+    // The failing delivery's five attempts open the endpoint's circuit, which the page shows.
+    config.circuit_breaker.failures = 5;
+    let worker = TestWorker::start_with(config).await;
     let receiver = TestReceiver::start().await;
     receiver.set_default(Reply::Status(500));
     let company_token = token(&worker, "cmp_ui").await;

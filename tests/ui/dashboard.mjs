@@ -127,13 +127,17 @@ try {
   await requestBody.waitFor();
   check((await requestBody.textContent()).includes('"event": "deal.won"'), "pretty JSON");
   await attempts.first().getByRole("cell", { name: "500", exact: true }).waitFor();
+  // Five failures in a row opened the endpoint's circuit: the webhook's health says so.
+  await page.getByText(/Paused since/).first().waitFor();
   await shot(page, "05-failed-with-attempts");
 
-  // The receiver recovers; Retry delivers, and the page shows it without a reload.
+  // The receiver recovers; Retry delivers (a manual retry probes the open circuit), and the
+  // page shows it without a reload.
   await post("/receiver/ok");
   await failedRow.getByRole("button", { name: /^Retry/ }).click();
   await failedRow.getByRole("cell", { name: "Succeeded", exact: true }).waitFor();
   await page.getByText(/Last success/).first().waitFor();
+  await page.getByText(/Paused since/).waitFor({ state: "detached" });
   await shot(page, "06-retried-succeeded");
 
   // Edit: the API's refusal of a header shows beside the field, as does a line that is not

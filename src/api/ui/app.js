@@ -195,7 +195,11 @@ function renderWebhooks(health) {
       : h.failing_streak > 0
         ? `${h.failing_streak} failed in a row; last success ${formatTime(h.last_success_at)}`
         : `Last success ${formatTime(h.last_success_at)}`;
-    row.append(td("Health", healthText));
+    const circuitText =
+      h && h.circuit.state === "open"
+        ? `. Paused since ${formatTime(h.circuit.opened_at)}: the endpoint keeps failing, so deliveries wait and are sent once a test attempt succeeds`
+        : "";
+    row.append(td("Health", healthText + circuitText));
     const actions = td("Actions");
     const edit = el("button", "Edit", { type: "button", "aria-label": `Edit ${webhook.name}` });
     edit.addEventListener("click", () => openEditor(webhook));
