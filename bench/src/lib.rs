@@ -36,7 +36,7 @@ use testkit::{
 use process::Measured;
 use reads::{ReadTimes, Reader};
 pub use report::Report;
-use report::{Phase, Preloading, Pruning};
+use report::{Neighbour, Phase, Preloading, Pruning};
 use tesoro_webhooks::{
     broker::Broker,
     config::Config,
@@ -62,6 +62,11 @@ pub struct BenchArgs {
     /// Extra webhooks whose endpoint never answers (each attempt hits the timeout).
     #[arg(long, default_value_t = 0)]
     pub dead_webhooks: u32,
+    /// Extra webhooks whose endpoint answers 500 at once, retried after 1, 2, 3 and 4 s (a
+    /// short schedule, so the retry flow reaches its steady state within the run): the
+    /// healthy webhooks' latency and the deliveries queue's depth are measured beside them.
+    #[arg(long, default_value_t = 0)]
+    pub failing_webhooks: u32,
     /// Publish at this many events per second (open loop) instead of as fast as possible.
     #[arg(long)]
     pub rate: Option<f64>,
@@ -175,6 +180,9 @@ pub async fn run(
     }
     if args.preload.is_some() && (args.prune || args.dead_webhooks > 0) {
         bail!("--preload measures the worker alone: leave out --prune and --dead-webhooks");
+    }
+    if args.failing_webhooks > 0 && (args.preload.is_some() || args.prune) {
+        bail!("--failing-webhooks measures the worker alone: leave out --preload and --prune");
     }
     if args.preload == Some(0) {
         bail!("--preload must be at least 1");
@@ -319,6 +327,11 @@ async fn measure(
         let url = format!("http://{dead_addr}/dead");
         dead.push(create_webhook(storage, &company, n, &url, &secret, false).await?);
     }
+    let (failing_addr, failures) = receiver::failing().await?;
+    for n in 0..args.failing_webhooks {
+        let url = format!("http://{failing_addr}/failing");
+        create_webhook(storage, &company, n, &url, &secret, true).await?;
+    }
     broker.declare_topology().await?;
     let publisher = client.publisher().await?;
     let events_queue = broker.topology().events_queues[0].clone();
@@ -381,7 +394,22 @@ async fn measure(
         }
         None => (None, None),
     };
+    let mut neighbour = None;
     let (worker_phase, pruning) = if let Some(phase) = worker_phase {
+        (phase, None)
+    } else if args.failing_webhooks > 0 {
+        let deliveries_queue = &broker.topology().deliveries_queue;
+        let env = failing_env(&setup.env);
+        let started = Instant::now();
+        let (phase, depths) =
+            while_sampling(broker, deliveries_queue, run_worker(Run::Worker, &env)).await?;
+        neighbour = Some(Neighbour::measure(
+            args.failing_webhooks,
+            &failures,
+            started,
+            Instant::now(),
+            depths,
+        ));
         (phase, None)
     } else if args.prune {
         let without = run_worker(Run::WithoutPruning, &retention_env(&setup.env, false)).await?;
@@ -449,6 +477,7 @@ async fn measure(
         without_dead,
         pruning,
         preloading,
+        neighbour,
         signatures_checked: arrivals
             .signatures_checked
             .load(std::sync::atomic::Ordering::Relaxed),
@@ -464,18 +493,59 @@ async fn while_reading(
     reader: &Reader,
     phase: impl Future<Output = anyhow::Result<Phase>>,
 ) -> anyhow::Result<(Phase, ReadTimes)> {
+    beside(phase, async |stop| {
+        reader.wait_until_up(&stop).await?;
+        reader.run(stop).await
+    })
+    .await
+}
+
+/// Runs `phase` while sampling `queue`'s depth every second; returns the phase and the depths.
+async fn while_sampling(
+    broker: &Broker,
+    queue: &str,
+    phase: impl Future<Output = anyhow::Result<Phase>>,
+) -> anyhow::Result<(Phase, Vec<u32>)> {
+    beside(phase, async |stop| {
+        let mut depths = Vec::new();
+        while !stop.is_cancelled() {
+            depths.push(broker.depth(queue).await?);
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        Ok(depths)
+    })
+    .await
+}
+
+/// Runs `phase`, and `work` until the phase ends (the token it is given is cancelled then).
+async fn beside<T>(
+    phase: impl Future<Output = anyhow::Result<Phase>>,
+    work: impl AsyncFnOnce(CancellationToken) -> anyhow::Result<T>,
+) -> anyhow::Result<(Phase, T)> {
     let stop = CancellationToken::new();
     let measured = async {
         let phase = phase.await;
         stop.cancel();
         phase
     };
-    let reads = async {
-        reader.wait_until_up(&stop).await?;
-        reader.run(stop.clone()).await
-    };
-    let (phase, reads) = tokio::join!(measured, reads);
-    Ok((phase?, reads?))
+    let (phase, other) = tokio::join!(measured, work(stop.clone()));
+    Ok((phase?, other?))
+}
+
+/// `env` with the short retry schedule of `--failing-webhooks`.
+fn failing_env(env: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    env.push((
+        format!(
+            "{}DELIVERY__RETRY_SCHEDULE",
+            tesoro_webhooks::config::ENV_PREFIX
+        ),
+        r#"["1s", "2s", "3s", "4s"]"#.to_owned(),
+    ));
+    env
 }
 
 /// The measured runs of one benchmark; each publishes its own event ids.

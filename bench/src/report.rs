@@ -90,6 +90,57 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
+/// With `--failing-webhooks`: what the failing endpoint got, and the deliveries queue.
+pub struct Neighbour {
+    pub webhooks: u32,
+    pub attempts: usize,
+    pub attempts_per_sec: f64,
+    /// Over the run's second half, once the retry flow (or the circuit) is in its steady
+    /// state.
+    pub attempts_per_sec_second_half: f64,
+    /// The deliveries queue's ready messages, sampled every second.
+    pub queue_depths: Vec<u32>,
+}
+
+impl Neighbour {
+    pub fn measure(
+        webhooks: u32,
+        failures: &testkit::receiver::Failures,
+        started: Instant,
+        ended: Instant,
+        queue_depths: Vec<u32>,
+    ) -> Self {
+        let middle = started + (ended - started) / 2;
+        let attempts = failures.between(started, ended);
+        let per_sec =
+            |count: usize, from: Instant| count as f64 / (ended - from).as_secs_f64().max(1e-9);
+        Self {
+            webhooks,
+            attempts,
+            attempts_per_sec: per_sec(attempts, started),
+            attempts_per_sec_second_half: per_sec(failures.between(middle, ended), middle),
+            queue_depths,
+        }
+    }
+
+    fn deepest(&self) -> u32 {
+        self.queue_depths.iter().copied().max().unwrap_or(0)
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "webhooks": self.webhooks,
+            "attempts": self.attempts,
+            "attempts_per_sec": round(self.attempts_per_sec, 1),
+            "attempts_per_sec_second_half": round(self.attempts_per_sec_second_half, 1),
+            "deliveries_queue_max": self.deepest(),
+            "deliveries_queue_last": self.queue_depths.last().copied().unwrap_or(0),
+            // One sample in ten: every 10 s.
+            "deliveries_queue_every_10s": self.queue_depths.iter().step_by(10).collect::<Vec<_>>(),
+        })
+    }
+}
+
 pub struct Report {
     pub args: BenchArgs,
     pub worker: Phase,
@@ -100,6 +151,7 @@ pub struct Report {
     /// measured worker ran.
     pub pruning: Option<Pruning>,
     pub preloading: Option<Preloading>,
+    pub neighbour: Option<Neighbour>,
     pub signatures_checked: u64,
     pub signatures_bad: u64,
 }
@@ -158,6 +210,7 @@ impl Report {
             "events": self.args.events,
             "webhooks": self.args.webhooks,
             "dead_webhooks": self.args.dead_webhooks,
+            "failing_webhooks": self.args.failing_webhooks,
             "rate": self.args.rate,
             "payload_bytes": self.args.payload_bytes.as_u64(),
             "deliveries": w.deliveries,
@@ -193,6 +246,9 @@ impl Report {
             out["api_latency_ms"] = p.reads.to_json();
             out["empty_api_latency_ms"] = p.empty_reads.to_json();
             out["bytes_per_delivery"] = json!(round(p.bytes_per_delivery, 0));
+        }
+        if let Some(neighbour) = &self.neighbour {
+            out["failing"] = neighbour.to_json();
         }
         if let (Some(baseline), Some(ratio)) = (&self.baseline, self.ratio()) {
             out["baseline_deliveries_per_sec"] = json!(round(baseline.deliveries_per_sec, 1));
@@ -283,6 +339,18 @@ impl Report {
                 p.empty_reads.worst_p99(),
             );
         }
+        if let Some(n) = &self.neighbour {
+            out += &format!(
+                "{} failing webhooks: {} attempts, {:.1}/s ({:.1}/s over the second half); \
+                 deliveries queue at most {} ready, {} at the end\n",
+                n.webhooks,
+                n.attempts,
+                n.attempts_per_sec,
+                n.attempts_per_sec_second_half,
+                n.deepest(),
+                n.queue_depths.last().copied().unwrap_or(0),
+            );
+        }
         out += &format!(
             "signatures checked: {} ({} bad)\n",
             self.signatures_checked, self.signatures_bad
@@ -350,6 +418,7 @@ mod tests {
             events: 100,
             webhooks: 1,
             dead_webhooks: 0,
+            failing_webhooks: 0,
             rate: None,
             payload_bytes: bytesize::ByteSize::kib(1),
             baseline: false,
@@ -384,6 +453,7 @@ mod tests {
             without_dead: None,
             pruning: None,
             preloading: None,
+            neighbour: None,
             signatures_checked: 0,
             signatures_bad: 0,
         };
@@ -439,6 +509,7 @@ mod tests {
                 reads,
                 bytes_per_delivery: 1900.4,
             }),
+            neighbour: None,
             signatures_checked: 0,
             signatures_bad: 0,
         };
@@ -472,6 +543,7 @@ mod tests {
                 pruned_deliveries: 1234,
             }),
             preloading: None,
+            neighbour: None,
             signatures_checked: 0,
             signatures_bad: 0,
         };

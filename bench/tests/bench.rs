@@ -150,23 +150,28 @@ async fn an_interrupted_bench_removes_its_queues_exchanges_and_database() {
     broker.close().await;
 }
 
-#[tokio::test]
-async fn a_preloaded_run_reports_the_log_it_wrote_and_the_dashboard_reads_during_it() {
-    let config = test_config();
-    let output = bench(&config)
-        .args(["--events", "300", "--rate", "150", "--preload", "2000"])
+/// Runs `bench` with `args` and `--json` to its end; returns its report and its stderr.
+async fn report(args: &[&str]) -> (serde_json::Value, String) {
+    let output = bench(&test_config())
+        .args(args)
         .args(["--json"])
         .kill_on_drop(true)
         .output()
         .await
         .expect("run the bench");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{stderr}");
+    let report = serde_json::from_slice(&output.stdout).expect("JSON");
+    (report, stderr)
+}
+
+#[tokio::test]
+async fn a_preloaded_run_reports_the_log_it_wrote_and_the_dashboard_reads_during_it() {
+    let (report, stderr) = report(&["--events", "300", "--rate", "150", "--preload", "2000"]).await;
     assert!(
         stderr.contains("bench: preloaded 2000 of 2000 deliveries"),
         "{stderr}"
     );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(report["preload"], 2000, "{report}");
     assert_eq!(report["deliveries"], 300, "{report}");
     // Each delivery written costs its event's kilobyte and more: the rows are really there.
@@ -200,10 +205,45 @@ async fn a_preloaded_run_reports_the_log_it_wrote_and_the_dashboard_reads_during
 }
 
 #[tokio::test]
+async fn a_failing_neighbour_is_measured_beside_the_healthy_webhooks() {
+    let (report, _) = report(&[
+        "--events",
+        "400",
+        "--rate",
+        "100",
+        "--failing-webhooks",
+        "1",
+    ])
+    .await;
+    assert_eq!(
+        report["deliveries"], 400,
+        "every healthy delivery: {report}"
+    );
+    let failing = &report["failing"];
+    assert_eq!(failing["webhooks"], 1, "{report}");
+    // Its first attempts at least, until its circuit opens.
+    assert!(
+        failing["attempts"].as_u64().unwrap_or_default() >= 10,
+        "{report}"
+    );
+    assert!(
+        failing["deliveries_queue_every_10s"]
+            .as_array()
+            .is_some_and(|depths| !depths.is_empty()),
+        "sampled over the 4 s run: {report}"
+    );
+    assert!(failing["deliveries_queue_max"].is_u64(), "{report}");
+}
+
+#[tokio::test]
 async fn a_preload_with_pruning_or_dead_webhooks_is_refused() {
     for extra in [&["--prune"][..], &["--dead-webhooks", "1"]] {
         let args = [&["--events", "10", "--preload", "10"][..], extra].concat();
         refused(&args, "--preload measures the worker alone").await;
+    }
+    for extra in [&["--prune"][..], &["--preload", "10"]] {
+        let args = [&["--events", "10", "--failing-webhooks", "1"][..], extra].concat();
+        refused(&args, "--failing-webhooks measures the worker alone").await;
     }
 }
 

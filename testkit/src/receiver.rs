@@ -1,5 +1,6 @@
-//! The benchmark's webhook receivers: one that answers 200 and records arrivals, and a black
-//! hole that accepts connections and never answers (a dead endpoint).
+//! The benchmark's webhook receivers: one that answers 200 and records arrivals, a black hole
+//! that accepts connections and never answers (a dead endpoint), and one that answers 500 at
+//! once and records when (a failing endpoint).
 
 use std::{
     net::SocketAddr,
@@ -127,6 +128,41 @@ pub async fn black_hole() -> std::io::Result<(SocketAddr, tokio::task::JoinHandl
         }
     });
     Ok((addr, task))
+}
+
+/// When each request reached the failing endpoint.
+#[derive(Default)]
+pub struct Failures {
+    at: Mutex<Vec<Instant>>,
+}
+
+impl Failures {
+    /// The requests received in `[from, to)`.
+    pub fn between(&self, from: Instant, to: Instant) -> usize {
+        self.at
+            .lock()
+            .map(|at| at.iter().filter(|t| **t >= from && **t < to).count())
+            .unwrap_or(0)
+    }
+}
+
+/// Answers every request with a 500 at once, recording its arrival.
+pub async fn failing() -> std::io::Result<(SocketAddr, Arc<Failures>)> {
+    let failures = Arc::new(Failures::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = Router::new()
+        .route("/failing", post(fail))
+        .with_state(failures.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((addr, failures))
+}
+
+async fn fail(State(failures): State<Arc<Failures>>) -> axum::http::StatusCode {
+    if let Ok(mut at) = failures.at.lock() {
+        at.push(Instant::now());
+    }
+    axum::http::StatusCode::INTERNAL_SERVER_ERROR
 }
 
 #[cfg(test)]
