@@ -239,8 +239,9 @@ async fn two_workers_probe_at_most_once_each_per_interval_and_tell_each_change_o
         let row = worker
             .db
             .query_one(
-                "SELECT count(*) FROM deliveries WHERE event_id = ANY($1) AND status = 'succeeded'",
-                &[&events],
+                "SELECT count(*) FROM deliveries
+                 WHERE event_id = ANY($1) AND webhook_id = $2 AND status = 'succeeded'",
+                &[&events, &uuid::Uuid::parse_str(&webhook).expect("uuid")],
             )
             .await
             .ok()?;
