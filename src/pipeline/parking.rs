@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 use super::Pipeline;
 use crate::{
     broker::BrokerError,
-    domain::{Job, Trigger, WebhookId},
+    domain::{DisabledReason, Job, Trigger, WebhookId},
+    endpoint_health::Verdict,
     metrics,
     settle::Counted,
-    storage::ParkedDelivery,
+    storage::{ParkedDelivery, StorageError},
 };
 
 /// Parked deliveries claimed and published per round.
@@ -135,19 +136,47 @@ async fn expire(pipeline: &Pipeline, expired: &[&ParkedDelivery]) {
         .iter()
         .map(|parked| parked.delivery.delivery_id)
         .collect();
-    match pipeline.storage.fail_parked(&ids, NOT_ATTEMPTED).await {
-        Ok(failed) => {
-            for _ in 0..failed {
-                metrics::settled(Counted::Failed);
-            }
-            tracing::warn!(
-                failed,
-                "deliveries Failed untried: their endpoint's circuit stayed open past their \
-                 retry schedule"
-            );
+    let failed = match pipeline.storage.fail_parked(&ids, NOT_ATTEMPTED).await {
+        Ok(failed) => failed,
+        Err(e) => {
+            tracing::warn!(error = %e, "expired deliveries stay parked; next sweep");
+            return;
         }
-        Err(e) => tracing::warn!(error = %e, "expired deliveries stay parked; next sweep"),
+    };
+    // Like deliveries that exhausted their retries: counted as Failed, told at info, and in
+    // their webhook's failing streak (which may warn its owner or disable it).
+    for (webhook_id, count) in failed {
+        for _ in 0..count {
+            metrics::settled(Counted::Failed);
+        }
+        tracing::info!(%webhook_id, failed = count,
+            "deliveries Failed untried: their endpoint's circuit stayed open past their \
+             retry schedule");
+        if let Err(e) = note_failures(pipeline, webhook_id, count).await {
+            tracing::warn!(%webhook_id, error = %e, "expired deliveries not counted in the \
+                webhook's failing streak");
+        }
     }
+}
+
+async fn note_failures(
+    pipeline: &Pipeline,
+    webhook_id: WebhookId,
+    count: u32,
+) -> Result<(), StorageError> {
+    if let Some(webhook) = pipeline.storage.webhook(webhook_id).await? {
+        let policy = &pipeline.endpoint_health;
+        if pipeline
+            .storage
+            .note_failures(&webhook, count, policy)
+            .await?
+            == Verdict::Disable
+        {
+            tracing::warn!(%webhook_id, company_id = %webhook.company_id,
+                reason = DisabledReason::FailingTooLong.as_str(), "webhook disabled");
+        }
+    }
+    Ok(())
 }
 
 /// The reason an expired delivery shows.

@@ -127,6 +127,17 @@ impl Storage {
         webhook: &Webhook,
         policy: &Policy,
     ) -> Result<Verdict, StorageError> {
+        self.note_failures(webhook, 1, policy).await
+    }
+
+    /// `note_failed` for `failed` deliveries at once (those an open circuit kept untried
+    /// past their schedule).
+    pub async fn note_failures(
+        &self,
+        webhook: &Webhook,
+        failed: u32,
+        policy: &Policy,
+    ) -> Result<Verdict, StorageError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let now = OffsetDateTime::now_utc();
@@ -134,14 +145,19 @@ impl Storage {
             .query_opt(
                 "INSERT INTO webhook_health AS h
                     (webhook_id, company_id, failed_streak, failing_since, last_failure_at)
-                 SELECT $1, $2, 1, $3, $3
+                 SELECT $1, $2, $4, $3, $3
                  WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = $1 AND enabled)
                  ON CONFLICT (webhook_id) DO UPDATE SET
-                    failed_streak = h.failed_streak + 1,
+                    failed_streak = h.failed_streak + $4,
                     failing_since = COALESCE(h.failing_since, $3),
                     last_failure_at = $3
                  RETURNING failed_streak, failing_since, warned_at",
-                &[&webhook.id.0, &webhook.company_id.as_str(), &now],
+                &[
+                    &webhook.id.0,
+                    &webhook.company_id.as_str(),
+                    &now,
+                    &i32::try_from(failed).unwrap_or(i32::MAX),
+                ],
             )
             .await?;
         let Some(row) = row else {

@@ -115,24 +115,35 @@ impl Storage {
         Ok(())
     }
 
-    /// Marks parked deliveries Failed, untried, with `reason`; returns how many were still
-    /// parked (unparked meanwhile by a circuit's close, they are left to their jobs).
-    pub async fn fail_parked(&self, ids: &[DeliveryId], reason: &str) -> Result<u64, StorageError> {
+    /// Marks parked deliveries Failed, untried, with `reason`; returns how many of each
+    /// webhook's were still parked (unparked meanwhile by a circuit's close, they are left to
+    /// their jobs).
+    pub async fn fail_parked(
+        &self,
+        ids: &[DeliveryId],
+        reason: &str,
+    ) -> Result<Vec<(WebhookId, u32)>, StorageError> {
         if ids.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let ids = delivery_uuids(ids);
         let client = self.client().await?;
-        let failed = client
-            .execute(
-                "UPDATE deliveries SET status = 'failed', parked_until = NULL,
-                     next_attempt_at = NULL, last_error = $2, updated_at = now()
-                 WHERE id = ANY($1) AND parked_until > now()
-                     AND status IN ('pending', 'retrying')",
+        let rows = client
+            .query(
+                "WITH failed AS (
+                    UPDATE deliveries SET status = 'failed', parked_until = NULL,
+                        next_attempt_at = NULL, last_error = $2, updated_at = now()
+                    WHERE id = ANY($1) AND parked_until > now()
+                        AND status IN ('pending', 'retrying')
+                    RETURNING webhook_id
+                 )
+                 SELECT webhook_id, count(*)::int4 FROM failed GROUP BY webhook_id",
                 &[&ids, &reason],
             )
             .await?;
-        Ok(failed)
+        rows.iter()
+            .map(|row| Ok((WebhookId(row.try_get(0)?), to_u32(row.try_get(1)?))))
+            .collect()
     }
 
     /// Unparks deliveries whose jobs are published.

@@ -170,6 +170,17 @@ async fn what_waits_past_its_schedule_behind_an_open_circuit_ends_failed_untried
         }
     }
     assert_eq!(receiver.received().len(), 3, "nothing sent after it opened");
+    // Counted in the webhook's failing streak like any Failed delivery (after their status
+    // is written).
+    wait_until("all five in the failing streak", || async {
+        let (_, health) = worker
+            .api("GET", &format!("/v1/webhooks/{webhook}/health"), None)
+            .await;
+        (health["failing_streak"] == 5).then_some(())
+    })
+    .await;
+    let failing = worker.next_operational().await;
+    assert_eq!(failing["_type"], "webhook.failing", "{failing}");
     let (status, body) = worker
         .api("GET", &format!("/v1/deliveries?webhook_id={webhook}"), None)
         .await;
@@ -205,8 +216,14 @@ async fn what_waits_past_its_schedule_behind_an_open_circuit_ends_failed_untried
         worker.wait_for_status(event, &webhook, "succeeded").await,
         1
     );
-    let closed = worker.next_operational().await;
-    assert_eq!(closed["_type"], "webhook.circuit_closed", "{closed}");
+    let told: Vec<_> = [
+        worker.next_operational().await,
+        worker.next_operational().await,
+    ]
+    .iter()
+    .map(|event| event["_type"].as_str().unwrap_or_default().to_owned())
+    .collect();
+    assert_eq!(told, ["webhook.recovered", "webhook.circuit_closed"]);
 }
 
 /// Each worker keeps its own circuit: an endpoint gets at most one probe per interval from
