@@ -115,9 +115,10 @@ impl Storage {
         Ok(())
     }
 
-    /// Marks parked deliveries Failed, untried, with `reason`; returns how many of each
-    /// webhook's were still parked (unparked meanwhile by a circuit's close, they are left to
-    /// their jobs).
+    /// Marks parked deliveries Failed, untried, with `reason`, while their webhook's circuit is
+    /// recorded open; returns how many of each webhook's were still parked (unparked
+    /// meanwhile by a circuit's close, they are left to their jobs; the others come due again
+    /// after their claim's lease).
     pub async fn fail_parked(
         &self,
         ids: &[DeliveryId],
@@ -135,6 +136,11 @@ impl Storage {
                         next_attempt_at = NULL, last_error = $2, updated_at = now()
                     WHERE id = ANY($1) AND parked_until > now()
                         AND status IN ('pending', 'retrying')
+                        -- Still open as the workers wrote it: a worker whose own breaker
+                        -- has not closed yet must not fail what another one's close released.
+                        AND EXISTS (SELECT 1 FROM webhook_health h
+                            WHERE h.webhook_id = deliveries.webhook_id
+                                AND h.circuit_opened_at IS NOT NULL)
                     RETURNING webhook_id
                  )
                  SELECT webhook_id, count(*)::int4 FROM failed GROUP BY webhook_id",
