@@ -15,7 +15,6 @@ use crate::{
 pub struct Circuits {
     policy: Policy,
     breakers: EndpointMap<Breaker>,
-    idle_for: Duration,
 }
 
 impl Circuits {
@@ -23,7 +22,6 @@ impl Circuits {
         Self {
             policy,
             breakers: EndpointMap::default(),
-            idle_for: IDLE_FOR,
         }
     }
 
@@ -33,7 +31,7 @@ impl Circuits {
         self.breakers.with(
             webhook,
             || Breaker::new(now),
-            |breaker| breaker.forgettable(now, self.idle_for),
+            |breaker| breaker.forgettable(now, IDLE_FOR),
             |breaker| breaker.admit(now),
         )
     }
@@ -45,7 +43,7 @@ impl Circuits {
         let transition = self.breakers.with(
             webhook,
             || Breaker::new(now),
-            |breaker| breaker.forgettable(now, self.idle_for),
+            |breaker| breaker.forgettable(now, IDLE_FOR),
             |breaker| breaker.record(&self.policy, delivered, probe, now),
         );
         if let Some(transition) = transition {
